@@ -1,0 +1,325 @@
+//! The HTTP API of a peer (axum). Only this crate knows HTTP.
+//!
+//! Build an [`ApiContext`] and serve [`router`]. Routes:
+//! - `POST /api/v1/events`: native events (JSON array, NDJSON or CBOR).
+//! - `GET /api/v1/graph?window=5m&at=<time>`: the flow graph of a window.
+//! - `GET /api/v1/edges/{from}/{to}?window=1h&step=1m`: one edge's time series.
+//! - `GET /api/v1/status`, `GET /healthz`.
+//!
+//! Types in [`wire`] are the JSON answers; they are converted from core types here.
+
+mod error;
+pub mod events;
+pub mod time_text;
+pub mod wire;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, header};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use observatory_core::{Edge, NodeName};
+use observatory_store::{IngestError, IngestHandle, SharedState, SizeProbe, unix_now_ms};
+use serde::Deserialize;
+
+pub use error::ApiError;
+use events::{BodyFormat, ParseLimits, parse_body};
+use wire::{IngestAnswer, IngestErrorItem};
+
+/// What the API tells about the peer it serves.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    /// libp2p peer id.
+    pub peer_id: String,
+    /// Incarnation of this run.
+    pub incarnation: u32,
+    /// Version of the observatory binary.
+    pub version: String,
+    /// Where the data dir is.
+    pub data_dir: String,
+}
+
+/// Limits the API enforces on requests.
+#[derive(Debug, Clone)]
+pub struct ApiLimits {
+    /// Largest request body in bytes.
+    pub body_bytes_max: usize,
+    /// Most per-event errors listed in an ingest answer.
+    pub errors_listed_max: usize,
+    /// Parsing limits.
+    pub parse: ParseLimits,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        Self {
+            body_bytes_max: 16 * 1024 * 1024,
+            errors_listed_max: 100,
+            parse: ParseLimits {
+                events_per_request_max: 10_000,
+                node_name_bytes_max: 200,
+                event_count_max: 1_000_000,
+            },
+        }
+    }
+}
+
+/// Counters of what the API took and refused.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Ingest requests answered 200.
+    pub ingest_requests: AtomicU64,
+    /// Events applied.
+    pub events_accepted: AtomicU64,
+    /// Events refused, by reason.
+    pub events_rejected: Mutex<BTreeMap<String, u64>>,
+    /// Requests refused whole, by reason.
+    pub requests_rejected: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Counters {
+    fn count(map: &Mutex<BTreeMap<String, u64>>, reason: &str, n: u64) {
+        *map.lock().expect("counters lock").entry(reason.to_string()).or_default() += n;
+    }
+
+    /// Counts a request refused whole.
+    pub fn request_rejected(&self, reason: &str) {
+        Self::count(&self.requests_rejected, reason, 1);
+    }
+}
+
+/// Everything the handlers need.
+#[derive(Debug)]
+pub struct ApiContext {
+    /// The flow state (read only here).
+    pub state: SharedState,
+    /// Where events go.
+    pub ingest: IngestHandle,
+    /// About this peer.
+    pub info: PeerInfo,
+    /// Request limits.
+    pub limits: ApiLimits,
+    /// Store size on disk.
+    pub store_size: SizeProbe,
+    /// What was taken and refused.
+    pub counters: Counters,
+}
+
+type Ctx = State<Arc<ApiContext>>;
+
+/// The API's routes.
+pub fn router(context: Arc<ApiContext>) -> Router {
+    let body_limit = context.limits.body_bytes_max;
+    Router::new()
+        .route("/api/v1/events", post(post_events))
+        .route("/api/v1/graph", get(get_graph))
+        .route("/api/v1/edges/{from}/{to}", get(get_edge_series))
+        .route("/api/v1/status", get(get_status))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .fallback(|| async { ApiError::NotFound("no such route; see /api/v1/status, /api/v1/graph".into()) })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(context)
+}
+
+fn body_format(headers: &HeaderMap, body: &[u8]) -> Result<BodyFormat, ApiError> {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    match essence.as_str() {
+        "application/json" => Ok(BodyFormat::Json),
+        "application/x-ndjson" | "application/ndjson" | "application/jsonl" => Ok(BodyFormat::Ndjson),
+        "application/cbor" => Ok(BodyFormat::Cbor),
+        // Clients that send no type (or curl's default) get their body sniffed.
+        "" | "text/plain" | "application/x-www-form-urlencoded" | "application/octet-stream" => {
+            match body.iter().find(|b| !b.is_ascii_whitespace()) {
+                Some(b'[') => Ok(BodyFormat::Json),
+                Some(b'{') => Ok(BodyFormat::Ndjson),
+                _ if essence == "application/octet-stream" => Ok(BodyFormat::Cbor),
+                _ => Err(ApiError::UnsupportedMediaType(format!(
+                    "cannot tell the body's format from Content-Type `{content_type}`; use application/json, \
+                     application/x-ndjson or application/cbor"
+                ))),
+            }
+        }
+        other => Err(ApiError::UnsupportedMediaType(format!(
+            "Content-Type `{other}` is not supported; use application/json, application/x-ndjson or application/cbor"
+        ))),
+    }
+}
+
+async fn post_events(
+    State(ctx): Ctx,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<IngestAnswer>, ApiError> {
+    let result = ingest(&ctx, &headers, body).await;
+    if let Err(error) = &result {
+        ctx.counters.request_rejected(error.code());
+    }
+    result
+}
+
+async fn ingest(
+    ctx: &ApiContext,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<IngestAnswer>, ApiError> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(format!(
+                "the body is larger than limits.body_bytes_max ({} bytes)",
+                ctx.limits.body_bytes_max
+            ))
+        } else {
+            ApiError::BadRequest(format!("cannot read the body: {rejection}"))
+        }
+    })?;
+    let format = body_format(headers, &body)?;
+    let parsed = parse_body(format, &body, unix_now_ms(), &ctx.limits.parse)?;
+    let (indices, events): (Vec<usize>, Vec<_>) = parsed.events.into_iter().unzip();
+    let reply = if events.is_empty() { Default::default() } else { ctx.ingest.submit(events).await? };
+
+    let mut errors: Vec<IngestErrorItem> = parsed
+        .errors
+        .into_iter()
+        .map(|e| IngestErrorItem { index: e.index, field: e.field, reason: e.reason })
+        .collect();
+    let parse_rejected = errors.len();
+    {
+        let mut by_reason = ctx.counters.events_rejected.lock().expect("counters lock");
+        for error in &errors {
+            // Count by known field only: field names in errors can come from the client.
+            let field = match error.field.as_str() {
+                known @ ("from" | "to" | "ts" | "latency_ms" | "error" | "bytes" | "count") => known,
+                _ => "event",
+            };
+            *by_reason.entry(format!("invalid_{field}")).or_default() += 1;
+        }
+        for (_, rejection) in &reply.rejected {
+            *by_reason.entry(rejection.reason_code().to_string()).or_default() += 1;
+        }
+    }
+    errors.extend(reply.rejected.iter().map(|(i, rejection)| IngestErrorItem {
+        index: indices[*i],
+        field: rejection.field().to_string(),
+        reason: rejection.to_string(),
+    }));
+    errors.sort_by_key(|e| e.index);
+    let rejected = errors.len();
+    let truncated = errors.len() > ctx.limits.errors_listed_max;
+    errors.truncate(ctx.limits.errors_listed_max);
+    ctx.counters.ingest_requests.fetch_add(1, Ordering::Relaxed);
+    ctx.counters.events_accepted.fetch_add(reply.accepted as u64, Ordering::Relaxed);
+    debug_assert_eq!(rejected, parse_rejected + reply.rejected.len());
+    Ok(Json(IngestAnswer { accepted: reply.accepted, rejected, errors, errors_truncated: truncated }))
+}
+
+impl From<IngestError> for ApiError {
+    fn from(error: IngestError) -> Self {
+        match error {
+            IngestError::Overloaded => ApiError::Unavailable(error.to_string()),
+            IngestError::ShuttingDown => ApiError::Unavailable(error.to_string()),
+            IngestError::Store(_) => ApiError::Internal(error.to_string()),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GraphParams {
+    window: Option<String>,
+    at: Option<String>,
+}
+
+fn window_and_end(
+    window: Option<&str>,
+    at: Option<&str>,
+    default_window: &str,
+) -> Result<(i64, i64), ApiError> {
+    let window = window.unwrap_or(default_window);
+    let window_ms = time_text::parse_duration_ms(window).map_err(|e| ApiError::bad_param("window", e))?;
+    let end_ms = match at {
+        Some(at) => time_text::parse_time(at).map_err(|e| ApiError::bad_param("at", e))?,
+        None => unix_now_ms(),
+    };
+    Ok((window_ms, end_ms))
+}
+
+async fn get_graph(
+    State(ctx): Ctx,
+    params: Result<Query<GraphParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<wire::GraphAnswer>, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let (window_ms, end_ms) = window_and_end(params.window.as_deref(), params.at.as_deref(), "5m")?;
+    let now_ms = unix_now_ms();
+    let state = ctx.state.read().expect("state lock");
+    let view = state.graph(window_ms, end_ms).map_err(|e| ApiError::bad_param("window", e))?;
+    let coverage = wire::Coverage::from_core(&state.coverage(), now_ms);
+    drop(state);
+    Ok(Json(wire::GraphAnswer::from_core(view, window_ms, coverage)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SeriesParams {
+    window: Option<String>,
+    step: Option<String>,
+    at: Option<String>,
+}
+
+async fn get_edge_series(
+    State(ctx): Ctx,
+    Path((from, to)): Path<(String, String)>,
+    params: Result<Query<SeriesParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<wire::SeriesAnswer>, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let name = |field: &str, value: &str| {
+        NodeName::new(value, ctx.limits.parse.node_name_bytes_max).map_err(|e| ApiError::bad_param(field, e))
+    };
+    let edge = Edge::new(name("from", &from)?, name("to", &to)?);
+    let (window_ms, end_ms) = window_and_end(params.window.as_deref(), params.at.as_deref(), "1h")?;
+    let step = params.step.as_deref().unwrap_or("1m");
+    let step_ms = time_text::parse_duration_ms(step).map_err(|e| ApiError::bad_param("step", e))?;
+    let now_ms = unix_now_ms();
+    let state = ctx.state.read().expect("state lock");
+    if !state.has_edge(&edge) {
+        return Err(ApiError::NotFound(format!("no edge {from} -> {to} is known")));
+    }
+    let view = state.series(&edge, window_ms, step_ms, end_ms).map_err(|e| ApiError::bad_param("step", e))?;
+    let coverage = wire::Coverage::from_core(&state.coverage(), now_ms);
+    drop(state);
+    Ok(Json(wire::SeriesAnswer::from_core(&edge, view, window_ms, coverage)))
+}
+
+async fn get_status(State(ctx): Ctx) -> Json<wire::StatusAnswer> {
+    let state = ctx.state.read().expect("state lock");
+    let stats = state.stats();
+    let settings = state.settings().clone();
+    drop(state);
+    let counters = &ctx.counters;
+    Json(wire::StatusAnswer {
+        peer_id: ctx.info.peer_id.clone(),
+        incarnation: ctx.info.incarnation,
+        version: ctx.info.version.clone(),
+        settings_fingerprint: settings.fingerprint(),
+        settings: settings.canonical(),
+        data_dir: ctx.info.data_dir.clone(),
+        nodes: stats.nodes,
+        edges: stats.edges,
+        cells: stats.cells,
+        global_cells: stats.global_cells,
+        origins: stats.origins,
+        store_bytes: ctx.store_size.size_on_disk(),
+        ingest: wire::IngestCounters {
+            requests: counters.ingest_requests.load(Ordering::Relaxed),
+            events_accepted: counters.events_accepted.load(Ordering::Relaxed),
+            events_rejected: counters.events_rejected.lock().expect("counters lock").clone(),
+            requests_rejected: counters.requests_rejected.lock().expect("counters lock").clone(),
+        },
+    })
+}

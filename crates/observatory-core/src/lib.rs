@@ -1,0 +1,24 @@
+//! The flow graph of an observed system as a state-based CRDT.
+//!
+//! Every peer holds, for each *origin* (one run of one peer), grow-only *cells* keyed by
+//! `(edge, resolution, bucket)` and stamped with the origin's *seq*. Joining keeps, per
+//! origin and cell key, the cell with the larger seq; the *global view* (the sum over
+//! origins) is maintained incrementally and is what queries read.
+//!
+//! This crate performs no IO and never reads the clock: callers pass `now_ms`.
+//! Start at [`FlowState`].
+
+pub mod histogram;
+pub mod model;
+pub mod query;
+pub mod settings;
+pub mod state;
+
+pub use histogram::{LatencyAccumulator, LatencyHistogram, LatencySummary};
+pub use model::{Cell, CellData, CellKey, Edge, Event, NodeName, NodeNameError, Origin, Resolution};
+pub use query::{EdgeFigures, Figures, GraphView, QueryError, SeriesPoint, SeriesView, Span};
+pub use settings::{Limits, Settings, SettingsError};
+pub use state::{
+    FlowState, LocalOutcome, MergeError, MergeOutcome, OriginCoverage, OriginDelta, Rejection, StateStats,
+    VersionVector,
+};

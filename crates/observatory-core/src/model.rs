@@ -1,0 +1,296 @@
+//! The vocabulary of the flow graph: nodes, edges, origins, events, resolutions, cells.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::histogram::{HistogramError, LatencyHistogram};
+
+/// Hard upper bound on a node name in bytes, whatever the configuration says; names
+/// coming from peers or from disk are checked against it.
+pub const NODE_NAME_BYTES_HARD_MAX: usize = 1024;
+
+/// The name of a node of the observed system: 1 to `NODE_NAME_BYTES_HARD_MAX` bytes of
+/// UTF-8 without control characters.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct NodeName(Arc<str>);
+
+/// Why a string is not a valid node name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeNameError {
+    /// The name is the empty string.
+    #[error("must not be empty")]
+    Empty,
+    /// The name is longer than allowed.
+    #[error("is {len} bytes long, more than the limit of {max} bytes")]
+    TooLong {
+        /// Length in bytes.
+        len: usize,
+        /// The limit in bytes.
+        max: usize,
+    },
+    /// The name holds a control character.
+    #[error("contains the control character {0:?}; names must be printable")]
+    NotPrintable(char),
+}
+
+impl NodeName {
+    /// Validates a name against a byte limit (itself capped by the hard maximum).
+    pub fn new(name: &str, bytes_max: usize) -> Result<Self, NodeNameError> {
+        let max = bytes_max.min(NODE_NAME_BYTES_HARD_MAX);
+        if name.is_empty() {
+            return Err(NodeNameError::Empty);
+        }
+        if name.len() > max {
+            return Err(NodeNameError::TooLong { len: name.len(), max });
+        }
+        if let Some(c) = name.chars().find(|c| c.is_control()) {
+            return Err(NodeNameError::NotPrintable(c));
+        }
+        Ok(Self(Arc::from(name)))
+    }
+
+    /// The name as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for NodeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for NodeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeName {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        NodeName::new(&name, NODE_NAME_BYTES_HARD_MAX)
+            .map_err(|e| serde::de::Error::custom(format_args!("node name {e}")))
+    }
+}
+
+/// A directed pair of nodes: information flowed from `from` to `to`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Edge {
+    /// The sending node.
+    pub from: NodeName,
+    /// The receiving node.
+    pub to: NodeName,
+}
+
+impl Edge {
+    /// The edge `from -> to`.
+    pub fn new(from: NodeName, to: NodeName) -> Self {
+        Self { from, to }
+    }
+}
+
+impl fmt::Debug for Edge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} -> {}", self.from, self.to)
+    }
+}
+
+/// One run of one peer: the peer's id and the incarnation counter it took at start.
+/// Only the origin itself creates or changes its cells.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Origin {
+    /// The peer id (the libp2p peer id in its usual text form).
+    pub peer: Arc<str>,
+    /// Incremented and persisted at every start of the peer, before its first write.
+    pub incarnation: u32,
+}
+
+impl Origin {
+    /// The origin of `peer` in its `incarnation`.
+    pub fn new(peer: &str, incarnation: u32) -> Self {
+        Self { peer: Arc::from(peer), incarnation }
+    }
+}
+
+impl fmt::Debug for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}#{}", self.peer, self.incarnation)
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// One report of flow on an edge, already validated at the boundary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// The edge the flow went over.
+    pub edge: Edge,
+    /// When it happened, in milliseconds since the Unix epoch.
+    pub ts_ms: i64,
+    /// How long it took, in microseconds, if known.
+    pub latency_us: Option<u64>,
+    /// Whether it failed.
+    pub error: bool,
+    /// Bytes carried, in total over `count`.
+    pub bytes: u64,
+    /// How many calls this event stands for (at least 1).
+    pub count: u64,
+}
+
+/// A bucket width with its retention.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resolution {
+    /// Name shown to users, e.g. `10s`, `1m`, `total`.
+    pub name: String,
+    /// Width of a bucket in milliseconds; `None` for the `total` resolution (one bucket).
+    pub width_ms: Option<i64>,
+    /// How long after its end a bucket is kept; `None` means forever.
+    pub retention_ms: Option<i64>,
+}
+
+impl Resolution {
+    /// The `total` resolution: one bucket starting at 0, never expires.
+    pub fn total() -> Self {
+        Self { name: "total".into(), width_ms: None, retention_ms: None }
+    }
+
+    /// Start of the bucket holding `ts_ms`.
+    pub fn bucket_start(&self, ts_ms: i64) -> i64 {
+        match self.width_ms {
+            Some(width) => ts_ms.div_euclid(width) * width,
+            None => 0,
+        }
+    }
+
+    /// End (exclusive) of the bucket that starts at `bucket_start_ms`.
+    pub fn bucket_end(&self, bucket_start_ms: i64) -> i64 {
+        match self.width_ms {
+            Some(width) => bucket_start_ms.saturating_add(width),
+            None => i64::MAX,
+        }
+    }
+
+    /// Whether a bucket starting at `bucket_start_ms` has outlived its retention at `now_ms`.
+    pub fn is_expired(&self, bucket_start_ms: i64, now_ms: i64) -> bool {
+        match self.retention_ms {
+            Some(retention) => {
+                self.bucket_end(bucket_start_ms).saturating_add(retention) <= now_ms
+            }
+            None => false,
+        }
+    }
+}
+
+/// The key of a cell: which edge, which resolution (index into the settings), which bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CellKey {
+    /// The edge.
+    pub edge: Edge,
+    /// Index of the resolution in [`crate::Settings::resolutions`].
+    pub resolution: u8,
+    /// Start of the bucket in milliseconds since the epoch (0 for `total`).
+    pub bucket_start_ms: i64,
+}
+
+/// The figures of one cell: grow-only counts and a latency histogram.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CellData {
+    /// Calls (or messages) seen.
+    pub calls: u64,
+    /// Calls that failed.
+    pub errors: u64,
+    /// Bytes carried.
+    pub bytes: u64,
+    /// Latencies of the calls that reported one, in microseconds.
+    pub latency: LatencyHistogram,
+}
+
+/// Why a cell's figures are inconsistent or went backwards.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CellDataError {
+    /// A counter of a newer version is lower than in an older one.
+    #[error("{field} went down from {old} to {new}")]
+    WentDown {
+        /// The counter.
+        field: &'static str,
+        /// Its older value.
+        old: u64,
+        /// Its newer value.
+        new: u64,
+    },
+    /// The latency histogram of a newer version lacks samples of an older one.
+    #[error("latency histogram lost samples: {0}")]
+    LatencyWentDown(HistogramError),
+    /// A counter would overflow.
+    #[error("{0} overflows")]
+    Overflow(&'static str),
+    /// The cell is not self-consistent.
+    #[error("inconsistent cell: {0}")]
+    Inconsistent(&'static str),
+}
+
+impl CellData {
+    /// Adds another cell's figures.
+    pub fn add(&mut self, other: &CellData) -> Result<(), CellDataError> {
+        self.calls = self.calls.checked_add(other.calls).ok_or(CellDataError::Overflow("calls"))?;
+        self.errors =
+            self.errors.checked_add(other.errors).ok_or(CellDataError::Overflow("errors"))?;
+        self.bytes = self.bytes.checked_add(other.bytes).ok_or(CellDataError::Overflow("bytes"))?;
+        self.latency.add(&other.latency).map_err(|_| CellDataError::Overflow("latency"))
+    }
+
+    /// Subtracts figures that this cell contains (see [`CellData::check_contains`]).
+    pub fn subtract(&mut self, other: &CellData) -> Result<(), CellDataError> {
+        self.check_contains(other)?;
+        self.calls -= other.calls;
+        self.errors -= other.errors;
+        self.bytes -= other.bytes;
+        self.latency.subtract(&other.latency).map_err(CellDataError::LatencyWentDown)
+    }
+
+    /// Checks that every counter here is at least the one in `older`.
+    pub fn check_contains(&self, older: &CellData) -> Result<(), CellDataError> {
+        for (field, old, new) in [
+            ("calls", older.calls, self.calls),
+            ("errors", older.errors, self.errors),
+            ("bytes", older.bytes, self.bytes),
+        ] {
+            if new < old {
+                return Err(CellDataError::WentDown { field, old, new });
+            }
+        }
+        self.latency.contains(&older.latency).map_err(CellDataError::LatencyWentDown)
+    }
+
+    /// Checks the cell is self-consistent: at least one call, no more errors or latency
+    /// samples than calls.
+    pub fn check_consistent(&self) -> Result<(), CellDataError> {
+        if self.calls == 0 {
+            return Err(CellDataError::Inconsistent("a cell holds at least one call"));
+        }
+        if self.errors > self.calls {
+            return Err(CellDataError::Inconsistent("more errors than calls"));
+        }
+        if self.latency.len() > self.calls {
+            return Err(CellDataError::Inconsistent("more latency samples than calls"));
+        }
+        Ok(())
+    }
+}
+
+/// The state of one origin for one cell key, stamped with the origin's seq of its last change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cell {
+    /// The origin's seq of the batch that last changed this cell.
+    pub seq: u64,
+    /// The figures.
+    pub data: CellData,
+}

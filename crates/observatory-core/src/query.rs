@@ -1,0 +1,242 @@
+//! Queries over the global view: the graph of a window, and one edge's time series.
+//!
+//! A window `[end - length, end)` is read at the finest resolution whose retention covers
+//! it; it spans the `ceil(length / width)` buckets up to the one holding `end - 1`, so
+//! the newest (partly elapsed) bucket is included. Rates divide by the elapsed part only.
+
+use std::ops::Range;
+
+use crate::histogram::{LatencyAccumulator, LatencySummary};
+use crate::model::{CellData, Edge, Resolution};
+use crate::state::FlowState;
+
+/// Most points one series query may return.
+pub const SERIES_POINTS_MAX: i64 = 10_000;
+
+/// Why a query cannot be answered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    /// The window is not positive.
+    #[error("window must be positive")]
+    WindowNotPositive,
+    /// No resolution keeps data for that long.
+    #[error("window of {window_ms} ms is longer than the longest retention ({retention_ms} ms)")]
+    WindowTooLong {
+        /// The window asked for.
+        window_ms: i64,
+        /// The longest retention configured.
+        retention_ms: i64,
+    },
+    /// The step is not a whole multiple of any resolution that covers the window.
+    #[error("step of {step_ms} ms fits no resolution covering the window: it must be a positive multiple of one of {widths}")]
+    StepUnfit {
+        /// The step asked for.
+        step_ms: i64,
+        /// The widths that cover the window.
+        widths: String,
+    },
+    /// The series would have too many points.
+    #[error("window / step gives {points} points, more than {SERIES_POINTS_MAX}")]
+    TooManyPoints {
+        /// Points the query would give.
+        points: i64,
+    },
+}
+
+/// The figures of one edge over a span of time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Figures {
+    /// Calls.
+    pub calls: u64,
+    /// Failed calls.
+    pub errors: u64,
+    /// Bytes carried.
+    pub bytes: u64,
+    /// Calls per second over the elapsed span.
+    pub rate_per_s: f64,
+    /// Latency distribution, if any call reported one.
+    pub latency: Option<LatencySummary>,
+}
+
+impl Figures {
+    /// Errors over calls (0 without calls).
+    pub fn error_ratio(&self) -> f64 {
+        if self.calls == 0 { 0.0 } else { self.errors as f64 / self.calls as f64 }
+    }
+}
+
+/// One edge of a graph answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EdgeFigures {
+    /// The edge.
+    pub edge: Edge,
+    /// Its figures over the window.
+    pub figures: Figures,
+}
+
+/// Which buckets a query read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Span {
+    /// Name of the resolution read.
+    pub resolution: String,
+    /// Width of its buckets.
+    pub width_ms: i64,
+    /// Start of the first bucket read.
+    pub from_ms: i64,
+    /// End of the last bucket read (may lie after `end`).
+    pub to_ms: i64,
+    /// Where the window ends (now, or the `at` asked for).
+    pub end_ms: i64,
+}
+
+impl Span {
+    fn elapsed_ms(&self, from_ms: i64, to_ms: i64) -> i64 {
+        (to_ms.min(self.end_ms) - from_ms).max(1)
+    }
+}
+
+/// The graph of a window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GraphView {
+    /// What was read.
+    pub span: Span,
+    /// Every edge with at least one call in the window.
+    pub edges: Vec<EdgeFigures>,
+}
+
+/// One point of a series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesPoint {
+    /// Start of the step.
+    pub start_ms: i64,
+    /// Figures over the step.
+    pub figures: Figures,
+}
+
+/// One edge's figures step by step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesView {
+    /// What was read.
+    pub span: Span,
+    /// Step width.
+    pub step_ms: i64,
+    /// One point per step, oldest first, also for steps without calls.
+    pub points: Vec<SeriesPoint>,
+}
+
+fn longest_retention(resolutions: &[Resolution]) -> i64 {
+    resolutions.iter().filter(|r| r.width_ms.is_some()).filter_map(|r| r.retention_ms).max().unwrap_or(i64::MAX)
+}
+
+fn covers(resolution: &Resolution, window_ms: i64) -> bool {
+    resolution.width_ms.is_some() && resolution.retention_ms.is_none_or(|r| r >= window_ms)
+}
+
+fn span_for(r: usize, resolution: &Resolution, end_ms: i64, window_ms: i64) -> (usize, Span) {
+    let width = resolution.width_ms.expect("bucketed resolution");
+    let last_start = resolution.bucket_start(end_ms - 1);
+    let n = (window_ms + width - 1) / width;
+    let span = Span {
+        resolution: resolution.name.clone(),
+        width_ms: width,
+        from_ms: last_start - (n - 1) * width,
+        to_ms: last_start + width,
+        end_ms,
+    };
+    (r, span)
+}
+
+impl FlowState {
+    /// Whether the global view holds any cell of `edge`.
+    pub fn has_edge(&self, edge: &Edge) -> bool {
+        self.global.contains_key(edge)
+    }
+
+    fn choose(&self, window_ms: i64, end_ms: i64, step_ms: Option<i64>) -> Result<(usize, Span), QueryError> {
+        if window_ms <= 0 {
+            return Err(QueryError::WindowNotPositive);
+        }
+        let resolutions = self.settings().resolutions();
+        let covering: Vec<(usize, &Resolution)> =
+            resolutions.iter().enumerate().filter(|(_, r)| covers(r, window_ms)).collect();
+        if covering.is_empty() {
+            return Err(QueryError::WindowTooLong { window_ms, retention_ms: longest_retention(resolutions) });
+        }
+        let fit = match step_ms {
+            None => covering.first().copied(),
+            Some(step) => covering.iter().copied().find(|(_, r)| {
+                let width = r.width_ms.expect("covering resolutions have widths");
+                step > 0 && step % width == 0
+            }),
+        };
+        let Some((r, resolution)) = fit else {
+            let widths = covering.iter().map(|(_, r)| format!("{} ms", r.width_ms.unwrap_or(0))).collect::<Vec<_>>();
+            return Err(QueryError::StepUnfit { step_ms: step_ms.unwrap_or(0), widths: widths.join(", ") });
+        };
+        Ok(span_for(r, resolution, end_ms, window_ms.max(step_ms.unwrap_or(0))))
+    }
+
+    /// The graph of the window `[end_ms - window_ms, end_ms)`.
+    pub fn graph(&self, window_ms: i64, end_ms: i64) -> Result<GraphView, QueryError> {
+        let (r, span) = self.choose(window_ms, end_ms, None)?;
+        let mut accumulator = LatencyAccumulator::default();
+        let mut edges = Vec::new();
+        for (edge, cells) in &self.global {
+            let buckets = cells.per_resolution[r].range(span.from_ms..span.to_ms).map(|(_, d)| d);
+            if let Some(figures) = sum(buckets, &mut accumulator, span.elapsed_ms(span.from_ms, span.to_ms)) {
+                edges.push(EdgeFigures { edge: edge.clone(), figures });
+            }
+        }
+        edges.sort_unstable_by(|a, b| a.edge.cmp(&b.edge));
+        Ok(GraphView { span, edges })
+    }
+
+    /// One edge's figures over `[end_ms - window_ms, end_ms)`, in steps of `step_ms`.
+    pub fn series(&self, edge: &Edge, window_ms: i64, step_ms: i64, end_ms: i64) -> Result<SeriesView, QueryError> {
+        let (r, span) = self.choose(window_ms, end_ms, Some(step_ms))?;
+        // Align steps so that the last one holds `end - 1`.
+        let last_start = (end_ms - 1).div_euclid(step_ms) * step_ms;
+        let points = (window_ms + step_ms - 1) / step_ms;
+        if points > SERIES_POINTS_MAX {
+            return Err(QueryError::TooManyPoints { points });
+        }
+        let first_start = last_start - (points - 1) * step_ms;
+        let span = Span { from_ms: first_start, to_ms: last_start + step_ms, ..span };
+        let buckets = self.global.get(edge).map(|cells| &cells.per_resolution[r]);
+        let mut accumulator = LatencyAccumulator::default();
+        let points = (0..points)
+            .map(|i| {
+                let step: Range<i64> = first_start + i * step_ms..first_start + (i + 1) * step_ms;
+                let elapsed = span.elapsed_ms(step.start, step.end);
+                let figures = buckets
+                    .and_then(|b| sum(b.range(step.clone()).map(|(_, d)| d), &mut accumulator, elapsed))
+                    .unwrap_or(Figures { calls: 0, errors: 0, bytes: 0, rate_per_s: 0.0, latency: None });
+                SeriesPoint { start_ms: step.start, figures }
+            })
+            .collect();
+        Ok(SeriesView { span, step_ms, points })
+    }
+}
+
+fn sum<'a>(
+    cells: impl Iterator<Item = &'a CellData>,
+    accumulator: &mut LatencyAccumulator,
+    elapsed_ms: i64,
+) -> Option<Figures> {
+    let (mut calls, mut errors, mut bytes) = (0u64, 0u64, 0u64);
+    for cell in cells {
+        calls += cell.calls;
+        errors += cell.errors;
+        bytes += cell.bytes;
+        accumulator.add(&cell.latency);
+    }
+    let latency = accumulator.summary();
+    accumulator.clear();
+    (calls > 0).then(|| Figures {
+        calls,
+        errors,
+        bytes,
+        rate_per_s: calls as f64 * 1000.0 / elapsed_ms as f64,
+        latency,
+    })
+}

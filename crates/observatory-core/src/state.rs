@@ -1,0 +1,786 @@
+//! The flow-graph CRDT: per-origin cells stamped with seqs, and the global view.
+//!
+//! # Driving contract
+//! `FlowState` performs no IO and never reads the clock: every operation that depends on
+//! time takes `now_ms` (milliseconds since the Unix epoch) from the caller.
+//!
+//! - Restore what was persisted with [`FlowState::restore_origin`], then take a fresh
+//!   incarnation with [`FlowState::set_local`] before the first write.
+//! - Feed client events with [`FlowState::apply_local`]; persist the cells it names as
+//!   changed (read them back with [`FlowState::cell`]).
+//! - Sync: send [`FlowState::version_vector`], answer with [`FlowState::delta_since`],
+//!   take peers' deltas with [`FlowState::merge_delta`] (it rejects corrupt ones whole).
+//! - Call [`FlowState::expire`] now and then; delete the cells it returns.
+//! - Read the global view with the queries in [`crate::query`].
+
+use std::collections::{BTreeMap, btree_map};
+
+use crdts::{CvRDT, VClock};
+use rustc_hash::{FxHashMap, FxHashSet};
+use serde::{Deserialize, Serialize};
+
+use crate::histogram::COUNT_MAX;
+use crate::model::{Cell, CellData, CellKey, Edge, Event, NodeName, Origin};
+use crate::settings::{Limits, Settings};
+
+/// `origin -> seq`: "I hold every change of that origin up to this seq".
+pub type VersionVector = VClock<Origin>;
+
+/// The cells of one origin changed in `(base_seq, to_seq]`, in the wire-neutral form
+/// used by sync and by full merges.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OriginDelta {
+    /// Whose cells these are.
+    pub origin: Origin,
+    /// The delta holds every change after this seq...
+    pub base_seq: u64,
+    /// ...up to and including this one.
+    pub to_seq: u64,
+    /// The origin's own clock at its newest change, if known.
+    pub changed_at_ms: Option<i64>,
+    /// The cells, each at its latest version with a seq in `(base_seq, to_seq]`.
+    pub cells: Vec<(CellKey, Cell)>,
+}
+
+/// Why an event from a client was not applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// The timestamp lies too far in the future.
+    #[error("{ahead_ms} ms in the future, more than ingest.max_clock_skew ({limit_ms} ms)")]
+    InFuture {
+        /// How far ahead of the peer's clock.
+        ahead_ms: i64,
+        /// The configured limit.
+        limit_ms: i64,
+    },
+    /// The timestamp lies too far in the past.
+    #[error("{behind_ms} ms in the past, more than ingest.max_lateness ({limit_ms} ms)")]
+    TooLate {
+        /// How far behind the peer's clock.
+        behind_ms: i64,
+        /// The configured limit.
+        limit_ms: i64,
+    },
+    /// The event would add a node beyond `limits.nodes_max`.
+    #[error("would add a node beyond limits.nodes_max ({0})")]
+    NodesMax(usize),
+    /// The event would add an edge beyond `limits.edges_max`.
+    #[error("would add an edge beyond limits.edges_max ({0})")]
+    EdgesMax(usize),
+    /// A counter of the edge would overflow.
+    #[error("the edge's counters would overflow")]
+    Overflow,
+}
+
+impl Rejection {
+    /// The event field the rejection is about.
+    pub fn field(&self) -> &'static str {
+        match self {
+            Rejection::InFuture { .. } | Rejection::TooLate { .. } => "ts",
+            Rejection::NodesMax(_) | Rejection::EdgesMax(_) => "to",
+            Rejection::Overflow => "count",
+        }
+    }
+
+    /// A short stable name for counting rejections by reason.
+    pub fn reason_code(&self) -> &'static str {
+        match self {
+            Rejection::InFuture { .. } => "ts_in_future",
+            Rejection::TooLate { .. } => "ts_too_late",
+            Rejection::NodesMax(_) => "nodes_max",
+            Rejection::EdgesMax(_) => "edges_max",
+            Rejection::Overflow => "overflow",
+        }
+    }
+}
+
+/// What [`FlowState::apply_local`] did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LocalOutcome {
+    /// Events applied.
+    pub accepted: usize,
+    /// Events not applied, by index in the input, with the reason.
+    pub rejected: Vec<(usize, Rejection)>,
+    /// Keys of the local origin's cells that changed (sorted, without duplicates).
+    pub changed: Vec<CellKey>,
+}
+
+/// Why a peer's delta (or a whole state) was refused; nothing of it was applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MergeError {
+    /// The two states use different mesh-wide settings.
+    #[error("settings differ (fingerprint {ours} here, {theirs} there)")]
+    SettingsMismatch {
+        /// Our fingerprint.
+        ours: String,
+        /// Theirs.
+        theirs: String,
+    },
+    /// The delta claims changes of our own origin that we never made.
+    #[error("claims seq {claimed} of our own origin {origin}, which is only at {ours}")]
+    OwnOrigin {
+        /// Our origin.
+        origin: Origin,
+        /// The seq claimed.
+        claimed: u64,
+        /// Our seq.
+        ours: u64,
+    },
+    /// The delta's seq range is empty or inverted, or a cell lies outside it.
+    #[error("origin {origin}: cell seq {seq} outside the delta's range ({base}, {to}]")]
+    SeqOutOfRange {
+        /// The origin.
+        origin: Origin,
+        /// The cell's seq.
+        seq: u64,
+        /// The delta's base.
+        base: u64,
+        /// The delta's end.
+        to: u64,
+    },
+    /// A cell key names a resolution we do not have or a misaligned bucket.
+    #[error("origin {origin}: bad cell key {key:?}: {reason}")]
+    BadKey {
+        /// The origin.
+        origin: Origin,
+        /// The key.
+        key: CellKey,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A cell is corrupt: inconsistent, or changed without a new seq, or went down.
+    #[error("origin {origin}: corrupt cell {key:?} at seq {seq}: {reason}")]
+    CorruptCell {
+        /// The origin.
+        origin: Origin,
+        /// The key.
+        key: CellKey,
+        /// The cell's seq.
+        seq: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Summing the cell into the global view would overflow a counter.
+    #[error("origin {origin}: cell {key:?} would overflow the global view")]
+    Overflow {
+        /// The origin.
+        origin: Origin,
+        /// The key.
+        key: CellKey,
+    },
+}
+
+/// What [`FlowState::merge_delta`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MergeOutcome {
+    /// Cells that were newer than ours and replaced them (these need persisting).
+    pub changed: Vec<CellKey>,
+    /// Cells skipped because their bucket has expired here.
+    pub expired: usize,
+    /// Whether our version vector entry for the origin advanced.
+    pub advanced: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+struct OriginState {
+    seq: u64,
+    changed_at_ms: Option<i64>,
+    cells: FxHashMap<CellKey, Cell>,
+    by_seq: BTreeMap<u64, Vec<CellKey>>,
+}
+
+impl OriginState {
+    fn unindex(&mut self, seq: u64, key: &CellKey) {
+        if let btree_map::Entry::Occupied(mut entry) = self.by_seq.entry(seq) {
+            let keys = entry.get_mut();
+            if let Some(at) = keys.iter().position(|k| k == key) {
+                keys.swap_remove(at);
+            }
+            if keys.is_empty() {
+                entry.remove();
+            }
+        }
+    }
+
+    fn index(&mut self, seq: u64, key: CellKey) {
+        self.by_seq.entry(seq).or_default().push(key);
+    }
+}
+
+/// Per edge, per resolution: bucket start -> summed figures over all origins.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct EdgeCells {
+    pub(crate) per_resolution: Vec<BTreeMap<i64, CellData>>,
+}
+
+/// Counts describing the size of a state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateStats {
+    /// Distinct nodes.
+    pub nodes: usize,
+    /// Distinct edges.
+    pub edges: usize,
+    /// Cells over all origins.
+    pub cells: usize,
+    /// Cells of the global view.
+    pub global_cells: usize,
+    /// Origins known.
+    pub origins: usize,
+}
+
+/// How complete and fresh one origin's contribution is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginCoverage {
+    /// The origin.
+    pub origin: Origin,
+    /// Highest seq of it we hold every change up to.
+    pub seq: u64,
+    /// The origin's clock at its newest change we hold, if known.
+    pub changed_at_ms: Option<i64>,
+    /// Whether this is our own current origin.
+    pub local: bool,
+}
+
+/// The whole flow graph as a state-based CRDT. See the module docs for the contract.
+#[derive(Debug, Clone)]
+pub struct FlowState {
+    settings: Settings,
+    limits: Limits,
+    local: Option<Origin>,
+    origins: BTreeMap<Origin, OriginState>,
+    pub(crate) global: FxHashMap<Edge, EdgeCells>,
+    nodes: FxHashMap<NodeName, u32>,
+}
+
+impl PartialEq for FlowState {
+    /// Two states are equal when they hold the same cells at the same seqs, with the same
+    /// version vector and global view; which origin writes locally does not matter.
+    fn eq(&self, other: &Self) -> bool {
+        self.settings == other.settings
+            && self.origins.len() == other.origins.len()
+            && self.origins.iter().zip(&other.origins).all(|((oa, a), (ob, b))| {
+                oa == ob && a.seq == b.seq && a.cells == b.cells
+            })
+            && self.global == other.global
+    }
+}
+
+impl FlowState {
+    /// An empty state with no local origin yet.
+    pub fn new(settings: Settings, limits: Limits) -> Self {
+        Self {
+            settings,
+            limits,
+            local: None,
+            origins: BTreeMap::new(),
+            global: FxHashMap::default(),
+            nodes: FxHashMap::default(),
+        }
+    }
+
+    /// The mesh-wide settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The local limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Our current origin, once set.
+    pub fn local_origin(&self) -> Option<&Origin> {
+        self.local.as_ref()
+    }
+
+    /// Makes `origin` the one local writes go to. It must be new: an incarnation is taken
+    /// once and never reused.
+    pub fn set_local(&mut self, origin: Origin) {
+        assert!(
+            !self.origins.contains_key(&origin),
+            "incarnation {origin} was already used; incarnations must be fresh"
+        );
+        self.origins.insert(origin.clone(), OriginState::default());
+        self.local = Some(origin);
+    }
+
+    /// Loads one origin's persisted cells and seq (at startup, before `set_local`).
+    pub fn restore_origin(
+        &mut self,
+        origin: Origin,
+        seq: u64,
+        changed_at_ms: Option<i64>,
+        cells: Vec<(CellKey, Cell)>,
+    ) -> Result<MergeOutcome, MergeError> {
+        let delta = OriginDelta { origin, base_seq: 0, to_seq: seq, changed_at_ms, cells };
+        self.validate_delta(&delta)?;
+        Ok(self.merge_validated(None, delta))
+    }
+
+    /// The version vector: for each origin, the seq we hold every change up to.
+    pub fn version_vector(&self) -> VersionVector {
+        let mut vv = VClock::new();
+        for (origin, state) in &self.origins {
+            if state.seq > 0 {
+                vv.dots.insert(origin.clone(), state.seq);
+            }
+        }
+        vv
+    }
+
+    /// The seq we hold of `origin` (0 if unknown).
+    pub fn origin_seq(&self, origin: &Origin) -> u64 {
+        self.origins.get(origin).map_or(0, |s| s.seq)
+    }
+
+    /// The origin's clock at its newest change we hold.
+    pub fn origin_changed_at_ms(&self, origin: &Origin) -> Option<i64> {
+        self.origins.get(origin).and_then(|s| s.changed_at_ms)
+    }
+
+    /// One origin's cell.
+    pub fn cell(&self, origin: &Origin, key: &CellKey) -> Option<&Cell> {
+        self.origins.get(origin)?.cells.get(key)
+    }
+
+    /// Every origin we hold, with its seq and freshness.
+    pub fn coverage(&self) -> Vec<OriginCoverage> {
+        self.origins
+            .iter()
+            .map(|(origin, s)| OriginCoverage {
+                origin: origin.clone(),
+                seq: s.seq,
+                changed_at_ms: s.changed_at_ms,
+                local: self.local.as_ref() == Some(origin),
+            })
+            .collect()
+    }
+
+    /// Size of the state.
+    pub fn stats(&self) -> StateStats {
+        StateStats {
+            nodes: self.nodes.len(),
+            edges: self.global.len(),
+            cells: self.origins.values().map(|s| s.cells.len()).sum(),
+            global_cells: self
+                .global
+                .values()
+                .map(|e| e.per_resolution.iter().map(BTreeMap::len).sum::<usize>())
+                .sum(),
+            origins: self.origins.len(),
+        }
+    }
+
+    /// Applies a batch of client events to the local origin.
+    ///
+    /// Events outside the time window or beyond the node and edge limits are rejected one
+    /// by one; the rest are applied. The batch takes the next seq (several, when it
+    /// touches more than `limits.cells_per_seq_max` cells).
+    ///
+    /// # Panics
+    /// If no local origin was set: writing without an incarnation is a bug.
+    pub fn apply_local(&mut self, now_ms: i64, events: &[Event]) -> LocalOutcome {
+        let local = self.local.clone().expect("apply_local before set_local");
+        let mut outcome = LocalOutcome::default();
+        let finest = self.settings.resolutions()[0].clone();
+
+        // Pass 1: validate and aggregate by (edge, finest bucket).
+        let mut groups: FxHashMap<(Edge, i64), (CellData, Vec<u32>)> = FxHashMap::default();
+        let mut new_edges: FxHashSet<Edge> = FxHashSet::default();
+        let mut new_nodes: FxHashSet<NodeName> = FxHashSet::default();
+        for (index, event) in events.iter().enumerate() {
+            if let Err(rejection) = self.admit(now_ms, event, &mut new_edges, &mut new_nodes) {
+                outcome.rejected.push((index, rejection));
+                continue;
+            }
+            let group_key = (event.edge.clone(), finest.bucket_start(event.ts_ms));
+            let (data, indices) = groups.entry(group_key).or_default();
+            let fits = data.calls.checked_add(event.count).is_some_and(|c| c <= COUNT_MAX)
+                && data.bytes.checked_add(event.bytes).is_some();
+            if !fits {
+                outcome.rejected.push((index, Rejection::Overflow));
+                continue;
+            }
+            data.calls += event.count;
+            if event.error {
+                data.errors += event.count;
+            }
+            data.bytes += event.bytes;
+            if let Some(latency_us) = event.latency_us {
+                data.latency.record(latency_us, event.count).expect("count fits below COUNT_MAX");
+            }
+            indices.push(index as u32);
+        }
+
+        // Pass 2: add each group to every resolution's cell, locally and globally.
+        let mut groups: Vec<_> = groups.into_iter().collect();
+        groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let Self { settings, limits, origins, global, nodes, .. } = self;
+        let origin_state = origins.get_mut(&local).expect("local origin is registered");
+        let mut seq = origin_state.seq + 1;
+        let mut touched_in_seq = 0;
+        let mut applied_any = false;
+        for ((edge, fine_bucket), (data, indices)) in groups {
+            let keys: Vec<CellKey> = (0..settings.resolutions().len())
+                .map(|r| CellKey {
+                    edge: edge.clone(),
+                    resolution: r as u8,
+                    bucket_start_ms: settings.resolutions()[r].bucket_start(fine_bucket),
+                })
+                .collect();
+            let fits = keys.iter().all(|key| {
+                let local_fits = origin_state.cells.get(key).is_none_or(|c| fits_sum(&c.data, &data));
+                local_fits && global_cell(global, key).is_none_or(|g| fits_sum(g, &data))
+            });
+            if !fits {
+                outcome.rejected.extend(indices.iter().map(|&i| (i as usize, Rejection::Overflow)));
+                continue;
+            }
+            for key in keys {
+                let cell = origin_state
+                    .cells
+                    .entry(key.clone())
+                    .or_insert_with(|| Cell { seq: 0, data: CellData::default() });
+                if cell.seq != seq {
+                    if touched_in_seq == limits.cells_per_seq_max {
+                        seq += 1;
+                        touched_in_seq = 0;
+                    }
+                    let old_seq = std::mem::replace(&mut cell.seq, seq);
+                    cell.data.add(&data).expect("checked by fits_sum");
+                    origin_state.unindex(old_seq, &key);
+                    origin_state.index(seq, key.clone());
+                    touched_in_seq += 1;
+                } else {
+                    cell.data.add(&data).expect("checked by fits_sum");
+                }
+                global_add(global, nodes, settings, &key, &data);
+                outcome.changed.push(key);
+            }
+            outcome.accepted += indices.len();
+            applied_any = true;
+        }
+        if applied_any {
+            origin_state.seq = seq;
+            origin_state.changed_at_ms = Some(now_ms);
+        }
+        outcome.changed.sort_unstable();
+        outcome.changed.dedup();
+        outcome.rejected.sort_unstable_by_key(|(i, _)| *i);
+        outcome
+    }
+
+    fn admit(
+        &self,
+        now_ms: i64,
+        event: &Event,
+        new_edges: &mut FxHashSet<Edge>,
+        new_nodes: &mut FxHashSet<NodeName>,
+    ) -> Result<(), Rejection> {
+        let limits = &self.limits;
+        let ahead = event.ts_ms.saturating_sub(now_ms);
+        if ahead > limits.max_clock_skew_ms {
+            return Err(Rejection::InFuture { ahead_ms: ahead, limit_ms: limits.max_clock_skew_ms });
+        }
+        let behind = now_ms.saturating_sub(event.ts_ms);
+        if behind > limits.max_lateness_ms {
+            return Err(Rejection::TooLate { behind_ms: behind, limit_ms: limits.max_lateness_ms });
+        }
+        if self.global.contains_key(&event.edge) || new_edges.contains(&event.edge) {
+            return Ok(());
+        }
+        let mut fresh: Vec<&NodeName> = [&event.edge.from, &event.edge.to]
+            .into_iter()
+            .filter(|n| !self.nodes.contains_key(*n) && !new_nodes.contains(*n))
+            .collect();
+        fresh.dedup();
+        if self.nodes.len() + new_nodes.len() + fresh.len() > limits.nodes_max {
+            return Err(Rejection::NodesMax(limits.nodes_max));
+        }
+        if self.global.len() + new_edges.len() + 1 > limits.edges_max {
+            return Err(Rejection::EdgesMax(limits.edges_max));
+        }
+        new_nodes.extend(fresh.into_iter().cloned());
+        new_edges.insert(event.edge.clone());
+        Ok(())
+    }
+
+    /// The cells of every origin that changed after `known`, in seq order per origin,
+    /// at most `cells_max` cells in all (but always whole seqs, so at least one seq of one
+    /// origin when anything is missing). Call again with the receiver's new version vector
+    /// for the next page.
+    pub fn delta_since(&self, known: &VersionVector, cells_max: usize) -> Vec<OriginDelta> {
+        let mut deltas = Vec::new();
+        let mut budget = cells_max;
+        for (origin, state) in &self.origins {
+            let base_seq = known.get(origin);
+            if state.seq <= base_seq {
+                continue;
+            }
+            if budget == 0 && !deltas.is_empty() {
+                break;
+            }
+            let mut cells = Vec::new();
+            let mut to_seq = state.seq;
+            for (&seq, keys) in state.by_seq.range(base_seq + 1..) {
+                if !cells.is_empty() && keys.len() > budget {
+                    to_seq = seq - 1;
+                    break;
+                }
+                budget = budget.saturating_sub(keys.len());
+                cells.extend(keys.iter().map(|k| (k.clone(), state.cells[k].clone())));
+            }
+            let complete = to_seq == state.seq;
+            deltas.push(OriginDelta {
+                origin: origin.clone(),
+                base_seq,
+                to_seq,
+                changed_at_ms: if complete { state.changed_at_ms } else { None },
+                cells,
+            });
+            if !complete {
+                break;
+            }
+        }
+        deltas
+    }
+
+    /// Validates and applies a peer's delta for one origin. A corrupt delta is refused
+    /// whole and leaves the state unchanged. Cells whose bucket expired are ignored.
+    pub fn merge_delta(&mut self, now_ms: i64, delta: OriginDelta) -> Result<MergeOutcome, MergeError> {
+        self.validate_delta(&delta)?;
+        Ok(self.merge_validated(Some(now_ms), delta))
+    }
+
+    fn validate_delta(&self, delta: &OriginDelta) -> Result<(), MergeError> {
+        let origin = &delta.origin;
+        if self.local.as_ref() == Some(origin) {
+            let ours = self.origin_seq(origin);
+            if delta.to_seq > ours {
+                return Err(MergeError::OwnOrigin { origin: origin.clone(), claimed: delta.to_seq, ours });
+            }
+        }
+        let existing = self.origins.get(origin);
+        let resolutions = self.settings.resolutions();
+        let mut sums: FxHashMap<&CellKey, CellData> = FxHashMap::default();
+        for (key, cell) in &delta.cells {
+            if cell.seq <= delta.base_seq || cell.seq > delta.to_seq {
+                return Err(MergeError::SeqOutOfRange {
+                    origin: origin.clone(),
+                    seq: cell.seq,
+                    base: delta.base_seq,
+                    to: delta.to_seq,
+                });
+            }
+            let bad_key = |reason| MergeError::BadKey { origin: origin.clone(), key: key.clone(), reason };
+            let resolution =
+                resolutions.get(usize::from(key.resolution)).ok_or_else(|| bad_key("unknown resolution"))?;
+            if resolution.bucket_start(key.bucket_start_ms) != key.bucket_start_ms {
+                return Err(bad_key("bucket start not aligned to the resolution"));
+            }
+            let corrupt = |reason: String| MergeError::CorruptCell {
+                origin: origin.clone(),
+                key: key.clone(),
+                seq: cell.seq,
+                reason,
+            };
+            if cell.data.calls > COUNT_MAX {
+                return Err(corrupt(format!("calls above {COUNT_MAX}")));
+            }
+            cell.data.check_consistent().map_err(|e| corrupt(e.to_string()))?;
+            let old = existing.and_then(|s| s.cells.get(key));
+            if let Some(old) = old {
+                if cell.seq == old.seq && cell.data != old.data {
+                    return Err(corrupt("same seq as ours but different figures".into()));
+                }
+                if cell.seq > old.seq {
+                    cell.data.check_contains(&old.data).map_err(|e| corrupt(e.to_string()))?;
+                }
+            }
+            if old.is_none_or(|old| cell.seq > old.seq) {
+                // The global view grows by (new - old); make sure it cannot overflow, also
+                // when a delta carries the same key twice.
+                let sum = sums.entry(key).or_insert_with(|| global_cell(&self.global, key).cloned().unwrap_or_default());
+                let growth = cell.data.calls - old.map_or(0, |o| o.data.calls);
+                let byte_growth = cell.data.bytes - old.map_or(0, |o| o.data.bytes);
+                match (sum.calls.checked_add(growth), sum.bytes.checked_add(byte_growth)) {
+                    (Some(calls), Some(bytes)) if calls <= COUNT_MAX => {
+                        sum.calls = calls;
+                        sum.bytes = bytes;
+                    }
+                    _ => return Err(MergeError::Overflow { origin: origin.clone(), key: key.clone() }),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn merge_validated(&mut self, now_ms: Option<i64>, delta: OriginDelta) -> MergeOutcome {
+        let mut outcome = MergeOutcome::default();
+        let Self { settings, origins, global, nodes, local, .. } = self;
+        let is_local = local.as_ref() == Some(&delta.origin);
+        let state = origins.entry(delta.origin).or_default();
+        for (key, cell) in delta.cells {
+            if is_local {
+                break; // We are the authority on our own cells; nothing newer can exist.
+            }
+            let resolution = &settings.resolutions()[usize::from(key.resolution)];
+            if now_ms.is_some_and(|now| resolution.is_expired(key.bucket_start_ms, now)) {
+                outcome.expired += 1;
+                continue;
+            }
+            let old_seq = state.cells.get(&key).map_or(0, |c| c.seq);
+            if cell.seq <= old_seq {
+                continue;
+            }
+            let mut growth = cell.data.clone();
+            if let Some(old) = state.cells.get(&key) {
+                growth.subtract(&old.data).expect("validated: the new cell contains the old");
+            }
+            global_add(global, nodes, settings, &key, &growth);
+            state.unindex(old_seq, &key);
+            state.index(cell.seq, key.clone());
+            state.cells.insert(key.clone(), cell);
+            outcome.changed.push(key);
+        }
+        if state.seq >= delta.base_seq && delta.to_seq > state.seq {
+            state.seq = delta.to_seq;
+            outcome.advanced = true;
+            if delta.changed_at_ms.is_some() {
+                state.changed_at_ms = delta.changed_at_ms;
+            }
+        }
+        outcome
+    }
+
+    /// Deletes every cell (of every origin, and of the global view) whose bucket has
+    /// outlived its retention at `now_ms`. Returns the deleted origin cells.
+    pub fn expire(&mut self, now_ms: i64) -> Vec<(Origin, CellKey)> {
+        let Self { settings, origins, global, nodes, .. } = self;
+        let resolutions = settings.resolutions();
+        let mut expired_keys = Vec::new();
+        global.retain(|edge, cells| {
+            for (r, buckets) in cells.per_resolution.iter_mut().enumerate() {
+                while let Some((&start, _)) = buckets.first_key_value() {
+                    if !resolutions[r].is_expired(start, now_ms) {
+                        break;
+                    }
+                    buckets.pop_first();
+                    expired_keys.push(CellKey { edge: edge.clone(), resolution: r as u8, bucket_start_ms: start });
+                }
+            }
+            let keep = cells.per_resolution.iter().any(|b| !b.is_empty());
+            if !keep {
+                for name in [&edge.from, &edge.to] {
+                    if let Some(refs) = nodes.get_mut(name) {
+                        *refs -= 1;
+                        if *refs == 0 {
+                            nodes.remove(name);
+                        }
+                    }
+                }
+            }
+            keep
+        });
+        let mut removed = Vec::new();
+        for key in expired_keys {
+            for (origin, state) in origins.iter_mut() {
+                if let Some(cell) = state.cells.remove(&key) {
+                    state.unindex(cell.seq, &key);
+                    removed.push((origin.clone(), key.clone()));
+                }
+            }
+        }
+        removed
+    }
+
+    /// Recomputes the global view from the origins' cells; for tests and checks.
+    pub fn global_view_recomputed_matches(&self) -> bool {
+        let mut fresh = FlowState::new(self.settings.clone(), self.limits.clone());
+        for (origin, state) in &self.origins {
+            fresh.origins.insert(origin.clone(), OriginState::default());
+            for (key, cell) in &state.cells {
+                global_add(&mut fresh.global, &mut fresh.nodes, &self.settings, key, &cell.data);
+            }
+        }
+        fresh.global == self.global && fresh.nodes.len() == self.nodes.len()
+    }
+
+    /// Every origin's cells as whole-state deltas (for full merges and snapshots).
+    pub fn to_deltas(&self) -> Vec<OriginDelta> {
+        self.origins
+            .iter()
+            .map(|(origin, s)| OriginDelta {
+                origin: origin.clone(),
+                base_seq: 0,
+                to_seq: s.seq,
+                changed_at_ms: s.changed_at_ms,
+                cells: s.cells.iter().map(|(k, c)| (k.clone(), c.clone())).collect(),
+            })
+            .collect()
+    }
+}
+
+fn fits_sum(a: &CellData, b: &CellData) -> bool {
+    a.calls.checked_add(b.calls).is_some_and(|c| c <= COUNT_MAX) && a.bytes.checked_add(b.bytes).is_some()
+}
+
+fn global_cell<'a>(global: &'a FxHashMap<Edge, EdgeCells>, key: &CellKey) -> Option<&'a CellData> {
+    global.get(&key.edge)?.per_resolution.get(usize::from(key.resolution))?.get(&key.bucket_start_ms)
+}
+
+fn global_add(
+    global: &mut FxHashMap<Edge, EdgeCells>,
+    nodes: &mut FxHashMap<NodeName, u32>,
+    settings: &Settings,
+    key: &CellKey,
+    growth: &CellData,
+) {
+    let cells = match global.get_mut(&key.edge) {
+        Some(cells) => cells,
+        None => {
+            *nodes.entry(key.edge.from.clone()).or_default() += 1;
+            *nodes.entry(key.edge.to.clone()).or_default() += 1;
+            global.entry(key.edge.clone()).or_insert_with(|| EdgeCells {
+                per_resolution: vec![BTreeMap::new(); settings.resolutions().len()],
+            })
+        }
+    };
+    cells.per_resolution[usize::from(key.resolution)]
+        .entry(key.bucket_start_ms)
+        .or_default()
+        .add(growth)
+        .expect("checked before: the global view cannot overflow");
+}
+
+impl CvRDT for FlowState {
+    type Validation = MergeError;
+
+    fn validate_merge(&self, other: &Self) -> Result<(), MergeError> {
+        if self.settings != other.settings {
+            return Err(MergeError::SettingsMismatch {
+                ours: self.settings.fingerprint(),
+                theirs: other.settings.fingerprint(),
+            });
+        }
+        other.to_deltas().iter().try_for_each(|delta| self.validate_delta(delta))
+    }
+
+    /// Joins `other` into `self`: per `(origin, cell key)` the cell with the larger seq,
+    /// version vectors by max. Call `validate_merge` first: merging corrupt state panics.
+    fn merge(&mut self, other: Self) {
+        for delta in other.to_deltas() {
+            self.validate_delta(&delta).expect("merge of a state that failed validate_merge");
+            self.merge_validated(None, delta);
+        }
+    }
+}
+
+/// Every cell changed by the outcome, with the data to persist for `origin`.
+pub fn changed_cells<'a>(
+    state: &'a FlowState,
+    origin: &'a Origin,
+    keys: &'a [CellKey],
+) -> impl Iterator<Item = (&'a CellKey, &'a Cell)> + 'a {
+    keys.iter().filter_map(move |k| state.cell(origin, k).map(|c| (k, c)))
+}

@@ -1,0 +1,422 @@
+//! All sled code lives here, so that the backend can be swapped.
+//!
+//! One tree holds everything a peer must keep, so that a batch of changes (cells and the
+//! origin seqs that cover them) is applied atomically:
+//!
+//! | key                                   | value                                   |
+//! |---------------------------------------|-----------------------------------------|
+//! | `m` + name                            | meta: format, settings, identity, incarnation |
+//! | `o` + origin id (u32 BE)              | CBOR `(peer, incarnation, seq, changed_at_ms)` |
+//! | `e` + edge id (u32 BE)                | CBOR `(from, to)`                        |
+//! | `c` + origin id + edge id + resolution (u8) + bucket start (i64 BE, sign flipped) | CBOR `(seq, calls, errors, bytes, latency)` |
+//!
+//! Origins and edges are interned to small ids so that a cell key is 18 bytes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use libp2p_identity::Keypair;
+use observatory_core::{Cell, CellData, CellKey, Edge, LatencyHistogram, NodeName, Origin, Settings};
+use serde::{Deserialize, Serialize};
+
+const FORMAT_VERSION: u64 = 1;
+const META_FORMAT: &[u8] = b"mformat";
+const META_SETTINGS: &[u8] = b"msettings";
+const META_IDENTITY: &[u8] = b"midentity";
+const META_INCARNATION: &[u8] = b"mincarnation";
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The data dir could not be opened.
+    #[error(
+        "cannot open the data dir {path}: {cause}\n\
+         hint: if another observatory peer uses this data dir, stop it or choose another with --data-dir; \
+         if the data is damaged, move the directory away (nothing is deleted for you): \
+         the peer then starts empty and re-learns the graph from the mesh"
+    )]
+    Open {
+        /// The data dir.
+        path: PathBuf,
+        /// What sled said.
+        cause: sled::Error,
+    },
+    /// The data dir was written with other mesh-wide settings.
+    #[error(
+        "the data dir {path} was written with other resolutions or histogram settings\n  stored:  {stored}\n  current: {current}\n\
+         hint: restore the old `resolutions` in the config, or move the data dir away to start empty"
+    )]
+    SettingsChanged {
+        /// The data dir.
+        path: PathBuf,
+        /// Canonical settings on disk.
+        stored: String,
+        /// Canonical settings now.
+        current: String,
+    },
+    /// A record on disk cannot be decoded.
+    #[error(
+        "the data dir {path} holds a damaged record ({what}): {detail}\n\
+         hint: move the data dir away; the peer then starts empty and re-learns the graph from the mesh"
+    )]
+    Corrupt {
+        /// The data dir.
+        path: PathBuf,
+        /// Which record.
+        what: String,
+        /// Why it cannot be read.
+        detail: String,
+    },
+    /// Reading or writing failed.
+    #[error("store IO on {path}: {cause}")]
+    Io {
+        /// The data dir.
+        path: PathBuf,
+        /// What sled said.
+        cause: sled::Error,
+    },
+}
+
+/// One origin as found on disk.
+#[derive(Debug, Clone)]
+pub struct StoredOrigin {
+    /// The origin.
+    pub origin: Origin,
+    /// The seq persisted for it.
+    pub seq: u64,
+    /// The origin's clock at its newest change.
+    pub changed_at_ms: Option<i64>,
+    /// Its cells.
+    pub cells: Vec<(CellKey, Cell)>,
+}
+
+/// What [`Store::open`] found and took.
+#[derive(Debug)]
+pub struct Opened {
+    /// The peer's persistent libp2p identity.
+    pub keypair: Keypair,
+    /// Its peer id in text form.
+    pub peer_id: String,
+    /// The incarnation taken for this run (already persisted and flushed).
+    pub incarnation: u32,
+    /// Every origin and its cells.
+    pub origins: Vec<StoredOrigin>,
+}
+
+/// A set of writes applied atomically by [`Store::apply`].
+#[derive(Debug, Default)]
+pub struct WriteBatch {
+    batch: sled::Batch,
+    writes: usize,
+}
+
+impl WriteBatch {
+    /// Number of writes in the batch.
+    pub fn len(&self) -> usize {
+        self.writes
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.writes == 0
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct OriginRecord {
+    peer: String,
+    incarnation: u32,
+    seq: u64,
+    changed_at_ms: Option<i64>,
+}
+
+/// The sled-backed store of one peer. Owned by one writer; not shared.
+#[derive(Debug)]
+pub struct Store {
+    path: PathBuf,
+    db: sled::Db,
+    tree: sled::Tree,
+    origin_ids: BTreeMap<Origin, u32>,
+    edge_ids: HashMap<Edge, u32>,
+    next_edge_id: u32,
+}
+
+fn cbor<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    ciborium::into_writer(value, &mut out).expect("writing CBOR to memory cannot fail");
+    out
+}
+
+fn encode_bucket(start_ms: i64) -> [u8; 8] {
+    // Flip the sign bit so that byte order matches numeric order.
+    ((start_ms as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn decode_bucket(bytes: [u8; 8]) -> i64 {
+    (u64::from_be_bytes(bytes) ^ (1 << 63)) as i64
+}
+
+impl Store {
+    /// Opens (or creates) the store in `path`, checks it was written with `settings`,
+    /// loads the identity and everything persisted, and takes and flushes a new incarnation.
+    pub fn open(path: &Path, settings: &Settings) -> Result<(Store, Opened), StoreError> {
+        let open_err = |cause| StoreError::Open { path: path.to_path_buf(), cause };
+        let db = sled::Config::new().path(path).open().map_err(open_err)?;
+        let tree = db.open_tree("state").map_err(open_err)?;
+        let mut store = Store {
+            path: path.to_path_buf(),
+            db,
+            tree,
+            origin_ids: BTreeMap::new(),
+            edge_ids: HashMap::new(),
+            next_edge_id: 0,
+        };
+        store.check_format_and_settings(settings)?;
+        let keypair = store.identity()?;
+        let peer_id = keypair.public().to_peer_id().to_base58();
+        let incarnation = store.take_incarnation()?;
+        let origins = store.load_all()?;
+        Ok((store, Opened { keypair, peer_id, incarnation, origins }))
+    }
+
+    fn io(&self, source: sled::Error) -> StoreError {
+        StoreError::Io { path: self.path.clone(), cause: source }
+    }
+
+    fn corrupt(&self, what: impl Into<String>, detail: impl ToString) -> StoreError {
+        StoreError::Corrupt { path: self.path.clone(), what: what.into(), detail: detail.to_string() }
+    }
+
+    fn check_format_and_settings(&mut self, settings: &Settings) -> Result<(), StoreError> {
+        let canonical = settings.canonical();
+        match self.tree.get(META_FORMAT).map_err(|e| self.io(e))? {
+            None => {
+                let mut batch = sled::Batch::default();
+                batch.insert(META_FORMAT, cbor(&FORMAT_VERSION));
+                batch.insert(META_SETTINGS, canonical.as_bytes());
+                self.tree.apply_batch(batch).map_err(|e| self.io(e))?;
+            }
+            Some(raw) => {
+                let version: u64 =
+                    ciborium::from_reader(&raw[..]).map_err(|e| self.corrupt("format version", e))?;
+                if version != FORMAT_VERSION {
+                    return Err(self.corrupt(
+                        "format version",
+                        format!("format {version} is not the {FORMAT_VERSION} this build reads"),
+                    ));
+                }
+                let stored = self.tree.get(META_SETTINGS).map_err(|e| self.io(e))?.unwrap_or_default();
+                let stored = String::from_utf8_lossy(&stored).into_owned();
+                if stored != canonical {
+                    return Err(StoreError::SettingsChanged {
+                        path: self.path.clone(),
+                        stored,
+                        current: canonical,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn identity(&mut self) -> Result<Keypair, StoreError> {
+        if let Some(raw) = self.tree.get(META_IDENTITY).map_err(|e| self.io(e))? {
+            return Keypair::from_protobuf_encoding(&raw).map_err(|e| self.corrupt("identity keypair", e));
+        }
+        let keypair = Keypair::generate_ed25519();
+        let encoded = keypair.to_protobuf_encoding().expect("ed25519 keypairs encode");
+        self.tree.insert(META_IDENTITY, encoded).map_err(|e| self.io(e))?;
+        Ok(keypair)
+    }
+
+    fn take_incarnation(&mut self) -> Result<u32, StoreError> {
+        let previous: u32 = match self.tree.get(META_INCARNATION).map_err(|e| self.io(e))? {
+            Some(raw) => ciborium::from_reader(&raw[..]).map_err(|e| self.corrupt("incarnation", e))?,
+            None => 0,
+        };
+        let incarnation = previous
+            .checked_add(1)
+            .ok_or_else(|| self.corrupt("incarnation", "the incarnation counter is exhausted"))?;
+        self.tree.insert(META_INCARNATION, cbor(&incarnation)).map_err(|e| self.io(e))?;
+        // The new incarnation must be durable before the first write under it.
+        self.db.flush().map_err(|e| self.io(e))?;
+        Ok(incarnation)
+    }
+
+    fn load_all(&mut self) -> Result<Vec<StoredOrigin>, StoreError> {
+        let mut by_id: BTreeMap<u32, StoredOrigin> = BTreeMap::new();
+        for item in self.tree.scan_prefix(b"o") {
+            let (key, value) = item.map_err(|e| self.io(e))?;
+            let id = id_from(&key[1..]).ok_or_else(|| self.corrupt("origin key", "wrong length"))?;
+            let record: OriginRecord =
+                ciborium::from_reader(&value[..]).map_err(|e| self.corrupt(format!("origin {id}"), e))?;
+            let origin = Origin::new(&record.peer, record.incarnation);
+            self.origin_ids.insert(origin.clone(), id);
+            by_id.insert(
+                id,
+                StoredOrigin {
+                    origin,
+                    seq: record.seq,
+                    changed_at_ms: record.changed_at_ms,
+                    cells: Vec::new(),
+                },
+            );
+        }
+        let mut edges: BTreeMap<u32, Edge> = BTreeMap::new();
+        for item in self.tree.scan_prefix(b"e") {
+            let (key, value) = item.map_err(|e| self.io(e))?;
+            let id = id_from(&key[1..]).ok_or_else(|| self.corrupt("edge key", "wrong length"))?;
+            let (from, to): (NodeName, NodeName) =
+                ciborium::from_reader(&value[..]).map_err(|e| self.corrupt(format!("edge {id}"), e))?;
+            let edge = Edge::new(from, to);
+            self.edge_ids.insert(edge.clone(), id);
+            self.next_edge_id = self.next_edge_id.max(id + 1);
+            edges.insert(id, edge);
+        }
+        for item in self.tree.scan_prefix(b"c") {
+            let (key, value) = item.map_err(|e| self.io(e))?;
+            let what = || format!("cell key {key:?}");
+            if key.len() != 18 {
+                return Err(self.corrupt(what(), "wrong length"));
+            }
+            let origin_id = id_from(&key[1..5]).expect("length checked");
+            let edge_id = id_from(&key[5..9]).expect("length checked");
+            let resolution = key[9];
+            let bucket_start_ms = decode_bucket(key[10..18].try_into().expect("length checked"));
+            let edge = edges.get(&edge_id).ok_or_else(|| self.corrupt(what(), "unknown edge id"))?;
+            let cell = decode_cell(&value).map_err(|e| self.corrupt(what(), e))?;
+            let origin =
+                by_id.get_mut(&origin_id).ok_or_else(|| self.corrupt(what(), "unknown origin id"))?;
+            origin.cells.push((CellKey { edge: edge.clone(), resolution, bucket_start_ms }, cell));
+        }
+        Ok(by_id.into_values().collect())
+    }
+
+    fn origin_id(&mut self, origin: &Origin, batch: &mut WriteBatch) -> u32 {
+        if let Some(&id) = self.origin_ids.get(origin) {
+            return id;
+        }
+        let id = self.origin_ids.len() as u32;
+        self.origin_ids.insert(origin.clone(), id);
+        // Written with a seq of 0; the caller records the real seq in the same batch.
+        let record = OriginRecord {
+            peer: origin.peer.to_string(),
+            incarnation: origin.incarnation,
+            seq: 0,
+            changed_at_ms: None,
+        };
+        batch.batch.insert([b"o".as_slice(), &id.to_be_bytes()].concat(), cbor(&record));
+        batch.writes += 1;
+        id
+    }
+
+    fn edge_id(&mut self, edge: &Edge, batch: &mut WriteBatch) -> u32 {
+        if let Some(&id) = self.edge_ids.get(edge) {
+            return id;
+        }
+        let id = self.next_edge_id;
+        self.next_edge_id += 1;
+        self.edge_ids.insert(edge.clone(), id);
+        batch.batch.insert([b"e".as_slice(), &id.to_be_bytes()].concat(), cbor(&(&edge.from, &edge.to)));
+        batch.writes += 1;
+        id
+    }
+
+    fn cell_key(&mut self, origin: &Origin, key: &CellKey, batch: &mut WriteBatch) -> [u8; 18] {
+        let origin_id = self.origin_id(origin, batch);
+        let edge_id = self.edge_id(&key.edge, batch);
+        let mut out = [0u8; 18];
+        out[0] = b'c';
+        out[1..5].copy_from_slice(&origin_id.to_be_bytes());
+        out[5..9].copy_from_slice(&edge_id.to_be_bytes());
+        out[9] = key.resolution;
+        out[10..18].copy_from_slice(&encode_bucket(key.bucket_start_ms));
+        out
+    }
+
+    /// Adds the write of one origin's cell to `batch`.
+    pub fn put_cell(&mut self, batch: &mut WriteBatch, origin: &Origin, key: &CellKey, cell: &Cell) {
+        let k = self.cell_key(origin, key, batch);
+        batch.batch.insert(&k, encode_cell(cell));
+        batch.writes += 1;
+    }
+
+    /// Adds the deletion of one origin's cell to `batch`.
+    pub fn delete_cell(&mut self, batch: &mut WriteBatch, origin: &Origin, key: &CellKey) {
+        let k = self.cell_key(origin, key, batch);
+        batch.batch.remove(&k);
+        batch.writes += 1;
+    }
+
+    /// Adds the write of an origin's seq to `batch`. Put it in the same batch as the cells
+    /// it covers: a seq on disk must never claim cells that are not.
+    pub fn put_origin(
+        &mut self,
+        batch: &mut WriteBatch,
+        origin: &Origin,
+        seq: u64,
+        changed_at_ms: Option<i64>,
+    ) {
+        let id = self.origin_id(origin, batch);
+        let record = OriginRecord {
+            peer: origin.peer.to_string(),
+            incarnation: origin.incarnation,
+            seq,
+            changed_at_ms,
+        };
+        batch.batch.insert([b"o".as_slice(), &id.to_be_bytes()].concat(), cbor(&record));
+        batch.writes += 1;
+    }
+
+    /// Applies a batch atomically (not yet durable: see [`Store::flush`]).
+    pub fn apply(&mut self, batch: WriteBatch) -> Result<(), StoreError> {
+        self.tree.apply_batch(batch.batch).map_err(|e| self.io(e))
+    }
+
+    /// Makes everything applied so far durable.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await.map(|_| ()).map_err(|e| self.io(e))
+    }
+
+    /// Bytes the store takes on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+
+    /// A handle that can report the size on disk from other tasks.
+    pub fn size_probe(&self) -> SizeProbe {
+        SizeProbe { db: self.db.clone() }
+    }
+}
+
+/// Reports the store's size on disk from any task.
+#[derive(Debug, Clone)]
+pub struct SizeProbe {
+    db: sled::Db,
+}
+
+impl SizeProbe {
+    /// Bytes the store takes on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+fn id_from(bytes: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(bytes.try_into().ok()?))
+}
+
+/// Encodes a cell as a CBOR array `(seq, calls, errors, bytes, latency)`.
+pub fn encode_cell(cell: &Cell) -> Vec<u8> {
+    let d = &cell.data;
+    cbor(&(cell.seq, d.calls, d.errors, d.bytes, &d.latency))
+}
+
+/// Decodes what [`encode_cell`] wrote, checking the cell is self-consistent.
+pub fn decode_cell(bytes: &[u8]) -> Result<Cell, String> {
+    let (seq, calls, errors, bytes, latency): (u64, u64, u64, u64, LatencyHistogram) =
+        ciborium::from_reader(bytes).map_err(|e| e.to_string())?;
+    let data = CellData { calls, errors, bytes, latency };
+    data.check_consistent().map_err(|e| e.to_string())?;
+    Ok(Cell { seq, data })
+}

@@ -1,0 +1,248 @@
+//! The writer task: applies client events to the shared state and persists them by
+//! group commit.
+//!
+//! Requests queue on a bounded channel. Each turn the writer takes every queued request,
+//! applies each to the state (one seq or more each), writes the changed cells and the
+//! local origin's seq in one atomic batch, answers `accepted` requests, flushes, and then
+//! answers `durable` ones. While it flushes, new requests queue up for the next turn, so
+//! a busy peer flushes once for many requests.
+//!
+//! Shutdown: when the shutdown signal fires or every [`IngestHandle`] is dropped, the
+//! writer stops taking requests, applies what was queued, flushes and returns.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use observatory_core::{Event, FlowState, Origin, Rejection};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::sled_store::{Store, StoreError, WriteBatch};
+
+/// The flow state shared by the writer (which alone changes it) and the readers.
+pub type SharedState = Arc<RwLock<FlowState>>;
+
+/// Milliseconds since the Unix epoch by the system clock.
+pub fn unix_now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// When an ingest request is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AckMode {
+    /// After the batch holding the events is flushed to disk.
+    #[default]
+    Durable,
+    /// As soon as the events are applied in memory (the last flush interval can be lost
+    /// on a crash).
+    Accepted,
+}
+
+/// Settings of the writer.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    /// When requests are answered.
+    pub ack: AckMode,
+    /// Most requests waiting in the queue.
+    pub queue_requests_max: usize,
+    /// How long a request may wait for a place in the queue before it is refused.
+    pub queue_wait: Duration,
+    /// How often expired cells are deleted.
+    pub expire_interval: Duration,
+    /// With `accepted` acks, how often the store is flushed anyway.
+    pub flush_interval: Duration,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        Self {
+            ack: AckMode::Durable,
+            queue_requests_max: 1024,
+            queue_wait: Duration::from_secs(5),
+            expire_interval: Duration::from_secs(10),
+            flush_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// What became of one ingest request.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IngestReply {
+    /// Events applied.
+    pub accepted: usize,
+    /// Events refused, by index, with the reason.
+    pub rejected: Vec<(usize, Rejection)>,
+}
+
+/// Why an ingest request was not carried out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IngestError {
+    /// The queue stayed full for longer than `queue_wait`.
+    #[error("the peer is overloaded: its ingest queue stayed full; retry later")]
+    Overloaded,
+    /// The peer is shutting down.
+    #[error("the peer is shutting down")]
+    ShuttingDown,
+    /// The store failed; the events may be in memory but are not durable.
+    #[error("the store failed: {0}")]
+    Store(String),
+}
+
+#[derive(Debug)]
+struct Request {
+    events: Vec<Event>,
+    reply: oneshot::Sender<Result<IngestReply, IngestError>>,
+}
+
+/// Submits events to the writer. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct IngestHandle {
+    tx: mpsc::Sender<Request>,
+    queue_wait: Duration,
+}
+
+impl IngestHandle {
+    /// Applies `events` and answers according to the writer's ack mode.
+    pub async fn submit(&self, events: Vec<Event>) -> Result<IngestReply, IngestError> {
+        let permit = match tokio::time::timeout(self.queue_wait, self.tx.reserve()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err(IngestError::ShuttingDown),
+            Err(_) => return Err(IngestError::Overloaded),
+        };
+        let (reply, answer) = oneshot::channel();
+        permit.send(Request { events, reply });
+        answer.await.unwrap_or(Err(IngestError::ShuttingDown))
+    }
+}
+
+/// Starts the writer task. It owns the store until it returns.
+pub fn spawn_writer(
+    state: SharedState,
+    store: Store,
+    config: WriterConfig,
+    shutdown: watch::Receiver<bool>,
+) -> (IngestHandle, JoinHandle<Result<(), StoreError>>) {
+    let (tx, rx) = mpsc::channel(config.queue_requests_max);
+    let handle = IngestHandle { tx, queue_wait: config.queue_wait };
+    let writer = Writer { state, store, config, rx, shutdown };
+    (handle, tokio::spawn(writer.run()))
+}
+
+struct Writer {
+    state: SharedState,
+    store: Store,
+    config: WriterConfig,
+    rx: mpsc::Receiver<Request>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Writer {
+    async fn run(mut self) -> Result<(), StoreError> {
+        let mut expire = tokio::time::interval(self.config.expire_interval);
+        let mut flush = tokio::time::interval(self.config.flush_interval);
+        let mut dirty = false;
+        loop {
+            let mut requests = Vec::new();
+            tokio::select! {
+                received = self.rx.recv() => match received {
+                    Some(request) => requests.push(request),
+                    None => break,
+                },
+                _ = expire.tick() => {
+                    dirty |= self.expire()?;
+                }
+                _ = flush.tick(), if dirty => {
+                    self.store.flush().await?;
+                    dirty = false;
+                }
+                _ = self.shutdown.changed() => break,
+            }
+            if requests.is_empty() {
+                continue;
+            }
+            while let Ok(request) = self.rx.try_recv() {
+                requests.push(request);
+            }
+            self.turn(requests).await?;
+            dirty = self.config.ack == AckMode::Accepted;
+        }
+        // Shutting down: take what is queued, then flush everything.
+        self.rx.close();
+        let mut requests = Vec::new();
+        while let Some(request) = self.rx.recv().await {
+            requests.push(request);
+        }
+        if !requests.is_empty() {
+            self.turn(requests).await?;
+        }
+        self.store.flush().await?;
+        tracing::info!("store flushed; writer stopped");
+        Ok(())
+    }
+
+    /// Applies, writes and flushes one group of requests, answering each.
+    async fn turn(&mut self, requests: Vec<Request>) -> Result<(), StoreError> {
+        let now_ms = unix_now_ms();
+        let mut batch = WriteBatch::default();
+        let mut replies = Vec::with_capacity(requests.len());
+        {
+            let mut state = self.state.write().expect("no writer panicked while holding the state lock");
+            let origin: Origin =
+                state.local_origin().expect("the peer sets its origin before writing").clone();
+            let mut changed = Vec::new();
+            for request in requests {
+                let outcome = state.apply_local(now_ms, &request.events);
+                changed.extend(outcome.changed);
+                replies.push((
+                    request.reply,
+                    IngestReply { accepted: outcome.accepted, rejected: outcome.rejected },
+                ));
+            }
+            changed.sort_unstable();
+            changed.dedup();
+            for key in &changed {
+                let cell = state.cell(&origin, key).expect("a changed cell exists");
+                self.store.put_cell(&mut batch, &origin, key, cell);
+            }
+            if !changed.is_empty() {
+                let seq = state.origin_seq(&origin);
+                self.store.put_origin(&mut batch, &origin, seq, state.origin_changed_at_ms(&origin));
+            }
+        }
+        let written = match self.store.apply(batch) {
+            Ok(()) if self.config.ack == AckMode::Durable => self.store.flush().await,
+            other => other,
+        };
+        match written {
+            Ok(()) => {
+                for (reply, answer) in replies {
+                    let _ = reply.send(Ok(answer));
+                }
+                Ok(())
+            }
+            Err(error) => {
+                for (reply, _) in replies {
+                    let _ = reply.send(Err(IngestError::Store(error.to_string())));
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Deletes expired cells; returns whether anything was written.
+    fn expire(&mut self) -> Result<bool, StoreError> {
+        let removed = self.state.write().expect("state lock").expire(unix_now_ms());
+        if removed.is_empty() {
+            return Ok(false);
+        }
+        let mut batch = WriteBatch::default();
+        for (origin, key) in &removed {
+            self.store.delete_cell(&mut batch, origin, key);
+        }
+        tracing::debug!(cells = removed.len(), "expired cells deleted");
+        self.store.apply(batch)?;
+        Ok(true)
+    }
+}

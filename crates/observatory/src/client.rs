@@ -1,0 +1,244 @@
+//! The client subcommands: `send`, `graph`, `status`. They talk to a peer's HTTP API.
+
+use std::fmt::Write as _;
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use observatory_api::wire::{EdgeJson, GraphAnswer, IngestAnswer};
+
+/// NDJSON input is sent in requests of at most this many lines.
+const NDJSON_LINES_PER_REQUEST: usize = 5_000;
+
+fn client() -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .context("building the HTTP client")
+}
+
+fn url(peer: &str, path: &str) -> String {
+    format!("{}{path}", peer.trim_end_matches('/'))
+}
+
+async fn read_answer(response: reqwest::Response, what: &str) -> anyhow::Result<serde_json::Value> {
+    let status = response.status();
+    let text = response.text().await.with_context(|| format!("reading the answer to {what}"))?;
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    if !status.is_success() {
+        let message =
+            value["error"]["message"].as_str().map(str::to_string).unwrap_or_else(|| value.to_string());
+        bail!("{what} failed with HTTP {status}: {message}");
+    }
+    Ok(value)
+}
+
+fn unreachable(peer: &str, error: reqwest::Error) -> anyhow::Error {
+    anyhow::anyhow!(
+        "cannot reach the peer at {peer}: {error}\nhint: start one with `observatory peer`, or pass --peer URL"
+    )
+}
+
+/// Posts events from a file (or `-` for stdin) and prints the combined answer.
+/// Returns whether every event was accepted.
+pub async fn send(peer: &str, input: &Path) -> anyhow::Result<bool> {
+    let mut body = Vec::new();
+    if input == Path::new("-") {
+        std::io::stdin().read_to_end(&mut body).context("reading events from stdin")?;
+    } else {
+        body = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
+    }
+    let text = String::from_utf8(body).context("the input is not UTF-8 text (NDJSON or a JSON array)")?;
+    let is_array = text.trim_start().starts_with('[');
+    let chunks: Vec<String> = if is_array {
+        vec![text]
+    } else {
+        let lines: Vec<&str> = text.lines().collect();
+        lines.chunks(NDJSON_LINES_PER_REQUEST).map(|chunk| chunk.join("\n")).collect()
+    };
+    let content_type = if is_array { "application/json" } else { "application/x-ndjson" };
+    let client = client()?;
+    let mut total = IngestAnswer { accepted: 0, rejected: 0, errors: Vec::new(), errors_truncated: false };
+    let mut offset = 0;
+    for chunk in chunks {
+        let lines_in_chunk = chunk.lines().filter(|l| !l.trim().is_empty()).count();
+        let response = client
+            .post(url(peer, "/api/v1/events"))
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(chunk)
+            .send()
+            .await
+            .map_err(|e| unreachable(peer, e))?;
+        let answer: IngestAnswer = serde_json::from_value(read_answer(response, "sending events").await?)
+            .context("the peer's answer is not an ingest answer")?;
+        total.accepted += answer.accepted;
+        total.rejected += answer.rejected;
+        total.errors_truncated |= answer.errors_truncated;
+        total.errors.extend(answer.errors.into_iter().map(|mut e| {
+            e.index += offset;
+            e
+        }));
+        offset += lines_in_chunk;
+    }
+    println!("{}", serde_json::to_string_pretty(&total)?);
+    Ok(total.rejected == 0)
+}
+
+/// Output formats of `graph`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GraphFormat {
+    /// A table sorted by rate.
+    Table,
+    /// The API's JSON answer.
+    Json,
+    /// Graphviz dot (`| dot -Tsvg > graph.svg`).
+    Dot,
+}
+
+/// Fetches the graph of a window and prints it.
+pub async fn graph(peer: &str, window: &str, at: Option<&str>, format: GraphFormat) -> anyhow::Result<()> {
+    let mut query = vec![("window", window.to_string())];
+    if let Some(at) = at {
+        query.push(("at", at.to_string()));
+    }
+    let response = client()?
+        .get(url(peer, "/api/v1/graph"))
+        .query(&query)
+        .send()
+        .await
+        .map_err(|e| unreachable(peer, e))?;
+    let value = read_answer(response, "reading the graph").await?;
+    if format == GraphFormat::Json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    let answer: GraphAnswer = serde_json::from_value(value).context("the peer's answer is not a graph")?;
+    match format {
+        GraphFormat::Table => print!("{}", table(&answer)),
+        GraphFormat::Dot => print!("{}", dot(&answer)),
+        GraphFormat::Json => unreachable!("handled above"),
+    }
+    Ok(())
+}
+
+/// Prints the peer's status as JSON.
+pub async fn status(peer: &str) -> anyhow::Result<()> {
+    let response =
+        client()?.get(url(peer, "/api/v1/status")).send().await.map_err(|e| unreachable(peer, e))?;
+    let value = read_answer(response, "reading the status").await?;
+    println!("{}", serde_json::to_string_pretty(&value)?);
+    Ok(())
+}
+
+fn ms(value: Option<f64>) -> String {
+    match value {
+        None => "-".into(),
+        Some(v) if v >= 100.0 => format!("{v:.0}"),
+        Some(v) if v >= 10.0 => format!("{v:.1}"),
+        Some(v) => format!("{v:.2}"),
+    }
+}
+
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}
+
+/// The graph as an aligned text table, busiest edges first.
+pub fn table(answer: &GraphAnswer) -> String {
+    let mut edges: Vec<&EdgeJson> = answer.edges.iter().collect();
+    edges.sort_by(|a, b| b.figures.rate_per_s.total_cmp(&a.figures.rate_per_s));
+    let header =
+        ["EDGE", "RATE/S", "CALLS", "ERRORS", "ERR%", "P50 MS", "P95 MS", "P99 MS", "MAX MS", "BYTES"];
+    let rows: Vec<[String; 10]> = edges
+        .iter()
+        .map(|e| {
+            let f = &e.figures;
+            let latency = f.latency_ms.as_ref();
+            [
+                format!("{} -> {}", e.from, e.to),
+                format!("{:.2}", f.rate_per_s),
+                f.calls.to_string(),
+                f.errors.to_string(),
+                format!("{:.2}", f.error_ratio * 100.0),
+                ms(latency.map(|l| l.p50)),
+                ms(latency.map(|l| l.p95)),
+                ms(latency.map(|l| l.p99)),
+                ms(latency.map(|l| l.max)),
+                human_bytes(f.bytes),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let w = &answer.window;
+    let origins = answer.coverage.origins.len();
+    let _ = writeln!(
+        out,
+        "window {} ending {} (resolution {}), {} edges, {} nodes, {} origin{}",
+        w.length,
+        w.end,
+        w.resolution,
+        answer.edges.len(),
+        answer.nodes.len(),
+        origins,
+        if origins == 1 { "" } else { "s" }
+    );
+    let line = |cells: &[String]| {
+        let mut text = String::new();
+        for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
+            if i == 0 {
+                let _ = write!(text, "{cell:<width$}");
+            } else {
+                let _ = write!(text, "  {cell:>width$}");
+            }
+        }
+        text.trim_end().to_string()
+    };
+    let _ = writeln!(out, "{}", line(&header.map(str::to_string)));
+    for row in &rows {
+        let _ = writeln!(out, "{}", line(row));
+    }
+    if rows.is_empty() {
+        let _ = writeln!(out, "(no traffic in this window)");
+    }
+    out
+}
+
+fn dot_id(name: &str) -> String {
+    format!("\"{}\"", name.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// The graph in Graphviz dot, edges labelled with rate, errors and p95.
+pub fn dot(answer: &GraphAnswer) -> String {
+    let mut out = String::from("digraph observatory {\n  rankdir=LR;\n  node [shape=box, style=rounded];\n");
+    for node in &answer.nodes {
+        let _ = writeln!(out, "  {};", dot_id(&node.name));
+    }
+    for e in &answer.edges {
+        let f = &e.figures;
+        let p95 = f.latency_ms.as_ref().map(|l| format!("\\np95 {} ms", ms(Some(l.p95)))).unwrap_or_default();
+        let color = if f.error_ratio >= 0.05 { ", color=red" } else { "" };
+        let _ = writeln!(
+            out,
+            "  {} -> {} [label=\"{:.2}/s\\n{:.2}% err{p95}\"{color}];",
+            dot_id(&e.from),
+            dot_id(&e.to),
+            f.rate_per_s,
+            f.error_ratio * 100.0
+        );
+    }
+    out.push_str("}\n");
+    out
+}

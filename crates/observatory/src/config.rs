@@ -1,0 +1,243 @@
+//! Configuration: defaults, then the YAML file, then `OBSERVATORY_*` environment
+//! variables (`OBSERVATORY_HTTP__ADDR` sets `http.addr`), then command-line flags.
+//! Unknown keys and bad values are errors that name the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Yaml};
+use observatory_core::{Limits, Resolution, Settings};
+use serde::{Deserialize, Serialize};
+
+/// The documented default configuration, shipped as `config/observatory.yaml`.
+pub const DEFAULT_YAML: &str = include_str!("../../../config/observatory.yaml");
+
+/// The whole configuration of a peer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// HTTP API.
+    pub http: HttpConfig,
+    /// Persistence.
+    pub store: StoreConfig,
+    /// Taking events in.
+    pub ingest: IngestConfig,
+    /// Limits on what clients send.
+    pub limits: LimitsConfig,
+    /// Resolutions, finest first (`total` is always added).
+    pub resolutions: Vec<ResolutionConfig>,
+    /// The mesh (used from the mesh release on; accepted and checked now).
+    pub mesh: MeshConfig,
+}
+
+/// `http.*`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address the HTTP API listens on.
+    pub addr: SocketAddr,
+}
+
+/// `store.*`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The data dir.
+    pub path: PathBuf,
+    /// With `ingest.ack: accepted`, how often the store is flushed.
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+}
+
+/// `ingest.*`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// `durable` or `accepted`.
+    pub ack: observatory_store::AckMode,
+    /// How far in the future an event may be.
+    #[serde(with = "humantime_serde")]
+    pub max_clock_skew: Duration,
+    /// How far in the past an event may be.
+    #[serde(with = "humantime_serde")]
+    pub max_lateness: Duration,
+    /// Most requests waiting for the writer.
+    pub queue_requests_max: usize,
+}
+
+/// `limits.*`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest request body.
+    pub body_bytes_max: usize,
+    /// Most events in one request.
+    pub events_per_request_max: usize,
+    /// Longest node name in bytes (1 to 1024).
+    pub node_name_bytes_max: usize,
+    /// Most distinct nodes.
+    pub nodes_max: usize,
+    /// Most distinct edges.
+    pub edges_max: usize,
+    /// Largest `count` of one event.
+    pub event_count_max: u64,
+    /// Most per-event errors listed in an ingest answer.
+    pub errors_listed_max: usize,
+}
+
+/// One entry of `resolutions`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ResolutionConfig {
+    /// Bucket width.
+    #[serde(with = "humantime_serde")]
+    pub width: Duration,
+    /// How long a bucket is kept after it ends.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+/// `mesh.*`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MeshConfig {
+    /// libp2p listen multiaddrs.
+    pub listen: Vec<String>,
+    /// Multiaddrs of peers to join.
+    pub bootstrap: Vec<String>,
+    /// Find peers on the LAN.
+    pub mdns: bool,
+    /// Time between anti-entropy rounds.
+    #[serde(with = "humantime_serde")]
+    pub sync_interval: Duration,
+    /// Peers synced with per round.
+    pub fanout: usize,
+    /// Largest mesh message.
+    pub message_bytes_max: usize,
+    /// Pre-shared key file.
+    pub psk_file: Option<PathBuf>,
+    /// Only these peer ids may connect (empty: any).
+    pub allow_peers: Vec<String>,
+}
+
+/// Values given on the command line, which override everything else.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--data-dir`
+    pub data_dir: Option<PathBuf>,
+    /// `--http`
+    pub http_addr: Option<SocketAddr>,
+}
+
+fn duration_text(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+impl Config {
+    /// Loads defaults, `file` (if any), the environment and `overrides`, and validates.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Config> {
+        let mut figment = Figment::from(Yaml::string(DEFAULT_YAML));
+        if let Some(file) = file {
+            if !file.exists() {
+                bail!("config file {} does not exist", file.display());
+            }
+            figment = figment.merge(Yaml::file_exact(file));
+        }
+        // Only variables with a `__` name config keys; others (OBSERVATORY_REQUIRE_ALL,
+        // OBSERVATORY_LOG) are not configuration.
+        figment = figment
+            .merge(Env::prefixed("OBSERVATORY_").filter(|key| key.as_str().contains("__")).split("__"));
+        if let Some(path) = &overrides.data_dir {
+            figment = figment.merge(Serialized::default("store.path", path));
+        }
+        if let Some(addr) = &overrides.http_addr {
+            figment = figment.merge(Serialized::default("http.addr", addr.to_string()));
+        }
+        let config: Config = figment.extract().map_err(|e| {
+            let messages: Vec<String> = e.into_iter().map(|e| describe(&e)).collect();
+            anyhow::anyhow!("invalid configuration:\n  {}", messages.join("\n  "))
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot, naming the key.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let positive = [
+            ("limits.body_bytes_max", self.limits.body_bytes_max as u64),
+            ("limits.events_per_request_max", self.limits.events_per_request_max as u64),
+            ("limits.nodes_max", self.limits.nodes_max as u64),
+            ("limits.edges_max", self.limits.edges_max as u64),
+            ("limits.event_count_max", self.limits.event_count_max),
+            ("ingest.queue_requests_max", self.ingest.queue_requests_max as u64),
+            ("mesh.fanout", self.mesh.fanout as u64),
+            ("mesh.message_bytes_max", self.mesh.message_bytes_max as u64),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                bail!("invalid configuration: {key} must be at least 1");
+            }
+        }
+        if !(1..=1024).contains(&self.limits.node_name_bytes_max) {
+            bail!("invalid configuration: limits.node_name_bytes_max must be between 1 and 1024");
+        }
+        if self.ingest.max_lateness.is_zero() {
+            bail!("invalid configuration: ingest.max_lateness must be positive");
+        }
+        let settings = self.settings()?;
+        for r in settings.resolutions() {
+            if let Some(retention) = r.retention_ms
+                && retention < self.ingest.max_lateness.as_millis() as i64
+            {
+                bail!(
+                    "invalid configuration: resolutions: `{}` keeps buckets for less than ingest.max_lateness ({}), \
+                     so late events would land in expired buckets",
+                    r.name,
+                    duration_text(self.ingest.max_lateness)
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The mesh-wide settings.
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        let resolutions = self
+            .resolutions
+            .iter()
+            .map(|r| {
+                let width_ms = r.width.as_millis() as i64;
+                Resolution {
+                    name: duration_text(r.width).replace(' ', ""),
+                    width_ms: Some(width_ms),
+                    retention_ms: Some(r.retention.as_millis() as i64),
+                }
+            })
+            .collect();
+        Settings::new(resolutions).context("invalid configuration: resolutions")
+    }
+
+    /// The core's limits.
+    pub fn core_limits(&self) -> Limits {
+        Limits {
+            nodes_max: self.limits.nodes_max,
+            edges_max: self.limits.edges_max,
+            max_clock_skew_ms: self.ingest.max_clock_skew.as_millis() as i64,
+            max_lateness_ms: self.ingest.max_lateness.as_millis() as i64,
+            ..Limits::default()
+        }
+    }
+}
+
+/// One figment error as `key: reason (source)`.
+fn describe(error: &figment::Error) -> String {
+    let key = if error.path.is_empty() { "(top level)".to_string() } else { error.path.join(".") };
+    let source = error.metadata.as_ref().map(|m| {
+        let name = m.source.as_ref().map_or_else(|| m.name.to_string(), |s| format!("{} {s}", m.name));
+        format!(" (from {name})")
+    });
+    format!("{key}: {}{}", error.kind, source.unwrap_or_default())
+}

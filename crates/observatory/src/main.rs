@@ -1,0 +1,154 @@
+//! `observatory`: the peer and its command-line tools.
+//!
+//! Subcommands: `peer` runs an observer peer; `send`, `graph` and `status` talk to a
+//! running peer over HTTP; `config` checks and prints configuration.
+
+mod client;
+mod config;
+mod peer;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, Overrides};
+
+/// Observatory watches a distributed system from above: which service talks to which,
+/// how often, how many calls fail and how long they take.
+///
+/// Services report events (or spans) to any peer; each peer keeps the whole flow graph
+/// and answers for it. Start a peer with `observatory peer`, send it events with
+/// `observatory send events.ndjson` (or any HTTP client), and look at the graph with
+/// `observatory graph`.
+#[derive(Debug, Parser)]
+#[command(name = "observatory", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run an observer peer: HTTP API for events and queries, data kept in sled.
+    ///
+    /// Prints one JSON line on stdout with the peer id and the HTTP address it listens
+    /// on, then logs on stderr (set OBSERVATORY_LOG=debug for more). Stops cleanly on
+    /// Ctrl-C or SIGTERM, flushing everything to disk.
+    Peer {
+        /// YAML config file; see `observatory config default` for every key.
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Data dir (overrides store.path). Default: ./data
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// HTTP listen address (overrides http.addr). Default: 127.0.0.1:7070; port 0 picks one.
+        #[arg(long, value_name = "ADDR")]
+        http: Option<SocketAddr>,
+    },
+    /// Send events from a file of NDJSON (one event per line) or a JSON array.
+    ///
+    /// An event looks like {"from":"checkout","to":"payments","ts":"2026-11-22T10:00:00Z",
+    /// "latency_ms":12.5,"error":false,"bytes":512,"count":1}; only from and to are
+    /// required. Prints the peer's answer; exits with 1 if any event was rejected.
+    Send {
+        /// URL of the peer's HTTP API.
+        #[arg(long, env = "OBSERVATORY_PEER", default_value = "http://127.0.0.1:7070")]
+        peer: String,
+        /// File to send, or - for standard input.
+        #[arg(default_value = "-", value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Show the flow graph of a time window.
+    Graph {
+        /// URL of the peer's HTTP API.
+        #[arg(long, env = "OBSERVATORY_PEER", default_value = "http://127.0.0.1:7070")]
+        peer: String,
+        /// Length of the window, ending now (or at --at): 30s, 5m, 1h, 24h, 7d.
+        #[arg(long, short = 'w', default_value = "5m")]
+        window: String,
+        /// End of the window: an RFC 3339 time or epoch milliseconds. Default: now.
+        #[arg(long)]
+        at: Option<String>,
+        /// Output format.
+        #[arg(long, short = 'f', value_enum, default_value = "table")]
+        format: client::GraphFormat,
+    },
+    /// Show a peer's status: identity, settings, sizes, ingest counters.
+    Status {
+        /// URL of the peer's HTTP API.
+        #[arg(long, env = "OBSERVATORY_PEER", default_value = "http://127.0.0.1:7070")]
+        peer: String,
+    },
+    /// Check or print configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate a config file (with the environment overrides that apply) and print the
+    /// settings fingerprint peers will compare.
+    Check {
+        /// The YAML file.
+        file: PathBuf,
+    },
+    /// Print the documented default configuration.
+    Default,
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OBSERVATORY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).init();
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Peer { config, data_dir, http } => {
+            init_logging();
+            let config = Config::load(config.as_deref(), &Overrides { data_dir, http_addr: http })?;
+            runtime()?.block_on(peer::run(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Send { peer, file } => {
+            let all_accepted = runtime()?.block_on(client::send(&peer, &file))?;
+            Ok(if all_accepted { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::Graph { peer, window, at, format } => {
+            runtime()?.block_on(client::graph(&peer, &window, at.as_deref(), format))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { peer } => {
+            runtime()?.block_on(client::status(&peer))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCommand::Check { file }) => {
+            let config = Config::load(Some(&file), &Overrides::default())?;
+            let settings = config.settings()?;
+            println!("{}: ok", file.display());
+            println!("settings fingerprint: {} ({})", settings.fingerprint(), settings.canonical());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCommand::Default) => {
+            print!("{}", config::DEFAULT_YAML);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
