@@ -262,6 +262,7 @@ fn parse_ndjson(body: &[u8], now_ms: i64, limits: &ParseLimits) -> Result<Parsed
 }
 
 fn parse_ndjson_text(text: &str, now_ms: i64, limits: &ParseLimits) -> Result<ParsedBody, BodyError> {
+    check_count(text.lines().filter(|line| !line.trim().is_empty()).count(), limits)?;
     let mut parsed = ParsedBody::default();
     let mut index = 0;
     for (line_number, line) in text.lines().enumerate() {
@@ -277,7 +278,6 @@ fn parse_ndjson_text(text: &str, now_ms: i64, limits: &ParseLimits) -> Result<Pa
                 message: "expected one JSON object (an event) per line".into(),
             });
         }
-        check_count(index + 1, limits)?;
         push(&mut parsed, index, json_event(index, raw.get(), now_ms, limits));
         index += 1;
     }

@@ -83,7 +83,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let app = observatory_api::router(context);
     axum::serve(listener, app).with_graceful_shutdown(stop_signal()).await.context("serving HTTP")?;
 
-    tracing::info!("HTTP stopped; flushing the store");
+    tracing::info!("HTTP stopped; waiting for the writer to finish");
     let _ = stop_writer.send(true);
     writer.await.context("the writer task failed")??;
     tracing::info!("stopped cleanly");

@@ -1,0 +1,74 @@
+//! The HTTP API at its boundary: requests through the router, with a real store and writer.
+
+mod ingest;
+mod query;
+
+use std::sync::{Arc, RwLock};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use observatory_api::{ApiContext, ApiLimits, Counters, PeerInfo, router};
+use observatory_core::{Limits, Settings};
+use observatory_store::{WriterConfig, open_peer, spawn_writer};
+use serde_json::Value;
+use tower::ServiceExt;
+
+/// A router over a fresh peer in a temporary data dir.
+pub struct TestPeer {
+    pub app: Router,
+    pub context: Arc<ApiContext>,
+    _dir: tempfile::TempDir,
+    _shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+impl TestPeer {
+    pub fn new(limits: ApiLimits) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let opened = open_peer(dir.path(), Settings::default(), Limits::default()).expect("open peer");
+        let store_size = opened.store.size_probe();
+        let state = Arc::new(RwLock::new(opened.state));
+        let (shutdown, watch) = tokio::sync::watch::channel(false);
+        let (ingest, _writer) = spawn_writer(state.clone(), opened.store, WriterConfig::default(), watch);
+        let context = Arc::new(ApiContext {
+            state,
+            ingest,
+            info: PeerInfo {
+                peer_id: opened.origin.peer.to_string(),
+                incarnation: opened.origin.incarnation,
+                version: "test".into(),
+                data_dir: dir.path().display().to_string(),
+            },
+            limits,
+            store_size,
+            counters: Counters::default(),
+        });
+        Self { app: router(context.clone()), context, _dir: dir, _shutdown: shutdown }
+    }
+
+    pub async fn request(&self, request: Request<Body>) -> (StatusCode, Value) {
+        let response = self.app.clone().oneshot(request).await.expect("router answers");
+        let status = response.status();
+        let bytes = response.into_body().collect().await.expect("body").to_bytes();
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        (status, value)
+    }
+
+    pub async fn post(&self, content_type: &str, body: impl Into<Body>) -> (StatusCode, Value) {
+        let request = Request::post("/api/v1/events")
+            .header("content-type", content_type)
+            .body(body.into())
+            .expect("request");
+        self.request(request).await
+    }
+
+    pub async fn get(&self, uri: &str) -> (StatusCode, Value) {
+        self.request(Request::get(uri).body(Body::empty()).expect("request")).await
+    }
+}
+
+pub fn now_ms() -> i64 {
+    observatory_store::unix_now_ms()
+}

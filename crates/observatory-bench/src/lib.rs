@@ -1,0 +1,62 @@
+//! Helpers for the benchmarks: timing with a same-run baseline, and data sets.
+
+use std::time::{Duration, Instant};
+
+use observatory_core::{Edge, Event, NodeName};
+
+/// Runs `work` (which processes `items` items per call) repeatedly for about `budget`,
+/// three times, and returns the best rate in items per second.
+pub fn rate_per_s(items: u64, budget: Duration, mut work: impl FnMut()) -> f64 {
+    let mut best = 0.0f64;
+    for _ in 0..3 {
+        let start = Instant::now();
+        let mut calls = 0u64;
+        while start.elapsed() < budget / 3 || calls == 0 {
+            work();
+            calls += 1;
+        }
+        best = best.max((calls * items) as f64 / start.elapsed().as_secs_f64());
+    }
+    best
+}
+
+/// Median wall time of `runs` calls of `work`.
+pub fn median_time(runs: usize, mut work: impl FnMut()) -> Duration {
+    let mut times: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let start = Instant::now();
+            work();
+            start.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// Converts generated shop events into core events.
+pub fn core_events(events: &[observatory_examples::ShopEvent]) -> Vec<Event> {
+    events
+        .iter()
+        .map(|e| Event {
+            edge: Edge::new(NodeName::new(e.from, 200).expect("name"), NodeName::new(e.to, 200).expect("name")),
+            ts_ms: e.ts_ms,
+            latency_us: Some((e.latency_ms * 1000.0).round() as u64),
+            error: e.error,
+            bytes: e.bytes,
+            count: 1,
+        })
+        .collect()
+}
+
+/// Formats a rate with thousands separators.
+pub fn thousands(value: f64) -> String {
+    let text = format!("{:.0}", value);
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i > 0 && (text.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}

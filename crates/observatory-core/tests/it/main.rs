@@ -1,0 +1,61 @@
+//! Integration tests of `observatory-core`, at its public API.
+//!
+//! - `histogram`: the sparse latency histograms against the `hdrhistogram` crate.
+//! - `crdt`: the join laws, delta sync against the full join, corrupt deltas, retention
+//!   and local ingest limits, on random states of several origins.
+//! - `query`: graphs and series against oracles computed from the events themselves.
+
+mod crdt;
+mod histogram;
+mod query;
+
+use observatory_core::{Edge, Event, NodeName};
+use proptest::prelude::*;
+
+/// A fixed "now", aligned to the hour (so windows of 10 s, 1 min and 1 h end on bucket edges).
+pub const NOW_MS: i64 = 1_800_000_000_000;
+
+/// The node names random events use; few, so that edges and cells are shared.
+pub const NODES: [&str; 4] = ["checkout", "payments", "stock", "db"];
+
+/// Property tests run this many cases each (the whole binary stays fast in debug builds).
+pub const CASES: u32 = 64;
+
+pub fn node(name: &str) -> NodeName {
+    NodeName::new(name, 255).expect("valid node name")
+}
+
+pub fn edge(from: &str, to: &str) -> Edge {
+    Edge::new(node(from), node(to))
+}
+
+/// The `hdrhistogram` equivalent of our histograms: 1 µs to 1 h, 2 significant digits.
+pub fn hdr() -> hdrhistogram::Histogram<u64> {
+    hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid bounds")
+}
+
+/// Latencies in µs: mostly small, sometimes anything up to above the 1 h upper bound.
+pub fn latency_us() -> impl Strategy<Value = u64> {
+    prop_oneof![3 => 0..20_000u64, 1 => 0..=5_000_000_000u64]
+}
+
+/// One event on an edge between `NODES[..nodes]`, `0..=age_max_ms` before `NOW_MS`.
+pub fn event(nodes: usize, age_max_ms: i64) -> impl Strategy<Value = Event> {
+    (
+        0..nodes,
+        0..nodes,
+        0..=age_max_ms,
+        proptest::option::weighted(0.8, latency_us()),
+        proptest::bool::weighted(0.2),
+        prop_oneof![Just(0u64), 0..100_000u64],
+        prop_oneof![4 => Just(1u64), 1 => 1..50u64],
+    )
+        .prop_map(|(from, to, age, latency_us, error, bytes, count)| Event {
+            edge: edge(NODES[from], NODES[to]),
+            ts_ms: NOW_MS - age,
+            latency_us,
+            error,
+            bytes,
+            count,
+        })
+}

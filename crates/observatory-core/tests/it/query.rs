@@ -1,0 +1,219 @@
+//! Graphs and series over events spread across several origins, against oracles computed
+//! from the events themselves (and `hdrhistogram` for latencies).
+
+use crdts::CvRDT;
+use observatory_core::histogram::LATENCY_US_HIGHEST;
+use observatory_core::{Edge, Event, Figures, FlowState, Limits, Origin, QueryError, Settings};
+use proptest::prelude::*;
+
+use crate::{CASES, NODES, NOW_MS, edge, event, hdr, node};
+
+const SECOND: i64 = 1_000;
+const MINUTE: i64 = 60 * SECOND;
+const HOUR: i64 = 60 * MINUTE;
+const DAY: i64 = 24 * HOUR;
+
+/// Applies each event at one of `origins` origins (all at `NOW_MS`) and joins them all.
+fn state_of(events: &[(usize, Event)], origins: usize) -> FlowState {
+    let mut joined = FlowState::new(Settings::default(), Limits::default());
+    joined.set_local(Origin::new("reader", 1));
+    for o in 0..origins {
+        let mut state = FlowState::new(Settings::default(), Limits::default());
+        state.set_local(Origin::new(&format!("peer{o}"), 1));
+        let mine: Vec<Event> = events.iter().filter(|(at, _)| *at == o).map(|(_, e)| e.clone()).collect();
+        let outcome = state.apply_local(NOW_MS, &mine);
+        assert_eq!(outcome.accepted, mine.len(), "{:?}", outcome.rejected);
+        joined.validate_merge(&state).expect("honest states");
+        joined.merge(state);
+    }
+    assert!(joined.global_view_recomputed_matches());
+    joined
+}
+
+/// The figures of the events on `edge` within `[from_ms, to_ms)`, computed from scratch.
+fn expected(
+    events: &[(usize, Event)],
+    edge: &Edge,
+    from_ms: i64,
+    to_ms: i64,
+) -> (u64, u64, u64, hdrhistogram::Histogram<u64>) {
+    let mut oracle = hdr();
+    let (mut calls, mut errors, mut bytes) = (0, 0, 0);
+    for (_, e) in events.iter().filter(|(_, e)| &e.edge == edge && (from_ms..to_ms).contains(&e.ts_ms)) {
+        calls += e.count;
+        errors += if e.error { e.count } else { 0 };
+        bytes += e.bytes;
+        if let Some(latency) = e.latency_us {
+            oracle.record_n(latency.min(LATENCY_US_HIGHEST), e.count).expect("within the bounds");
+        }
+    }
+    (calls, errors, bytes, oracle)
+}
+
+fn check_figures(
+    figures: &Figures,
+    events: &[(usize, Event)],
+    edge: &Edge,
+    from_ms: i64,
+    to_ms: i64,
+    elapsed_ms: i64,
+) -> Result<(), TestCaseError> {
+    let (calls, errors, bytes, oracle) = expected(events, edge, from_ms, to_ms);
+    prop_assert_eq!((figures.calls, figures.errors, figures.bytes), (calls, errors, bytes), "{:?}", edge);
+    prop_assert_eq!(figures.rate_per_s, calls as f64 * 1000.0 / elapsed_ms as f64);
+    match &figures.latency {
+        None => prop_assert!(oracle.is_empty()),
+        Some(latency) => {
+            prop_assert_eq!(latency.samples, oracle.len());
+            prop_assert_eq!(latency.p50_us, oracle.value_at_quantile(0.5));
+            prop_assert_eq!(latency.p90_us, oracle.value_at_quantile(0.9));
+            prop_assert_eq!(latency.p99_us, oracle.value_at_quantile(0.99));
+            prop_assert_eq!(latency.max_us, oracle.max());
+            prop_assert!((latency.mean_us - oracle.mean()).abs() <= 1e-6 * oracle.mean().max(1.0));
+        }
+    }
+    Ok(())
+}
+
+fn events() -> impl Strategy<Value = (Vec<(usize, Event)>, usize)> {
+    (1usize..4).prop_flat_map(|origins| {
+        (proptest::collection::vec((0..origins, event(NODES.len(), 10 * MINUTE)), 0..60), Just(origins))
+    })
+}
+
+/// Every edge that appears in the events.
+fn edges_of(events: &[(usize, Event)]) -> Vec<Edge> {
+    let mut edges: Vec<Edge> = events.iter().map(|(_, e)| e.edge.clone()).collect();
+    edges.sort();
+    edges.dedup();
+    edges
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+    /// With an end on a bucket edge the window is read exactly, at the expected resolution.
+    #[test]
+    fn graph_sums_the_window_exactly((events, origins) in events()) {
+        let state = state_of(&events, origins);
+        for (window_ms, end_ms, resolution) in [
+            (5 * MINUTE, NOW_MS + 10 * SECOND, "10s"),
+            (HOUR, NOW_MS + 10 * SECOND, "10s"),
+            (2 * HOUR, NOW_MS + MINUTE, "1m"),
+            (7 * DAY, NOW_MS + HOUR, "1h"),
+        ] {
+            let graph = state.graph(window_ms, end_ms).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(graph.span.resolution.as_str(), resolution, "window {} ms", window_ms);
+            prop_assert_eq!((graph.span.from_ms, graph.span.to_ms, graph.span.end_ms), (end_ms - window_ms, end_ms, end_ms));
+            let in_window: Vec<Edge> = edges_of(&events)
+                .into_iter()
+                .filter(|edge| expected(&events, edge, end_ms - window_ms, end_ms).0 > 0)
+                .collect();
+            prop_assert_eq!(graph.edges.iter().map(|e| e.edge.clone()).collect::<Vec<_>>(), in_window);
+            for e in &graph.edges {
+                check_figures(&e.figures, &events, &e.edge, end_ms - window_ms, end_ms, window_ms)?;
+            }
+        }
+    }
+
+    /// With any end, the span read is the `ceil(window / width)` buckets up to the one
+    /// holding `end - 1`, and the figures are those of the events in it.
+    #[test]
+    fn graph_reads_the_buckets_around_any_end(
+        (events, origins) in events(),
+        end_offset_ms in -5 * MINUTE..5 * MINUTE,
+        window_ms in prop_oneof![1..=HOUR, HOUR + 1..=48 * HOUR, 48 * HOUR + 1..=35 * DAY],
+    ) {
+        let state = state_of(&events, origins);
+        let end_ms = NOW_MS + end_offset_ms;
+        let graph = state.graph(window_ms, end_ms).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let span = &graph.span;
+        let width = if window_ms <= HOUR { 10 * SECOND } else if window_ms <= 48 * HOUR { MINUTE } else { HOUR };
+        prop_assert_eq!(span.width_ms, width);
+        prop_assert!(span.to_ms - width < end_ms && end_ms <= span.to_ms, "{:?}", span);
+        prop_assert_eq!(span.to_ms - span.from_ms, (window_ms + width - 1) / width * width);
+        prop_assert_eq!(span.from_ms.rem_euclid(width), 0);
+        let elapsed = span.to_ms.min(end_ms) - span.from_ms;
+        let mut seen = 0;
+        for edge in edges_of(&events) {
+            match graph.edges.iter().find(|e| e.edge == edge) {
+                Some(e) => {
+                    check_figures(&e.figures, &events, &edge, span.from_ms, span.to_ms, elapsed)?;
+                    seen += 1;
+                }
+                None => prop_assert_eq!(expected(&events, &edge, span.from_ms, span.to_ms).0, 0),
+            }
+        }
+        prop_assert_eq!(seen, graph.edges.len());
+    }
+
+    /// A series of one-minute steps over an hour adds up to the graph of that hour, and
+    /// each step holds the events of its minute.
+    #[test]
+    fn series_steps_add_up_to_the_graph((events, origins) in events(), end_offset_ms in 0..5 * MINUTE) {
+        let state = state_of(&events, origins);
+        let end_ms = NOW_MS + end_offset_ms;
+        let graph = state.graph(HOUR, end_ms).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        for edge in edges_of(&events) {
+            let series = state.series(&edge, HOUR, MINUTE, end_ms).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(series.step_ms, MINUTE);
+            prop_assert_eq!(MINUTE % series.span.width_ms, 0);
+            prop_assert_eq!(series.points.len(), 60);
+            let last = series.points.last().expect("60 points").start_ms;
+            prop_assert!(last < end_ms && end_ms <= last + MINUTE);
+            let mut sums = (0, 0, 0);
+            for (i, point) in series.points.iter().enumerate() {
+                prop_assert_eq!(point.start_ms, series.points[0].start_ms + i as i64 * MINUTE);
+                let elapsed = (point.start_ms + MINUTE).min(end_ms) - point.start_ms;
+                check_figures(&point.figures, &events, &edge, point.start_ms, point.start_ms + MINUTE, elapsed.max(1))?;
+                sums.0 += point.figures.calls;
+                sums.1 += point.figures.errors;
+                sums.2 += point.figures.bytes;
+            }
+            // All events lie within the last ten minutes, so both cover all of them.
+            let in_graph = graph.edges.iter().find(|e| e.edge == edge).expect("the edge has events");
+            prop_assert_eq!(sums, (in_graph.figures.calls, in_graph.figures.errors, in_graph.figures.bytes));
+            let (calls, _, _, _) = expected(&events, &edge, i64::MIN, i64::MAX);
+            prop_assert_eq!(sums.0, calls);
+        }
+    }
+}
+
+#[test]
+fn windows_beyond_every_retention_are_refused() {
+    let state = state_of(&[], 1);
+    assert_eq!(
+        state.graph(60 * DAY, NOW_MS),
+        Err(QueryError::WindowTooLong { window_ms: 60 * DAY, retention_ms: 35 * DAY })
+    );
+    assert_eq!(state.graph(0, NOW_MS), Err(QueryError::WindowNotPositive));
+    assert_eq!(state.graph(35 * DAY, NOW_MS).map(|g| g.span.resolution), Ok("1h".to_string()));
+    assert!(matches!(
+        state.series(&edge("checkout", "payments"), HOUR, 15 * SECOND, NOW_MS),
+        Err(QueryError::StepUnfit { step_ms: 15_000, .. })
+    ));
+    assert!(matches!(
+        state.series(&edge("checkout", "payments"), HOUR, 0, NOW_MS),
+        Err(QueryError::StepUnfit { .. })
+    ));
+}
+
+#[test]
+fn a_series_of_an_unknown_edge_is_all_zero() {
+    let event = Event {
+        edge: edge("checkout", "payments"),
+        ts_ms: NOW_MS - 1,
+        latency_us: Some(1_000),
+        error: false,
+        bytes: 1,
+        count: 1,
+    };
+    let state = state_of(&[(0, event)], 1);
+    let series =
+        state.series(&Edge::new(node("payments"), node("checkout")), HOUR, MINUTE, NOW_MS).expect("fits");
+    assert_eq!(series.points.len(), 60);
+    assert!(series.points.iter().all(|p| p.figures.calls == 0 && p.figures.latency.is_none()));
+    let known = state.series(&edge("checkout", "payments"), HOUR, MINUTE, NOW_MS).expect("fits");
+    assert_eq!(known.points.iter().filter(|p| p.figures.calls > 0).count(), 1);
+    assert_eq!(known.points.last().map(|p| p.figures.calls), Some(1));
+}

@@ -1,0 +1,129 @@
+//! The store at its boundary: opening data dirs, the writer, and what survives a reopen.
+
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use observatory_core::{Edge, Event, Limits, NodeName, Resolution, Settings};
+use observatory_store::{StoreError, WriterConfig, open_peer, spawn_writer, unix_now_ms};
+
+fn event(from: &str, to: &str, ts_ms: i64, latency_us: u64, error: bool) -> Event {
+    Event {
+        edge: Edge::new(NodeName::new(from, 200).unwrap(), NodeName::new(to, 200).unwrap()),
+        ts_ms,
+        latency_us: Some(latency_us),
+        error,
+        bytes: 10,
+        count: 1,
+    }
+}
+
+fn graph_calls(state: &observatory_core::FlowState, now_ms: i64) -> Vec<(String, u64, u64, u64)> {
+    let view = state.graph(15 * 60 * 1000, now_ms + 1).expect("graph");
+    view.edges
+        .iter()
+        .map(|e| (format!("{:?}", e.edge), e.figures.calls, e.figures.errors, e.figures.bytes))
+        .collect()
+}
+
+async fn ingest(dir: &Path, batches: &[Vec<Event>]) {
+    let opened = open_peer(dir, Settings::default(), Limits::default()).expect("open");
+    let state = Arc::new(RwLock::new(opened.state));
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let (handle, writer) = spawn_writer(state, opened.store, WriterConfig::default(), shutdown);
+    for batch in batches {
+        let reply = handle.submit(batch.clone()).await.expect("submit");
+        assert_eq!(reply.accepted, batch.len(), "{reply:?}");
+    }
+    stop.send(true).expect("writer alive");
+    writer.await.expect("join").expect("writer ok");
+}
+
+#[tokio::test]
+async fn reopening_keeps_identity_and_cells_and_takes_a_new_incarnation() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = unix_now_ms();
+    let batches: Vec<Vec<Event>> = (0..5)
+        .map(|i| (0..50).map(|j| event("web", if j % 2 == 0 { "a" } else { "b" }, now - j * 1000, j as u64 * 100, (i + j) % 7 == 0)).collect())
+        .collect();
+    ingest(dir.path(), &batches).await;
+    let first = open_peer(dir.path(), Settings::default(), Limits::default()).expect("reopen");
+    let peer = first.origin.peer.clone();
+    assert_eq!(first.origin.incarnation, 2, "the first run was incarnation 1");
+    let totals = graph_calls(&first.state, now);
+    let calls: u64 = totals.iter().map(|t| t.1).sum();
+    assert_eq!(calls, 250, "{totals:?}");
+    assert!(first.state.global_view_recomputed_matches());
+    drop(first);
+
+    ingest(dir.path(), &batches[..1]).await; // incarnation 3
+    let second = open_peer(dir.path(), Settings::default(), Limits::default()).expect("reopen");
+    assert_eq!(second.origin.peer, peer, "the identity is kept");
+    assert_eq!(second.origin.incarnation, 4);
+    let calls: u64 = graph_calls(&second.state, now).iter().map(|t| t.1).sum();
+    assert_eq!(calls, 300);
+    let coverage = second.state.coverage();
+    let incarnations: Vec<u32> = coverage.iter().map(|c| c.origin.incarnation).collect();
+    assert_eq!(incarnations, [1, 3, 4], "each run that wrote is an origin; the new one is empty");
+}
+
+#[tokio::test]
+async fn other_settings_are_refused_and_nothing_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    ingest(dir.path(), &[vec![event("a", "b", unix_now_ms(), 1, false)]]).await;
+    let other = Settings::new(vec![Resolution {
+        name: "30s".into(),
+        width_ms: Some(30_000),
+        retention_ms: Some(3_600_000),
+    }])
+    .unwrap();
+    let error = open_peer(dir.path(), other, Limits::default()).expect_err("other settings");
+    assert!(matches!(error, StoreError::SettingsChanged { .. }), "{error}");
+    assert!(error.to_string().contains("resolutions"), "{error}");
+    let reopened = open_peer(dir.path(), Settings::default(), Limits::default()).expect("original settings");
+    assert_eq!(reopened.state.stats().edges, 1);
+}
+
+#[tokio::test]
+async fn a_damaged_record_stops_the_open_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    ingest(dir.path(), &[vec![event("a", "b", unix_now_ms(), 1, false)]]).await;
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let tree = db.open_tree("state").unwrap();
+        let key = tree.scan_prefix(b"c").next().unwrap().unwrap().0;
+        tree.insert(key, b"\xff\x00garbage".to_vec()).unwrap();
+        db.flush().unwrap();
+    }
+    let error = open_peer(dir.path(), Settings::default(), Limits::default()).expect_err("damaged");
+    assert!(matches!(error, StoreError::Corrupt { .. }), "{error}");
+    assert!(error.to_string().contains("move the data dir away"), "{error}");
+    assert!(dir.path().join("db").exists(), "nothing was deleted");
+}
+
+#[tokio::test]
+async fn a_data_dir_in_use_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _held = open_peer(dir.path(), Settings::default(), Limits::default()).expect("first");
+    let error = open_peer(dir.path(), Settings::default(), Limits::default()).expect_err("second");
+    assert!(matches!(error, StoreError::Open { .. }), "{error}");
+    assert!(error.to_string().contains("another observatory peer"), "{error}");
+}
+
+#[tokio::test]
+async fn the_writer_answers_rejections_per_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let opened = open_peer(dir.path(), Settings::default(), Limits::default()).expect("open");
+    let state = Arc::new(RwLock::new(opened.state));
+    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    let (handle, _writer) = spawn_writer(state.clone(), opened.store, WriterConfig::default(), shutdown);
+    let now = unix_now_ms();
+    let reply = handle
+        .submit(vec![event("a", "b", now, 1, false), event("a", "b", now - 3_600_000, 1, false)])
+        .await
+        .expect("submit");
+    assert_eq!(reply.accepted, 1);
+    assert_eq!(reply.rejected.len(), 1);
+    assert_eq!(reply.rejected[0].0, 1);
+    assert_eq!(reply.rejected[0].1.field(), "ts");
+    assert_eq!(state.read().unwrap().stats().cells, 4);
+}
