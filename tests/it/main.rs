@@ -1,1 +1,9 @@
+//! End-to-end tests: real `observatory` processes on loopback.
+//!
+//! Every test starts its own peers on temporary data dirs and port 0, so they run in
+//! parallel. Build the binary first (`cargo build -p observatory`), or run
+//! `cargo test --workspace`, which does.
 
+mod config;
+mod restart;
+mod single_peer;

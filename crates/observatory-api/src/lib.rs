@@ -18,8 +18,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::routing::{get, post};
@@ -54,6 +53,8 @@ pub struct ApiLimits {
     pub errors_listed_max: usize,
     /// Parsing limits.
     pub parse: ParseLimits,
+    /// Longest time one request may take, reading its body included (408 beyond).
+    pub request_timeout: std::time::Duration,
 }
 
 impl Default for ApiLimits {
@@ -66,6 +67,7 @@ impl Default for ApiLimits {
                 node_name_bytes_max: 200,
                 event_count_max: 1_000_000,
             },
+            request_timeout: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -155,30 +157,40 @@ fn body_format(headers: &HeaderMap, body: &[u8]) -> Result<BodyFormat, ApiError>
 async fn post_events(
     State(ctx): Ctx,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Json<IngestAnswer>, ApiError> {
-    let result = ingest(&ctx, &headers, body).await;
+    // A client that stalls while sending its body must not hold a request (and a
+    // graceful stop) open for ever.
+    let timeout = ctx.limits.request_timeout;
+    let result = tokio::time::timeout(timeout, ingest(&ctx, &headers, body)).await.unwrap_or_else(|_| {
+        Err(ApiError::Timeout(format!("the request took longer than http.request_timeout ({timeout:?})")))
+    });
     if let Err(error) = &result {
         ctx.counters.request_rejected(error.code());
     }
     result
 }
 
-async fn ingest(
-    ctx: &ApiContext,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Json<IngestAnswer>, ApiError> {
-    let body = body.map_err(|rejection| {
-        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge(format!(
-                "the body is larger than limits.body_bytes_max ({} bytes)",
-                ctx.limits.body_bytes_max
-            ))
-        } else {
-            ApiError::BadRequest(format!("cannot read the body: {rejection}"))
+/// Reads the body, refusing it as soon as it is known to be over the limit: from its
+/// `Content-Length` before reading anything, or while reading a chunked one.
+async fn read_body(limit: usize, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::PayloadTooLarge(format!("the body is larger than limits.body_bytes_max ({limit} bytes)"))
+    };
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|error| {
+        match error.into_inner().downcast::<http_body_util::LengthLimitError>() {
+            Ok(_) => too_large(),
+            Err(other) => ApiError::BadRequest(format!("cannot read the body: {other}")),
         }
-    })?;
+    })
+}
+
+async fn ingest(ctx: &ApiContext, headers: &HeaderMap, body: Body) -> Result<Json<IngestAnswer>, ApiError> {
+    let body = read_body(ctx.limits.body_bytes_max, headers, body).await?;
     let format = body_format(headers, &body)?;
     let parsed = parse_body(format, &body, unix_now_ms(), &ctx.limits.parse)?;
     let (indices, events): (Vec<usize>, Vec<_>) = parsed.events.into_iter().unzip();

@@ -77,8 +77,10 @@ fn bench_apply() {
 /// HTTP ingest end to end (real listener on loopback, real client), against parse-only.
 fn bench_ingest() {
     println!("== HTTP ingest end to end, batches of 1,000 events, 8 requests in flight");
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    let limits = ParseLimits { events_per_request_max: 10_000, node_name_bytes_max: 200, event_count_max: 1_000_000 };
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let limits =
+        ParseLimits { events_per_request_max: 10_000, node_name_bytes_max: 200, event_count_max: 1_000_000 };
     for ack in [AckMode::Durable, AckMode::Accepted] {
         for format in [BodyFormat::Ndjson, BodyFormat::Cbor] {
             let now = unix_now_ms();
@@ -124,7 +126,12 @@ async fn ingest_end_to_end(payloads: &[Vec<u8>], format: BodyFormat, ack: AckMod
     let context = Arc::new(ApiContext {
         state,
         ingest,
-        info: PeerInfo { peer_id: "bench".into(), incarnation: 1, version: "bench".into(), data_dir: String::new() },
+        info: PeerInfo {
+            peer_id: "bench".into(),
+            incarnation: 1,
+            version: "bench".into(),
+            data_dir: String::new(),
+        },
         limits: ApiLimits::default(),
         store_size,
         counters: Counters::default(),
@@ -148,8 +155,13 @@ async fn ingest_end_to_end(payloads: &[Vec<u8>], format: BodyFormat, ack: AckMod
             let mut i = worker;
             while start.elapsed() < deadline {
                 let body = payloads[i % payloads.len()].clone();
-                let response =
-                    client.post(&url).header("content-type", content_type).body(body).send().await.expect("post");
+                let response = client
+                    .post(&url)
+                    .header("content-type", content_type)
+                    .body(body)
+                    .send()
+                    .await
+                    .expect("post");
                 assert!(response.status().is_success(), "{}", response.status());
                 let text = response.text().await.expect("answer");
                 let accepted_here: u64 = text
@@ -191,7 +203,8 @@ fn synthetic_state(n_edges: usize, events_per_bucket: usize, buckets: i64) -> Fl
     state.set_local(Origin::new("bench", 1));
     let mut rng = StdRng::seed_from_u64(3);
     let side = (n_edges as f64).sqrt().ceil() as usize + 1;
-    let names: Vec<NodeName> = (0..2 * side).map(|i| NodeName::new(&format!("svc-{i}"), 200).unwrap()).collect();
+    let names: Vec<NodeName> =
+        (0..2 * side).map(|i| NodeName::new(&format!("svc-{i}"), 200).unwrap()).collect();
     let edges: Vec<Edge> =
         (0..n_edges).map(|i| Edge::new(names[i % side].clone(), names[side + i / side].clone())).collect();
     let medians: Vec<f64> = (0..n_edges).map(|_| rng.random_range(500.0..200_000.0)).collect();
@@ -301,9 +314,18 @@ fn bench_cells() {
     let disk = store.size_on_disk().saturating_sub(empty);
 
     let n = cells.len() as f64;
-    println!("  cells: {} (mean {:.0} latency samples each), global view cells: {}", cells.len(), samples as f64 / n, stats.global_cells);
+    println!(
+        "  cells: {} (mean {:.0} latency samples each), global view cells: {}",
+        cells.len(),
+        samples as f64 / n,
+        stats.global_cells
+    );
     println!("  encoded (our cell record):        {:>7.0} B/cell", encoded as f64 / n);
-    println!("  baseline hdrhistogram V2+DEFLATE: {:>7.0} B/cell (latency only)   ratio {:.2}", hdr_v2_deflate as f64 / n, encoded as f64 / hdr_v2_deflate as f64);
+    println!(
+        "  baseline hdrhistogram V2+DEFLATE: {:>7.0} B/cell (latency only)   ratio {:.2}",
+        hdr_v2_deflate as f64 / n,
+        encoded as f64 / hdr_v2_deflate as f64
+    );
     println!("  on disk (sled, after flush):      {:>7.0} B/cell   (target <= 200)", disk as f64 / n);
     println!("  in memory (cell + its global-view share + indexes): {:>7.0} B/cell", memory as f64 / n);
     println!("  baseline dense hdrhistogram in memory: {:>7} B/histogram", dense_hdr_bytes());

@@ -38,7 +38,10 @@ pub fn core_events(events: &[observatory_examples::ShopEvent]) -> Vec<Event> {
     events
         .iter()
         .map(|e| Event {
-            edge: Edge::new(NodeName::new(e.from, 200).expect("name"), NodeName::new(e.to, 200).expect("name")),
+            edge: Edge::new(
+                NodeName::new(e.from, 200).expect("name"),
+                NodeName::new(e.to, 200).expect("name"),
+            ),
             ts_ms: e.ts_ms,
             latency_us: Some((e.latency_ms * 1000.0).round() as u64),
             error: e.error,

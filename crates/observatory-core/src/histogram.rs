@@ -42,8 +42,7 @@ pub const fn index_for(value: u64) -> u16 {
     let value = if value > LATENCY_US_HIGHEST { LATENCY_US_HIGHEST } else { value };
     let bucket = bucket_for(value);
     let sub_bucket = value >> bucket;
-    (((bucket as u64 + 1) << SUB_BUCKET_HALF_COUNT_MAGNITUDE) + sub_bucket - SUB_BUCKET_HALF_COUNT)
-        as u16
+    (((bucket as u64 + 1) << SUB_BUCKET_HALF_COUNT_MAGNITUDE) + sub_bucket - SUB_BUCKET_HALF_COUNT) as u16
 }
 
 /// The lowest value that maps to a counter index.
@@ -314,8 +313,7 @@ fn put_varint(out: &mut Vec<u8>, mut value: u64) {
 fn get_varint(input: &mut &[u8]) -> Result<u64, HistogramError> {
     let mut value = 0u64;
     for shift in (0..64).step_by(7) {
-        let (&byte, rest) =
-            input.split_first().ok_or(HistogramError::Malformed("truncated varint"))?;
+        let (&byte, rest) = input.split_first().ok_or(HistogramError::Malformed("truncated varint"))?;
         *input = rest;
         value |= u64::from(byte & 0x7f) << shift;
         if byte & 0x80 == 0 {

@@ -20,5 +20,5 @@ pub use query::{EdgeFigures, Figures, GraphView, QueryError, SeriesPoint, Series
 pub use settings::{Limits, Settings, SettingsError};
 pub use state::{
     FlowState, LocalOutcome, MergeError, MergeOutcome, OriginCoverage, OriginDelta, Rejection, StateStats,
-    VersionVector,
+    SyncRequest, Transfer, VersionVector,
 };

@@ -181,9 +181,7 @@ impl Resolution {
     /// Whether a bucket starting at `bucket_start_ms` has outlived its retention at `now_ms`.
     pub fn is_expired(&self, bucket_start_ms: i64, now_ms: i64) -> bool {
         match self.retention_ms {
-            Some(retention) => {
-                self.bucket_end(bucket_start_ms).saturating_add(retention) <= now_ms
-            }
+            Some(retention) => self.bucket_end(bucket_start_ms).saturating_add(retention) <= now_ms,
             None => false,
         }
     }
@@ -241,8 +239,7 @@ impl CellData {
     /// Adds another cell's figures.
     pub fn add(&mut self, other: &CellData) -> Result<(), CellDataError> {
         self.calls = self.calls.checked_add(other.calls).ok_or(CellDataError::Overflow("calls"))?;
-        self.errors =
-            self.errors.checked_add(other.errors).ok_or(CellDataError::Overflow("errors"))?;
+        self.errors = self.errors.checked_add(other.errors).ok_or(CellDataError::Overflow("errors"))?;
         self.bytes = self.bytes.checked_add(other.bytes).ok_or(CellDataError::Overflow("bytes"))?;
         self.latency.add(&other.latency).map_err(|_| CellDataError::Overflow("latency"))
     }

@@ -1,13 +1,16 @@
 //! Queries over the global view: the graph of a window, and one edge's time series.
 //!
 //! A window `[end - length, end)` is read at the finest resolution whose retention covers
-//! it; it spans the `ceil(length / width)` buckets up to the one holding `end - 1`, so
-//! the newest (partly elapsed) bucket is included. Rates divide by the elapsed part only.
+//! it, from the bucket holding `end - length` to the one holding `end - 1`: every bucket
+//! the window touches, so the newest (partly elapsed) bucket is included and a window
+//! shorter than a bucket still reaches back far enough. Rates divide the calls by the time
+//! those buckets cover up to `end`.
 
 use std::ops::Range;
 
 use crate::histogram::{LatencyAccumulator, LatencySummary};
 use crate::model::{CellData, Edge, Resolution};
+use crate::settings::human_ms;
 use crate::state::FlowState;
 
 /// Most points one series query may return.
@@ -20,7 +23,7 @@ pub enum QueryError {
     #[error("window must be positive")]
     WindowNotPositive,
     /// No resolution keeps data for that long.
-    #[error("window of {window_ms} ms is longer than the longest retention ({retention_ms} ms)")]
+    #[error("a window of {} is longer than the longest retention ({})", human_ms(*window_ms), human_ms(*retention_ms))]
     WindowTooLong {
         /// The window asked for.
         window_ms: i64,
@@ -28,7 +31,7 @@ pub enum QueryError {
         retention_ms: i64,
     },
     /// The step is not a whole multiple of any resolution that covers the window.
-    #[error("step of {step_ms} ms fits no resolution covering the window: it must be a positive multiple of one of {widths}")]
+    #[error("a step of {} fits no resolution covering the window: it must be a positive multiple of one of {widths}", human_ms(*step_ms))]
     StepUnfit {
         /// The step asked for.
         step_ms: i64,
@@ -125,7 +128,12 @@ pub struct SeriesView {
 }
 
 fn longest_retention(resolutions: &[Resolution]) -> i64 {
-    resolutions.iter().filter(|r| r.width_ms.is_some()).filter_map(|r| r.retention_ms).max().unwrap_or(i64::MAX)
+    resolutions
+        .iter()
+        .filter(|r| r.width_ms.is_some())
+        .filter_map(|r| r.retention_ms)
+        .max()
+        .unwrap_or(i64::MAX)
 }
 
 fn covers(resolution: &Resolution, window_ms: i64) -> bool {
@@ -134,13 +142,11 @@ fn covers(resolution: &Resolution, window_ms: i64) -> bool {
 
 fn span_for(r: usize, resolution: &Resolution, end_ms: i64, window_ms: i64) -> (usize, Span) {
     let width = resolution.width_ms.expect("bucketed resolution");
-    let last_start = resolution.bucket_start(end_ms - 1);
-    let n = (window_ms + width - 1) / width;
     let span = Span {
         resolution: resolution.name.clone(),
         width_ms: width,
-        from_ms: last_start - (n - 1) * width,
-        to_ms: last_start + width,
+        from_ms: resolution.bucket_start(end_ms - window_ms),
+        to_ms: resolution.bucket_start(end_ms - 1) + width,
         end_ms,
     };
     (r, span)
@@ -160,7 +166,10 @@ impl FlowState {
         let covering: Vec<(usize, &Resolution)> =
             resolutions.iter().enumerate().filter(|(_, r)| covers(r, window_ms)).collect();
         if covering.is_empty() {
-            return Err(QueryError::WindowTooLong { window_ms, retention_ms: longest_retention(resolutions) });
+            return Err(QueryError::WindowTooLong {
+                window_ms,
+                retention_ms: longest_retention(resolutions),
+            });
         }
         let fit = match step_ms {
             None => covering.first().copied(),
@@ -170,7 +179,7 @@ impl FlowState {
             }),
         };
         let Some((r, resolution)) = fit else {
-            let widths = covering.iter().map(|(_, r)| format!("{} ms", r.width_ms.unwrap_or(0))).collect::<Vec<_>>();
+            let widths = covering.iter().map(|(_, r)| human_ms(r.width_ms.unwrap_or(0))).collect::<Vec<_>>();
             return Err(QueryError::StepUnfit { step_ms: step_ms.unwrap_or(0), widths: widths.join(", ") });
         };
         Ok(span_for(r, resolution, end_ms, window_ms.max(step_ms.unwrap_or(0))))
@@ -192,7 +201,13 @@ impl FlowState {
     }
 
     /// One edge's figures over `[end_ms - window_ms, end_ms)`, in steps of `step_ms`.
-    pub fn series(&self, edge: &Edge, window_ms: i64, step_ms: i64, end_ms: i64) -> Result<SeriesView, QueryError> {
+    pub fn series(
+        &self,
+        edge: &Edge,
+        window_ms: i64,
+        step_ms: i64,
+        end_ms: i64,
+    ) -> Result<SeriesView, QueryError> {
         let (r, span) = self.choose(window_ms, end_ms, Some(step_ms))?;
         // Align steps so that the last one holds `end - 1`.
         let last_start = (end_ms - 1).div_euclid(step_ms) * step_ms;

@@ -3,6 +3,29 @@
 use crate::histogram::{LATENCY_SIGNIFICANT_DIGITS, LATENCY_US_HIGHEST, LATENCY_US_LOWEST};
 use crate::model::Resolution;
 
+/// A duration in milliseconds as people write it: `500ms`, `15m`, `1h 30m`, `35d`.
+pub fn human_ms(ms: i64) -> String {
+    if ms < 0 {
+        return format!("-{}", human_ms(ms.saturating_neg()));
+    }
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let units = [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)];
+    let mut left = ms;
+    let mut parts = Vec::new();
+    for (name, size) in units {
+        if left >= size {
+            parts.push(format!("{}{name}", left / size));
+            left %= size;
+        }
+        if parts.len() == 2 {
+            break;
+        }
+    }
+    parts.join(" ")
+}
+
 /// At most this many resolutions (their index is a `u8` in cell keys; keep it small).
 pub const RESOLUTIONS_MAX: usize = 16;
 
@@ -46,10 +69,8 @@ impl Settings {
         if bucketed.len() + 1 > RESOLUTIONS_MAX {
             return Err(SettingsError::TooMany(bucketed.len() + 1));
         }
-        let invalid = |r: &Resolution, reason: String| SettingsError::Invalid {
-            name: r.name.clone(),
-            reason,
-        };
+        let invalid =
+            |r: &Resolution, reason: String| SettingsError::Invalid { name: r.name.clone(), reason };
         let mut finest = None;
         let mut previous_width = 0;
         for (i, r) in bucketed.iter().enumerate() {
@@ -57,15 +78,26 @@ impl Settings {
             if width <= 0 {
                 return Err(invalid(r, "bucket width must be positive".into()));
             }
+            if width <= previous_width {
+                return Err(invalid(
+                    r,
+                    format!(
+                        "resolutions must be listed from finest to coarsest, and {} is not wider than {}",
+                        human_ms(width),
+                        human_ms(previous_width)
+                    ),
+                ));
+            }
             let finest_width = *finest.get_or_insert(width);
             if width % finest_width != 0 {
                 return Err(invalid(
                     r,
-                    format!("width {width} ms is not a multiple of the finest width {finest_width} ms"),
+                    format!(
+                        "width {} is not a multiple of the finest width {}",
+                        human_ms(width),
+                        human_ms(finest_width)
+                    ),
                 ));
-            }
-            if width <= previous_width {
-                return Err(invalid(r, "resolutions must be listed from finest to coarsest".into()));
             }
             previous_width = width;
             match r.retention_ms {
@@ -98,9 +130,8 @@ impl Settings {
 
     /// A short stable text naming everything that must agree mesh-wide.
     pub fn canonical(&self) -> String {
-        let mut text = format!(
-            "v1;latency_us:{LATENCY_US_LOWEST}..{LATENCY_US_HIGHEST}/{LATENCY_SIGNIFICANT_DIGITS}"
-        );
+        let mut text =
+            format!("v1;latency_us:{LATENCY_US_LOWEST}..{LATENCY_US_HIGHEST}/{LATENCY_SIGNIFICANT_DIGITS}");
         for r in &self.resolutions {
             let width = r.width_ms.map_or("inf".to_string(), |w| w.to_string());
             let retention = r.retention_ms.map_or("inf".to_string(), |w| w.to_string());
@@ -124,12 +155,8 @@ impl Default for Settings {
             width_ms: Some(width * S),
             retention_ms: Some(retention * S),
         };
-        Self::new(vec![
-            r("10s", 10, 3600),
-            r("1m", 60, 48 * 3600),
-            r("1h", 3600, 35 * 24 * 3600),
-        ])
-        .expect("default resolutions are valid")
+        Self::new(vec![r("10s", 10, 3600), r("1m", 60, 48 * 3600), r("1h", 3600, 35 * 24 * 3600)])
+            .expect("default resolutions are valid")
     }
 }
 

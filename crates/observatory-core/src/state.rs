@@ -21,32 +21,88 @@ use serde::{Deserialize, Serialize};
 
 use crate::histogram::COUNT_MAX;
 use crate::model::{Cell, CellData, CellKey, Edge, Event, NodeName, Origin};
-use crate::settings::{Limits, Settings};
+use crate::settings::{Limits, Settings, human_ms};
 
 /// `origin -> seq`: "I hold every change of that origin up to this seq".
 pub type VersionVector = VClock<Origin>;
 
-/// The cells of one origin changed in `(base_seq, to_seq]`, in the wire-neutral form
-/// used by sync and by full merges.
+/// One page of one origin's cells, in the wire-neutral form used by sync and by full
+/// merges.
+///
+/// A page holds every cell of the origin whose latest seq at the sender lies above
+/// `after_seq`, up to the page's end. A `complete` page holds all of them; its receiver
+/// then holds every change of the origin up to `to_seq` (the sender's version vector
+/// entry), provided the page starts at or below the receiver's own entry or continues a
+/// chain of pages the receiver took from the same sender (see [`Transfer`]). A page cut
+/// short claims nothing by itself: a cell changed below the cut and again above it is
+/// only in a later page.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OriginDelta {
     /// Whose cells these are.
     pub origin: Origin,
-    /// The delta holds every change after this seq...
-    pub base_seq: u64,
-    /// ...up to and including this one.
+    /// The page holds cells whose latest seq lies above this one.
+    pub after_seq: u64,
+    /// Where the next page of a cut transfer starts (the cut point; at most the sender's
+    /// own version vector entry, so changes the sender learns later lie above it).
+    pub upto_seq: u64,
+    /// Whether the page holds every cell of the sender above `after_seq`.
+    pub complete: bool,
+    /// The sender's version vector entry for the origin.
     pub to_seq: u64,
-    /// The origin's own clock at its newest change, if known.
+    /// The origin's own clock at its newest change, if known (complete pages only).
     pub changed_at_ms: Option<i64>,
-    /// The cells, each at its latest version with a seq in `(base_seq, to_seq]`.
+    /// The cells, each at its latest version at the sender.
     pub cells: Vec<(CellKey, Cell)>,
+}
+
+impl OriginDelta {
+    /// Every cell of an origin, claiming `seq`.
+    pub fn whole(origin: Origin, seq: u64, changed_at_ms: Option<i64>, cells: Vec<(CellKey, Cell)>) -> Self {
+        let upto_seq = cells.iter().map(|(_, c): &(CellKey, Cell)| c.seq).max().unwrap_or(0).max(seq);
+        OriginDelta { origin, after_seq: 0, upto_seq, complete: true, to_seq: seq, changed_at_ms, cells }
+    }
+}
+
+/// The receiving side of paged transfers from one peer: where each cut transfer resumes.
+///
+/// Keep one per peer for as long as that peer runs (start afresh when it restarts or
+/// reconnects), send [`Transfer::resume_points`] along with the version vector, and pass
+/// it to [`FlowState::merge_delta`] with every page from that peer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    resume: BTreeMap<Origin, u64>,
+}
+
+impl Transfer {
+    /// Per origin, the seq after which the sender should continue.
+    pub fn resume_points(&self) -> &BTreeMap<Origin, u64> {
+        &self.resume
+    }
+}
+
+/// What a receiver tells a sender it holds, built by [`FlowState::sync_request`].
+///
+/// Besides the version vector and the resume points of cut transfers, it carries per
+/// origin a digest of the cells held *above* the version vector entry (cells from
+/// transfers that were cut and never finished). A sender whose cells above that entry
+/// have the same digest has nothing to add, so such cells are not sent back and forth
+/// for ever; they spread until every peer holds the same set, and then stop.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncRequest {
+    /// The receiver's version vector.
+    pub known: VersionVector,
+    /// Where cut transfers from this sender resume (see [`Transfer`]).
+    pub resume: BTreeMap<Origin, u64>,
+    /// Per origin, the digest of the `(key, seq)` of the cells held above `known`
+    /// (absent when there are none).
+    pub above: BTreeMap<Origin, u64>,
 }
 
 /// Why an event from a client was not applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
     /// The timestamp lies too far in the future.
-    #[error("{ahead_ms} ms in the future, more than ingest.max_clock_skew ({limit_ms} ms)")]
+    #[error("{} in the future, more than ingest.max_clock_skew ({})", human_ms(*ahead_ms), human_ms(*limit_ms))]
     InFuture {
         /// How far ahead of the peer's clock.
         ahead_ms: i64,
@@ -54,7 +110,7 @@ pub enum Rejection {
         limit_ms: i64,
     },
     /// The timestamp lies too far in the past.
-    #[error("{behind_ms} ms in the past, more than ingest.max_lateness ({limit_ms} ms)")]
+    #[error("{} in the past, more than ingest.max_lateness ({})", human_ms(*behind_ms), human_ms(*limit_ms))]
     TooLate {
         /// How far behind the peer's clock.
         behind_ms: i64,
@@ -67,9 +123,12 @@ pub enum Rejection {
     /// The event would add an edge beyond `limits.edges_max`.
     #[error("would add an edge beyond limits.edges_max ({0})")]
     EdgesMax(usize),
-    /// A counter of the edge would overflow.
-    #[error("the edge's counters would overflow")]
-    Overflow,
+    /// A counter of the edge would overflow: the calls (field `count`) or the bytes.
+    #[error("the edge's {field} counter would overflow")]
+    Overflow {
+        /// The field whose counter would overflow.
+        field: &'static str,
+    },
 }
 
 impl Rejection {
@@ -78,7 +137,7 @@ impl Rejection {
         match self {
             Rejection::InFuture { .. } | Rejection::TooLate { .. } => "ts",
             Rejection::NodesMax(_) | Rejection::EdgesMax(_) => "to",
-            Rejection::Overflow => "count",
+            Rejection::Overflow { field } => field,
         }
     }
 
@@ -89,7 +148,7 @@ impl Rejection {
             Rejection::TooLate { .. } => "ts_too_late",
             Rejection::NodesMax(_) => "nodes_max",
             Rejection::EdgesMax(_) => "edges_max",
-            Rejection::Overflow => "overflow",
+            Rejection::Overflow { .. } => "overflow",
         }
     }
 }
@@ -126,17 +185,19 @@ pub enum MergeError {
         /// Our seq.
         ours: u64,
     },
-    /// The delta's seq range is empty or inverted, or a cell lies outside it.
-    #[error("origin {origin}: cell seq {seq} outside the delta's range ({base}, {to}]")]
+    /// The page's range is inverted, or a cell lies at or below its start.
+    #[error(
+        "origin {origin}: cell seq {seq} not above the page's start {after}, or the page ends before it starts ({upto})"
+    )]
     SeqOutOfRange {
         /// The origin.
         origin: Origin,
-        /// The cell's seq.
+        /// The offending cell's seq (or the page's end).
         seq: u64,
-        /// The delta's base.
-        base: u64,
-        /// The delta's end.
-        to: u64,
+        /// The page's start.
+        after: u64,
+        /// The page's end.
+        upto: u64,
     },
     /// A cell key names a resolution we do not have or a misaligned bucket.
     #[error("origin {origin}: bad cell key {key:?}: {reason}")]
@@ -204,6 +265,26 @@ impl OriginState {
 
     fn index(&mut self, seq: u64, key: CellKey) {
         self.by_seq.entry(seq).or_default().push(key);
+    }
+
+    /// An order-independent digest of the `(key, seq)` of the cells above `seq` (0 for none).
+    fn digest_above(&self, seq: u64) -> u64 {
+        let mut buffer = Vec::new();
+        let mut digest = 0u64;
+        for (&cell_seq, keys) in self.by_seq.range(seq + 1..) {
+            for key in keys {
+                buffer.clear();
+                for part in [key.edge.from.as_str().as_bytes(), b"\0", key.edge.to.as_str().as_bytes(), b"\0"]
+                {
+                    buffer.extend_from_slice(part);
+                }
+                buffer.push(key.resolution);
+                buffer.extend_from_slice(&key.bucket_start_ms.to_le_bytes());
+                buffer.extend_from_slice(&cell_seq.to_le_bytes());
+                digest = digest.wrapping_add(xxhash_rust::xxh3::xxh3_64(&buffer));
+            }
+        }
+        digest
     }
 }
 
@@ -317,9 +398,9 @@ impl FlowState {
         changed_at_ms: Option<i64>,
         cells: Vec<(CellKey, Cell)>,
     ) -> Result<MergeOutcome, MergeError> {
-        let delta = OriginDelta { origin, base_seq: 0, to_seq: seq, changed_at_ms, cells };
+        let delta = OriginDelta::whole(origin, seq, changed_at_ms, cells);
         self.validate_delta(&delta)?;
-        Ok(self.merge_validated(None, delta))
+        Ok(self.merge_validated(None, delta, &mut Transfer::default()))
     }
 
     /// The version vector: for each origin, the seq we hold every change up to.
@@ -400,10 +481,12 @@ impl FlowState {
             }
             let group_key = (event.edge.clone(), finest.bucket_start(event.ts_ms));
             let (data, indices) = groups.entry(group_key).or_default();
-            let fits = data.calls.checked_add(event.count).is_some_and(|c| c <= COUNT_MAX)
-                && data.bytes.checked_add(event.bytes).is_some();
-            if !fits {
-                outcome.rejected.push((index, Rejection::Overflow));
+            if data.calls.checked_add(event.count).is_none_or(|c| c > COUNT_MAX) {
+                outcome.rejected.push((index, Rejection::Overflow { field: "count" }));
+                continue;
+            }
+            if data.bytes.checked_add(event.bytes).is_none() {
+                outcome.rejected.push((index, Rejection::Overflow { field: "bytes" }));
                 continue;
             }
             data.calls += event.count;
@@ -438,7 +521,9 @@ impl FlowState {
                 local_fits && global_cell(global, key).is_none_or(|g| fits_sum(g, &data))
             });
             if !fits {
-                outcome.rejected.extend(indices.iter().map(|&i| (i as usize, Rejection::Overflow)));
+                outcome
+                    .rejected
+                    .extend(indices.iter().map(|&i| (i as usize, Rejection::Overflow { field: "count" })));
                 continue;
             }
             for key in keys {
@@ -510,44 +595,90 @@ impl FlowState {
         Ok(())
     }
 
-    /// The cells of every origin that changed after `known`, in seq order per origin,
-    /// at most `cells_max` cells in all (but always whole seqs, so at least one seq of one
-    /// origin when anything is missing). Call again with the receiver's new version vector
-    /// for the next page.
-    pub fn delta_since(&self, known: &VersionVector, cells_max: usize) -> Vec<OriginDelta> {
+    /// What to ask a sender for: our version vector, the resume points of cut transfers
+    /// from that sender (`transfer`), and digests of the cells we hold above our entries.
+    pub fn sync_request(&self, transfer: &Transfer) -> SyncRequest {
+        let above = self
+            .origins
+            .iter()
+            .map(|(origin, state)| (origin.clone(), state.digest_above(state.seq)))
+            .filter(|(_, digest)| *digest != 0)
+            .collect();
+        SyncRequest { known: self.version_vector(), resume: transfer.resume.clone(), above }
+    }
+
+    /// One page of what a receiver lacks: per origin, the cells whose latest seq lies
+    /// above the receiver's version vector entry (or above its resume point, when that is
+    /// higher), in seq order, at most `cells_max` cells in all. The page is cut only
+    /// between seqs, so its first seq may exceed `cells_max` on its own.
+    ///
+    /// The receiver merges the page with [`FlowState::merge_delta`] and asks again with a
+    /// new [`FlowState::sync_request`] until a page teaches it nothing.
+    pub fn delta_since(&self, request: &SyncRequest, cells_max: usize) -> Vec<OriginDelta> {
         let mut deltas = Vec::new();
         let mut budget = cells_max;
         for (origin, state) in &self.origins {
-            let base_seq = known.get(origin);
-            if state.seq <= base_seq {
+            let known_seq = request.known.get(origin);
+            let resume = request.resume.get(origin).copied().filter(|&r| r > known_seq);
+            let after_seq = resume.unwrap_or(known_seq);
+            if resume.is_none()
+                && state.digest_above(known_seq) == request.above.get(origin).copied().unwrap_or(0)
+            {
+                // The receiver holds exactly our cells above its entry: at most our claim is news.
+                if state.seq > known_seq {
+                    deltas.push(OriginDelta {
+                        origin: origin.clone(),
+                        after_seq,
+                        upto_seq: after_seq,
+                        complete: true,
+                        to_seq: state.seq,
+                        changed_at_ms: state.changed_at_ms,
+                        cells: Vec::new(),
+                    });
+                }
                 continue;
             }
-            if budget == 0 && !deltas.is_empty() {
-                break;
+            let mut groups = state.by_seq.range(after_seq + 1..).peekable();
+            if groups.peek().is_none() && state.seq <= known_seq {
+                continue;
             }
+            let page_started = !deltas.is_empty();
             let mut cells = Vec::new();
-            let mut to_seq = state.seq;
-            for (&seq, keys) in state.by_seq.range(base_seq + 1..) {
-                // Only the first seq of the whole page may exceed the budget, not the
-                // first seq of every origin: a later origin's seq that does not fit waits
-                // for the next page.
-                let page_is_empty = deltas.is_empty() && cells.is_empty();
-                if !page_is_empty && keys.len() > budget {
-                    to_seq = seq - 1;
+            let mut last_seq = after_seq;
+            let mut complete = true;
+            for (&seq, keys) in groups {
+                if (page_started || !cells.is_empty()) && keys.len() > budget {
+                    complete = false;
                     break;
                 }
                 budget = budget.saturating_sub(keys.len());
                 cells.extend(keys.iter().map(|k| (k.clone(), state.cells[k].clone())));
+                last_seq = seq;
             }
-            if to_seq == base_seq {
-                // Nothing of this origin fitted: an empty delta would claim nothing.
-                break;
+            // A cut must not lie above our own version vector entry: changes we learn
+            // later lie above it, so the pages after the cut will carry them. Cells we
+            // hold above it (from out-of-order pages) ride along and come again later.
+            let upto_seq = if complete { last_seq } else { last_seq.min(state.seq) };
+            if !complete && upto_seq <= after_seq {
+                if cells.is_empty() || page_started {
+                    break; // Nothing of this origin fits; the next page starts with it.
+                }
+                // Only cells above our entry remain: send them all, however many.
+                cells.extend(
+                    state
+                        .by_seq
+                        .range(last_seq + 1..)
+                        .flat_map(|(_, keys)| keys)
+                        .map(|k| (k.clone(), state.cells[k].clone())),
+                );
+                complete = true;
             }
-            let complete = to_seq == state.seq;
             deltas.push(OriginDelta {
                 origin: origin.clone(),
-                base_seq,
-                to_seq,
+                after_seq,
+                upto_seq: upto_seq.max(after_seq),
+                complete,
+                to_seq: state.seq,
                 changed_at_ms: if complete { state.changed_at_ms } else { None },
                 cells,
             });
@@ -558,31 +689,46 @@ impl FlowState {
         deltas
     }
 
-    /// Validates and applies a peer's delta for one origin. A corrupt delta is refused
-    /// whole and leaves the state unchanged. Cells whose bucket expired are ignored.
-    pub fn merge_delta(&mut self, now_ms: i64, delta: OriginDelta) -> Result<MergeOutcome, MergeError> {
+    /// Validates and applies one page from a peer. A corrupt page is refused whole and
+    /// leaves the state unchanged. Cells whose bucket expired are ignored. `transfer` is
+    /// the receiving side of paged transfers from that peer (see [`Transfer`]).
+    pub fn merge_delta(
+        &mut self,
+        now_ms: i64,
+        delta: OriginDelta,
+        transfer: &mut Transfer,
+    ) -> Result<MergeOutcome, MergeError> {
         self.validate_delta(&delta)?;
-        Ok(self.merge_validated(Some(now_ms), delta))
+        Ok(self.merge_validated(Some(now_ms), delta, transfer))
     }
 
     fn validate_delta(&self, delta: &OriginDelta) -> Result<(), MergeError> {
         let origin = &delta.origin;
         if self.local.as_ref() == Some(origin) {
             let ours = self.origin_seq(origin);
-            if delta.to_seq > ours {
-                return Err(MergeError::OwnOrigin { origin: origin.clone(), claimed: delta.to_seq, ours });
+            let claimed = delta.cells.iter().map(|(_, c)| c.seq).chain([delta.to_seq]).max().unwrap_or(0);
+            if claimed > ours {
+                return Err(MergeError::OwnOrigin { origin: origin.clone(), claimed, ours });
             }
+        }
+        if delta.upto_seq < delta.after_seq {
+            return Err(MergeError::SeqOutOfRange {
+                origin: origin.clone(),
+                seq: delta.upto_seq,
+                after: delta.after_seq,
+                upto: delta.upto_seq,
+            });
         }
         let existing = self.origins.get(origin);
         let resolutions = self.settings.resolutions();
         let mut seen: FxHashSet<&CellKey> = FxHashSet::default();
         for (key, cell) in &delta.cells {
-            if cell.seq <= delta.base_seq || cell.seq > delta.to_seq {
+            if cell.seq <= delta.after_seq {
                 return Err(MergeError::SeqOutOfRange {
                     origin: origin.clone(),
                     seq: cell.seq,
-                    base: delta.base_seq,
-                    to: delta.to_seq,
+                    after: delta.after_seq,
+                    upto: delta.upto_seq,
                 });
             }
             let bad_key = |reason| MergeError::BadKey { origin: origin.clone(), key: key.clone(), reason };
@@ -639,11 +785,16 @@ impl FlowState {
         Ok(())
     }
 
-    fn merge_validated(&mut self, now_ms: Option<i64>, delta: OriginDelta) -> MergeOutcome {
+    fn merge_validated(
+        &mut self,
+        now_ms: Option<i64>,
+        delta: OriginDelta,
+        transfer: &mut Transfer,
+    ) -> MergeOutcome {
         let mut outcome = MergeOutcome::default();
         let Self { settings, origins, global, nodes, local, .. } = self;
         let is_local = local.as_ref() == Some(&delta.origin);
-        let state = origins.entry(delta.origin).or_default();
+        let state = origins.entry(delta.origin.clone()).or_default();
         for (key, cell) in delta.cells {
             if is_local {
                 break; // We are the authority on our own cells; nothing newer can exist.
@@ -667,12 +818,22 @@ impl FlowState {
             state.cells.insert(key.clone(), cell);
             outcome.changed.push(key);
         }
-        if state.seq >= delta.base_seq && delta.to_seq > state.seq {
-            state.seq = delta.to_seq;
-            outcome.advanced = true;
-            if delta.changed_at_ms.is_some() {
-                state.changed_at_ms = delta.changed_at_ms;
+        // The page vouches for changes only when nothing between our entry and its start
+        // is missing: it starts at or below our entry, or exactly where the last page we
+        // took from this sender was cut.
+        let origin = &delta.origin;
+        let chained = delta.after_seq <= state.seq || transfer.resume.get(origin) == Some(&delta.after_seq);
+        if chained && delta.complete {
+            transfer.resume.remove(origin);
+            if delta.to_seq > state.seq {
+                state.seq = delta.to_seq;
+                outcome.advanced = true;
+                if delta.changed_at_ms.is_some() {
+                    state.changed_at_ms = delta.changed_at_ms;
+                }
             }
+        } else if chained && delta.upto_seq > state.seq {
+            transfer.resume.insert(origin.clone(), delta.upto_seq);
         }
         outcome
     }
@@ -690,7 +851,11 @@ impl FlowState {
                         break;
                     }
                     buckets.pop_first();
-                    expired_keys.push(CellKey { edge: edge.clone(), resolution: r as u8, bucket_start_ms: start });
+                    expired_keys.push(CellKey {
+                        edge: edge.clone(),
+                        resolution: r as u8,
+                        bucket_start_ms: start,
+                    });
                 }
             }
             let keep = cells.per_resolution.iter().any(|b| !b.is_empty());
@@ -734,12 +899,9 @@ impl FlowState {
     pub fn to_deltas(&self) -> Vec<OriginDelta> {
         self.origins
             .iter()
-            .map(|(origin, s)| OriginDelta {
-                origin: origin.clone(),
-                base_seq: 0,
-                to_seq: s.seq,
-                changed_at_ms: s.changed_at_ms,
-                cells: s.cells.iter().map(|(k, c)| (k.clone(), c.clone())).collect(),
+            .map(|(origin, s)| {
+                let cells = s.cells.iter().map(|(k, c)| (k.clone(), c.clone())).collect();
+                OriginDelta::whole(origin.clone(), s.seq, s.changed_at_ms, cells)
             })
             .collect()
     }
@@ -795,7 +957,7 @@ impl CvRDT for FlowState {
     fn merge(&mut self, other: Self) {
         for delta in other.to_deltas() {
             self.validate_delta(&delta).expect("merge of a state that failed validate_merge");
-            self.merge_validated(None, delta);
+            self.merge_validated(None, delta, &mut Transfer::default());
         }
     }
 }

@@ -39,6 +39,13 @@ pub struct Config {
 pub struct HttpConfig {
     /// Address the HTTP API listens on.
     pub addr: SocketAddr,
+    /// Longest time one ingest request may take, reading its body included.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// On SIGTERM or Ctrl-C, how long requests in flight may still take before the
+    /// peer closes them and stops anyway.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
 }
 
 /// `store.*`

@@ -102,7 +102,8 @@ enum ConfigCommand {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("OBSERVATORY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).init();
+    let colours = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(colours).with_env_filter(filter).init();
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

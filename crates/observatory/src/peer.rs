@@ -62,6 +62,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 node_name_bytes_max: limits.node_name_bytes_max,
                 event_count_max: limits.event_count_max,
             },
+            request_timeout: config.http.request_timeout,
         },
         store_size,
         counters: Counters::default(),
@@ -81,7 +82,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(%http_addr, "HTTP API listening");
 
     let app = observatory_api::router(context);
-    axum::serve(listener, app).with_graceful_shutdown(stop_signal()).await.context("serving HTTP")?;
+    let (stopping, mut stopping_seen) = watch::channel(false);
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        stop_signal().await;
+        let _ = stopping.send(true);
+    });
+    // A graceful stop waits for requests in flight, but a stalled client must not keep
+    // the peer up for ever: after the grace period it stops anyway.
+    let grace = config.http.shutdown_grace;
+    let grace_over = async move {
+        let _ = stopping_seen.wait_for(|stopping| *stopping).await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        served = server => served.context("serving HTTP")?,
+        _ = grace_over => tracing::warn!(?grace, "requests still open after http.shutdown_grace; closing them"),
+    }
 
     tracing::info!("HTTP stopped; waiting for the writer to finish");
     let _ = stop_writer.send(true);

@@ -34,7 +34,8 @@ async fn json_ndjson_and_cbor_bodies_all_count() {
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["accepted"], 2);
 
-    let cbor_events = json!([{"from": "checkout", "to": "payments", "ts": ts, "latency_ms": 7.5, "bytes": 9}]);
+    let cbor_events =
+        json!([{"from": "checkout", "to": "payments", "ts": ts, "latency_ms": 7.5, "bytes": 9}]);
     let mut cbor = Vec::new();
     ciborium::into_writer(&cbor_events, &mut cbor).expect("encode");
     let (status, answer) = peer.post("application/cbor", cbor).await;
@@ -44,13 +45,17 @@ async fn json_ndjson_and_cbor_bodies_all_count() {
     let (status, graph) = peer.get("/api/v1/graph?window=5m").await;
     assert_eq!(status, StatusCode::OK, "{graph}");
     let web = edge(&graph, "web", "checkout");
-    assert_eq!((web["calls"].as_u64(), web["errors"].as_u64(), web["bytes"].as_u64()), (Some(5), Some(4), Some(100)));
+    assert_eq!(
+        (web["calls"].as_u64(), web["errors"].as_u64(), web["bytes"].as_u64()),
+        (Some(5), Some(4), Some(100))
+    );
     assert_eq!(web["latency_ms"]["samples"], 5);
     assert_eq!(web["error_ratio"], 0.8);
     let payments = edge(&graph, "checkout", "payments");
     assert_eq!((payments["calls"].as_u64(), payments["errors"].as_u64()), (Some(3), Some(1)));
     assert_eq!(payments["latency_ms"]["samples"], 2, "the event without latency adds no sample");
-    let nodes: Vec<&str> = graph["nodes"].as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap()).collect();
+    let nodes: Vec<&str> =
+        graph["nodes"].as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap()).collect();
     assert_eq!(nodes, ["checkout", "payments", "web"]);
     assert_eq!(graph["coverage"]["origins"].as_array().unwrap().len(), 1);
     assert_eq!(graph["coverage"]["origins"][0]["local"], true);
@@ -119,18 +124,23 @@ async fn bad_events_are_named_by_index_and_field_and_the_rest_is_kept() {
 #[tokio::test]
 async fn unparseable_bodies_answer_400_saying_where() {
     let peer = TestPeer::new(ApiLimits::default());
-    let (status, answer) = peer.post("application/json", "[{\"from\":\"a\",\"to\":\"b\"},\n {\"from\": ]").await;
+    let (status, answer) =
+        peer.post("application/json", "[{\"from\":\"a\",\"to\":\"b\"},\n {\"from\": ]").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(answer["error"]["code"], "malformed_body");
     assert_eq!(answer["error"]["location"], "line 2, column 11", "{answer}");
 
-    let (status, answer) = peer.post("application/x-ndjson", "{\"from\":\"a\",\"to\":\"b\"}\n{\"from\" \"a\"}").await;
+    let (status, answer) =
+        peer.post("application/x-ndjson", "{\"from\":\"a\",\"to\":\"b\"}\n{\"from\" \"a\"}").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(answer["error"]["location"], "line 2, column 9", "{answer}");
 
     let (status, answer) = peer.post("application/cbor", vec![0x9f, 0xa1, 0x61]).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
-    assert!(answer["error"]["location"].as_str().unwrap().contains("byte") || answer["error"]["location"] == "end of body");
+    assert!(
+        answer["error"]["location"].as_str().unwrap().contains("byte")
+            || answer["error"]["location"] == "end of body"
+    );
 
     let (status, answer) = peer.post("application/json", "{\"from\":\"a\",\"to\":\"b\"} trailing").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
@@ -150,7 +160,7 @@ async fn limits_answer_413_and_415() {
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
     assert!(answer["error"]["message"].as_str().unwrap().contains("body_bytes_max"), "{answer}");
 
-    let four = format!("[{}]", vec![r#"{"from":"a","to":"b"}"#; 4].join(","));
+    let four = format!("[{}]", [r#"{"from":"a","to":"b"}"#; 4].join(","));
     let (status, answer) = peer.post("application/json", four).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
     assert!(answer["error"]["message"].as_str().unwrap().contains("events_per_request_max"), "{answer}");

@@ -16,6 +16,7 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 /// A router over a fresh peer in a temporary data dir.
+#[allow(missing_debug_implementations)]
 pub struct TestPeer {
     pub app: Router,
     pub context: Arc<ApiContext>,

@@ -43,7 +43,19 @@ async fn reopening_keeps_identity_and_cells_and_takes_a_new_incarnation() {
     let dir = tempfile::tempdir().unwrap();
     let now = unix_now_ms();
     let batches: Vec<Vec<Event>> = (0..5)
-        .map(|i| (0..50).map(|j| event("web", if j % 2 == 0 { "a" } else { "b" }, now - j * 1000, j as u64 * 100, (i + j) % 7 == 0)).collect())
+        .map(|i| {
+            (0..50)
+                .map(|j| {
+                    event(
+                        "web",
+                        if j % 2 == 0 { "a" } else { "b" },
+                        now - j * 1000,
+                        j as u64 * 100,
+                        (i + j) % 7 == 0,
+                    )
+                })
+                .collect()
+        })
         .collect();
     ingest(dir.path(), &batches).await;
     let first = open_peer(dir.path(), Settings::default(), Limits::default()).expect("reopen");
