@@ -188,16 +188,49 @@ impl FlowState {
     /// The graph of the window `[end_ms - window_ms, end_ms)`.
     pub fn graph(&self, window_ms: i64, end_ms: i64) -> Result<GraphView, QueryError> {
         let (r, span) = self.choose(window_ms, end_ms, None)?;
+        let plan = self.read_plan(r, span.from_ms, span.to_ms);
         let mut accumulator = LatencyAccumulator::default();
         let mut edges = Vec::new();
         for (edge, cells) in &self.global {
-            let buckets = cells.per_resolution[r].range(span.from_ms..span.to_ms).map(|(_, d)| d);
+            let buckets =
+                plan.iter().flat_map(|(level, range)| cells.per_resolution[*level].range(range.clone()));
+            let buckets = buckets.map(|(_, d)| d);
             if let Some(figures) = sum(buckets, &mut accumulator, span.elapsed_ms(span.from_ms, span.to_ms)) {
                 edges.push(EdgeFigures { edge: edge.clone(), figures });
             }
         }
         edges.sort_unstable_by(|a, b| a.edge.cmp(&b.edge));
         Ok(GraphView { span, edges })
+    }
+
+    /// Which buckets to read for `[from_ms, to_ms)` (both multiples of resolution `r`'s
+    /// width): whole buckets of coarser resolutions in the middle, finer ones at the ends.
+    ///
+    /// Every event is added to every resolution, so a coarse bucket lying wholly inside
+    /// the range holds exactly what the fine buckets inside it hold: the figures are the
+    /// same, read from a handful of cells instead of dozens. Only resolutions whose width
+    /// is a multiple of the next finer one in the chain and that keep buckets at least as
+    /// long as `r` are used.
+    fn read_plan(&self, r: usize, from_ms: i64, to_ms: i64) -> Vec<(usize, Range<i64>)> {
+        let resolutions = self.settings().resolutions();
+        let fine = &resolutions[r];
+        let keeps_as_long = |c: &Resolution| match (c.retention_ms, fine.retention_ms) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(coarse), Some(fine)) => coarse >= fine,
+        };
+        let mut chain = vec![(r, fine.width_ms.expect("bucketed resolution"))];
+        for (index, coarse) in resolutions.iter().enumerate().skip(r + 1) {
+            let (Some(width), &(_, last)) = (coarse.width_ms, chain.last().expect("not empty")) else {
+                continue;
+            };
+            if width % last == 0 && keeps_as_long(coarse) {
+                chain.push((index, width));
+            }
+        }
+        let mut plan = Vec::new();
+        cover(&chain, from_ms, to_ms, &mut plan);
+        plan
     }
 
     /// One edge's figures over `[end_ms - window_ms, end_ms)`, in steps of `step_ms`.
@@ -217,19 +250,45 @@ impl FlowState {
         }
         let first_start = last_start - (points - 1) * step_ms;
         let span = Span { from_ms: first_start, to_ms: last_start + step_ms, ..span };
-        let buckets = self.global.get(edge).map(|cells| &cells.per_resolution[r]);
+        let buckets = self.global.get(edge).map(|cells| &cells.per_resolution);
         let mut accumulator = LatencyAccumulator::default();
         let points = (0..points)
             .map(|i| {
                 let step: Range<i64> = first_start + i * step_ms..first_start + (i + 1) * step_ms;
                 let elapsed = span.elapsed_ms(step.start, step.end);
+                let plan = self.read_plan(r, step.start, step.end);
                 let figures = buckets
-                    .and_then(|b| sum(b.range(step.clone()).map(|(_, d)| d), &mut accumulator, elapsed))
+                    .and_then(|cells| {
+                        let buckets =
+                            plan.iter().flat_map(|(level, range)| cells[*level].range(range.clone()));
+                        sum(buckets.map(|(_, d)| d), &mut accumulator, elapsed)
+                    })
                     .unwrap_or(Figures { calls: 0, errors: 0, bytes: 0, rate_per_s: 0.0, latency: None });
                 SeriesPoint { start_ms: step.start, figures }
             })
             .collect();
         Ok(SeriesView { span, step_ms, points })
+    }
+}
+
+/// Covers `[from, to)` with the coarsest whole buckets of `chain` (finest first).
+fn cover(chain: &[(usize, i64)], from: i64, to: i64, plan: &mut Vec<(usize, Range<i64>)>) {
+    if from >= to {
+        return;
+    }
+    let Some((&(level, width), finer)) = chain.split_last() else { return };
+    if finer.is_empty() {
+        plan.push((level, from..to));
+        return;
+    }
+    let inner_from = from.div_euclid(width) * width + if from.rem_euclid(width) == 0 { 0 } else { width };
+    let inner_to = to.div_euclid(width) * width;
+    if inner_from < inner_to {
+        cover(finer, from, inner_from, plan);
+        plan.push((level, inner_from..inner_to));
+        cover(finer, inner_to, to, plan);
+    } else {
+        cover(finer, from, to, plan);
     }
 }
 

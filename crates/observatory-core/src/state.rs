@@ -838,6 +838,39 @@ impl FlowState {
         outcome
     }
 
+    /// Seals one bucket of one resolution: gives back the spare memory of its cells (of
+    /// every origin and of the global view) and returns every origin's cells of it, for
+    /// the store to pack. Call it once the bucket ended more than `max_lateness` ago: no
+    /// origin changes it any more (cells of other origins may still arrive by sync).
+    pub fn seal_bucket(&mut self, resolution: u8, bucket_start_ms: i64) -> Vec<(Origin, CellKey, Cell)> {
+        let mut sealed = Vec::new();
+        for (edge, cells) in &mut self.global {
+            let Some(global) = cells.per_resolution[usize::from(resolution)].get_mut(&bucket_start_ms) else {
+                continue;
+            };
+            global.latency.shrink_to_fit();
+            let key = CellKey { edge: edge.clone(), resolution, bucket_start_ms };
+            for (origin, state) in &mut self.origins {
+                if let Some(cell) = state.cells.get_mut(&key) {
+                    cell.data.latency.shrink_to_fit();
+                    sealed.push((origin.clone(), key.clone(), cell.clone()));
+                }
+            }
+        }
+        sealed.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        sealed
+    }
+
+    /// The oldest bucket start of a resolution in the global view, if any.
+    pub fn oldest_bucket_ms(&self, resolution: u8) -> Option<i64> {
+        self.global
+            .values()
+            .filter_map(|cells| {
+                cells.per_resolution[usize::from(resolution)].first_key_value().map(|(&s, _)| s)
+            })
+            .min()
+    }
+
     /// Deletes every cell (of every origin, and of the global view) whose bucket has
     /// outlived its retention at `now_ms`. Returns the deleted origin cells.
     pub fn expire(&mut self, now_ms: i64) -> Vec<(Origin, CellKey)> {

@@ -15,7 +15,8 @@ use observatory_core::{FlowState, Limits, Origin, Settings};
 
 pub use sled_store::{SizeProbe, Store, StoreError, WriteBatch};
 pub use writer::{
-    AckMode, IngestError, IngestHandle, IngestReply, SharedState, WriterConfig, spawn_writer, unix_now_ms,
+    AckMode, IngestError, IngestHandle, IngestReply, SharedState, WriterConfig, pack_sealed_buckets,
+    spawn_writer, unix_now_ms,
 };
 
 /// A peer's state as opened from its data dir.

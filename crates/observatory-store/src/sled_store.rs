@@ -10,7 +10,14 @@
 //! | `e` + edge id (u32 BE)                | CBOR `(from, to)`                        |
 //! | `c` + origin id + edge id + resolution (u8) + bucket start (i64 BE, sign flipped) | CBOR `(seq, calls, errors, bytes, latency)` |
 //!
-//! Origins and edges are interned to small ids so that a cell key is 18 bytes.
+//! | `s` + origin id + resolution + bucket start | a sealed bucket: CBOR array of `(edge id, seq, calls, errors, bytes, latency)` |
+//!
+//! Origins and edges are interned to small ids so that a cell key is 18 bytes. Cells of
+//! open buckets are kept one record each, since they change with every batch; once a
+//! bucket is sealed the writer packs all of an origin's cells of it into one `s` record,
+//! which saves the per-record overhead and compresses better (sled compresses pages with
+//! zstd). A cell may be found in both forms (one that arrived by sync after its bucket was
+//! packed); the higher seq wins.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -24,6 +31,7 @@ const META_FORMAT: &[u8] = b"mformat";
 const META_SETTINGS: &[u8] = b"msettings";
 const META_IDENTITY: &[u8] = b"midentity";
 const META_INCARNATION: &[u8] = b"mincarnation";
+const META_PACKED: &[u8] = b"mpacked";
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +147,8 @@ pub struct Store {
     origin_ids: BTreeMap<Origin, u32>,
     edge_ids: HashMap<Edge, u32>,
     next_edge_id: u32,
+    /// Per resolution, the start of the first bucket not packed yet.
+    packed_watermarks: BTreeMap<u8, i64>,
 }
 
 fn cbor<T: Serialize>(value: &T) -> Vec<u8> {
@@ -161,7 +171,7 @@ impl Store {
     /// loads the identity and everything persisted, and takes and flushes a new incarnation.
     pub fn open(path: &Path, settings: &Settings) -> Result<(Store, Opened), StoreError> {
         let open_err = |cause| StoreError::Open { path: path.to_path_buf(), cause };
-        let db = sled::Config::new().path(path).open().map_err(open_err)?;
+        let db = sled::Config::new().path(path).use_compression(true).open().map_err(open_err)?;
         let tree = db.open_tree("state").map_err(open_err)?;
         let mut store = Store {
             path: path.to_path_buf(),
@@ -170,11 +180,16 @@ impl Store {
             origin_ids: BTreeMap::new(),
             edge_ids: HashMap::new(),
             next_edge_id: 0,
+            packed_watermarks: BTreeMap::new(),
         };
         store.check_format_and_settings(settings)?;
         let keypair = store.identity()?;
         let peer_id = keypair.public().to_peer_id().to_base58();
         let incarnation = store.take_incarnation()?;
+        if let Some(raw) = store.tree.get(META_PACKED).map_err(|e| store.io(e))? {
+            store.packed_watermarks =
+                ciborium::from_reader(&raw[..]).map_err(|e| store.corrupt("packing watermarks", e))?;
+        }
         let origins = store.load_all()?;
         Ok((store, Opened { keypair, peer_id, incarnation, origins }))
     }
@@ -273,6 +288,13 @@ impl Store {
             self.next_edge_id = self.next_edge_id.max(id + 1);
             edges.insert(id, edge);
         }
+        let mut cells: BTreeMap<u32, HashMap<CellKey, Cell>> = BTreeMap::new();
+        let mut keep = |origin_id: u32, key: CellKey, cell: Cell| {
+            let held = cells.entry(origin_id).or_default();
+            if held.get(&key).is_none_or(|old| old.seq < cell.seq) {
+                held.insert(key, cell);
+            }
+        };
         for item in self.tree.scan_prefix(b"c") {
             let (key, value) = item.map_err(|e| self.io(e))?;
             let what = || format!("cell key {key:?}");
@@ -285,9 +307,34 @@ impl Store {
             let bucket_start_ms = decode_bucket(key[10..18].try_into().expect("length checked"));
             let edge = edges.get(&edge_id).ok_or_else(|| self.corrupt(what(), "unknown edge id"))?;
             let cell = decode_cell(&value).map_err(|e| self.corrupt(what(), e))?;
-            let origin =
-                by_id.get_mut(&origin_id).ok_or_else(|| self.corrupt(what(), "unknown origin id"))?;
-            origin.cells.push((CellKey { edge: edge.clone(), resolution, bucket_start_ms }, cell));
+            keep(origin_id, CellKey { edge: edge.clone(), resolution, bucket_start_ms }, cell);
+        }
+        for item in self.tree.scan_prefix(b"s") {
+            let (key, value) = item.map_err(|e| self.io(e))?;
+            let what = || format!("sealed bucket key {key:?}");
+            if key.len() != 14 {
+                return Err(self.corrupt(what(), "wrong length"));
+            }
+            let origin_id = id_from(&key[1..5]).expect("length checked");
+            let resolution = key[5];
+            let bucket_start_ms = decode_bucket(key[6..14].try_into().expect("length checked"));
+            let packed: Vec<PackedCell> =
+                ciborium::from_reader(&value[..]).map_err(|e| self.corrupt(what(), e))?;
+            for (edge_id, seq, calls, errors, bytes, latency) in packed {
+                let edge = edges.get(&edge_id).ok_or_else(|| self.corrupt(what(), "unknown edge id"))?;
+                let data = CellData { calls, errors, bytes, latency };
+                data.check_consistent().map_err(|e| self.corrupt(what(), e))?;
+                keep(
+                    origin_id,
+                    CellKey { edge: edge.clone(), resolution, bucket_start_ms },
+                    Cell { seq, data },
+                );
+            }
+        }
+        for (origin_id, held) in cells {
+            let what = format!("cells of origin id {origin_id}");
+            let origin = by_id.get_mut(&origin_id).ok_or_else(|| self.corrupt(what, "unknown origin id"))?;
+            origin.cells.extend(held);
         }
         Ok(by_id.into_values().collect())
     }
@@ -348,6 +395,72 @@ impl Store {
         batch.writes += 1;
     }
 
+    fn packed_key(
+        &mut self,
+        origin: &Origin,
+        resolution: u8,
+        bucket_start_ms: i64,
+        batch: &mut WriteBatch,
+    ) -> [u8; 14] {
+        let origin_id = self.origin_id(origin, batch);
+        let mut out = [0u8; 14];
+        out[0] = b's';
+        out[1..5].copy_from_slice(&origin_id.to_be_bytes());
+        out[5] = resolution;
+        out[6..14].copy_from_slice(&encode_bucket(bucket_start_ms));
+        out
+    }
+
+    /// Adds to `batch` the packing of a sealed bucket: one record holding `cells` (all of
+    /// one origin's cells of that bucket), replacing their records one by one.
+    pub fn put_sealed_bucket(
+        &mut self,
+        batch: &mut WriteBatch,
+        origin: &Origin,
+        resolution: u8,
+        bucket_start_ms: i64,
+        cells: &[(CellKey, Cell)],
+    ) {
+        let mut packed: Vec<PackedCellRef<'_>> = Vec::with_capacity(cells.len());
+        for (key, cell) in cells {
+            debug_assert_eq!((key.resolution, key.bucket_start_ms), (resolution, bucket_start_ms));
+            let edge_id = self.edge_id(&key.edge, batch);
+            let d = &cell.data;
+            packed.push((edge_id, cell.seq, d.calls, d.errors, d.bytes, &d.latency));
+            let single = self.cell_key(origin, key, batch);
+            batch.batch.remove(&single);
+        }
+        packed.sort_by_key(|p| p.0);
+        let k = self.packed_key(origin, resolution, bucket_start_ms, batch);
+        batch.batch.insert(&k, cbor(&packed));
+        batch.writes += 1 + cells.len();
+    }
+
+    /// Adds the deletion of a sealed bucket's record to `batch` (when it expires).
+    pub fn delete_sealed_bucket(
+        &mut self,
+        batch: &mut WriteBatch,
+        origin: &Origin,
+        resolution: u8,
+        bucket_start_ms: i64,
+    ) {
+        let k = self.packed_key(origin, resolution, bucket_start_ms, batch);
+        batch.batch.remove(&k);
+        batch.writes += 1;
+    }
+
+    /// The start of the first bucket of `resolution` not packed yet, if any was packed.
+    pub fn packed_watermark(&self, resolution: u8) -> Option<i64> {
+        self.packed_watermarks.get(&resolution).copied()
+    }
+
+    /// Records in `batch` that every bucket of `resolution` before `next_ms` is packed.
+    pub fn set_packed_watermark(&mut self, batch: &mut WriteBatch, resolution: u8, next_ms: i64) {
+        self.packed_watermarks.insert(resolution, next_ms);
+        batch.batch.insert(META_PACKED, cbor(&self.packed_watermarks));
+        batch.writes += 1;
+    }
+
     /// Adds the write of an origin's seq to `batch`. Put it in the same batch as the cells
     /// it covers: a seq on disk must never claim cells that are not.
     pub fn put_origin(
@@ -401,6 +514,10 @@ impl SizeProbe {
         self.db.size_on_disk().unwrap_or(0)
     }
 }
+
+/// One cell in a sealed bucket's record: `(edge id, seq, calls, errors, bytes, latency)`.
+type PackedCell = (u32, u64, u64, u64, u64, LatencyHistogram);
+type PackedCellRef<'a> = (u32, u64, u64, u64, u64, &'a LatencyHistogram);
 
 fn id_from(bytes: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(bytes.try_into().ok()?))

@@ -152,6 +152,7 @@ impl Writer {
                 },
                 _ = expire.tick() => {
                     dirty |= self.expire()?;
+                    dirty |= self.pack_sealed()?;
                 }
                 _ = flush.tick(), if dirty => {
                     self.store.flush().await?;
@@ -231,6 +232,21 @@ impl Writer {
         }
     }
 
+    /// Packs the buckets sealed since the last pass; returns whether anything was written.
+    fn pack_sealed(&mut self) -> Result<bool, StoreError> {
+        let mut batch = WriteBatch::default();
+        {
+            let mut state = self.state.write().expect("state lock");
+            pack_sealed_buckets(&mut state, &mut self.store, unix_now_ms(), &mut batch);
+        }
+        if batch.is_empty() {
+            return Ok(false);
+        }
+        tracing::debug!(writes = batch.len(), "sealed buckets packed");
+        self.store.apply(batch)?;
+        Ok(true)
+    }
+
     /// Deletes expired cells; returns whether anything was written.
     fn expire(&mut self) -> Result<bool, StoreError> {
         let removed = self.state.write().expect("state lock").expire(unix_now_ms());
@@ -238,11 +254,47 @@ impl Writer {
             return Ok(false);
         }
         let mut batch = WriteBatch::default();
+        let mut buckets = std::collections::BTreeSet::new();
         for (origin, key) in &removed {
             self.store.delete_cell(&mut batch, origin, key);
+            buckets.insert((origin, key.resolution, key.bucket_start_ms));
+        }
+        for (origin, resolution, bucket_start_ms) in buckets {
+            self.store.delete_sealed_bucket(&mut batch, origin, resolution, bucket_start_ms);
         }
         tracing::debug!(cells = removed.len(), "expired cells deleted");
         self.store.apply(batch)?;
         Ok(true)
+    }
+}
+
+/// Adds to `batch` the packing of every bucket sealed at `now_ms` since the last pass
+/// (see [`Store::put_sealed_bucket`]), and seals those buckets in `state` (giving back
+/// their spare memory). A bucket is sealed once it ended more than `max_lateness` ago.
+pub fn pack_sealed_buckets(state: &mut FlowState, store: &mut Store, now_ms: i64, batch: &mut WriteBatch) {
+    let lateness_ms = state.limits().max_lateness_ms;
+    let resolutions = state.settings().resolutions().to_vec();
+    for (r, resolution) in resolutions.iter().enumerate() {
+        let r = r as u8;
+        let Some(width) = resolution.width_ms else { continue };
+        let Some(mut next) = store.packed_watermark(r).or_else(|| state.oldest_bucket_ms(r)) else {
+            continue;
+        };
+        if let Some(retention) = resolution.retention_ms {
+            // Buckets that expired meanwhile need no packing.
+            next = next.max(resolution.bucket_start(now_ms - retention - width));
+        }
+        let start = next;
+        while next + width + lateness_ms <= now_ms {
+            let sealed = state.seal_bucket(r, next);
+            for chunk in sealed.chunk_by(|a, b| a.0 == b.0) {
+                let cells: Vec<_> = chunk.iter().map(|(_, k, c)| (k.clone(), c.clone())).collect();
+                store.put_sealed_bucket(batch, &chunk[0].0, r, next, &cells);
+            }
+            next += width;
+        }
+        if next != start || store.packed_watermark(r).is_none() {
+            store.set_packed_watermark(batch, r, next);
+        }
     }
 }

@@ -100,7 +100,7 @@ async fn a_damaged_record_stops_the_open_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     ingest(dir.path(), &[vec![event("a", "b", unix_now_ms(), 1, false)]]).await;
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = sled::Config::new().path(dir.path()).use_compression(true).open().unwrap();
         let tree = db.open_tree("state").unwrap();
         let key = tree.scan_prefix(b"c").next().unwrap().unwrap().0;
         tree.insert(key, b"\xff\x00garbage".to_vec()).unwrap();
@@ -138,4 +138,52 @@ async fn the_writer_answers_rejections_per_event() {
     assert_eq!(reply.rejected[0].0, 1);
     assert_eq!(reply.rejected[0].1.field(), "ts");
     assert_eq!(state.read().unwrap().stats().cells, 4);
+}
+
+#[tokio::test]
+async fn sealed_buckets_are_packed_and_read_back_the_same() {
+    use observatory_store::{WriteBatch, pack_sealed_buckets};
+    let dir = tempfile::tempdir().unwrap();
+    let now = unix_now_ms();
+    let mut opened = open_peer(dir.path(), Settings::default(), Limits::default()).expect("open");
+    let origin = opened.origin.clone();
+    let events: Vec<Event> = (0..600)
+        .map(|i| {
+            event(
+                ["web", "api", "db"][i % 3],
+                ["a", "b"][i % 2],
+                now - (i as i64) * 1000,
+                i as u64 * 37,
+                i % 11 == 0,
+            )
+        })
+        .collect();
+    let outcome = opened.state.apply_local(now, &events);
+    assert_eq!(outcome.accepted, 600);
+    let mut batch = WriteBatch::default();
+    for key in &outcome.changed {
+        let cell = opened.state.cell(&origin, key).unwrap().clone();
+        opened.store.put_cell(&mut batch, &origin, key, &cell);
+    }
+    opened.store.put_origin(&mut batch, &origin, opened.state.origin_seq(&origin), None);
+    opened.store.apply(batch).unwrap();
+
+    // Twenty minutes later every 10 s and 1 m bucket of those events is sealed.
+    let later = now + 20 * 60 * 1000;
+    let mut batch = WriteBatch::default();
+    pack_sealed_buckets(&mut opened.state, &mut opened.store, later, &mut batch);
+    assert!(!batch.is_empty(), "sealed buckets were packed");
+    opened.store.apply(batch).unwrap();
+    let mut again = WriteBatch::default();
+    pack_sealed_buckets(&mut opened.state, &mut opened.store, later, &mut again);
+    assert!(again.is_empty(), "a second pass at the same time packs nothing: {}", again.len());
+    opened.store.flush().await.unwrap();
+    let before = opened.state.clone();
+    drop(opened);
+
+    let reopened = open_peer(dir.path(), Settings::default(), Limits::default()).expect("reopen");
+    assert!(reopened.state == before, "the packed state reads back the same");
+    assert!(reopened.state.global_view_recomputed_matches());
+    let calls: u64 = graph_calls(&reopened.state, now).iter().map(|t| t.1).sum();
+    assert_eq!(calls, 600);
 }
