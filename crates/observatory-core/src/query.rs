@@ -163,8 +163,11 @@ impl FlowState {
             return Err(QueryError::WindowNotPositive);
         }
         let resolutions = self.settings().resolutions();
+        // Steps are aligned to multiples of the step, so a series reaches back up to one
+        // step before the window: the resolution must keep that much too.
+        let reach_ms = window_ms.saturating_add(step_ms.unwrap_or(0));
         let covering: Vec<(usize, &Resolution)> =
-            resolutions.iter().enumerate().filter(|(_, r)| covers(r, window_ms)).collect();
+            resolutions.iter().enumerate().filter(|(_, r)| covers(r, reach_ms)).collect();
         if covering.is_empty() {
             return Err(QueryError::WindowTooLong {
                 window_ms,
