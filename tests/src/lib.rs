@@ -1,10 +1,12 @@
 //! Helpers for the end-to-end tests: start real `observatory` processes, talk to them
 //! over HTTP, stop them with SIGTERM or SIGKILL.
 //!
-//! The binary is `<target>/debug/observatory`, found next to the test binary (which lives
-//! in `<target>/debug/deps/`), or wherever `OBSERVATORY_BIN` points. `cargo test
-//! --workspace` builds it first; `cargo test -p observatory-e2e` does not, so run
-//! `cargo build -p observatory` before it.
+//! The binary is built by the tests themselves: the first test to need it runs
+//! `cargo build -p observatory` into `<target>/e2e-bin` (a target dir of its own, so it
+//! never waits on the lock of the `cargo test` that runs us), which is a quick no-op when
+//! nothing changed. `cargo test` alone builds no other package's binary, so without this a
+//! fresh clone would have none and a changed tree would test a stale one.
+//! `OBSERVATORY_BIN` points the tests at another binary instead.
 //!
 //! Every wait has a deadline ([`DEADLINE`]); when one passes, the test panics with the
 //! process's stderr. Children never inherit `OBSERVATORY_*` variables from the
@@ -25,25 +27,37 @@ use serde_json::{Value, json};
 /// How long any single wait may take: a startup line, a process exit, an HTTP answer.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
-/// The `observatory` binary under test.
+/// The `observatory` binary under test, built fresh once per test run.
 pub fn observatory_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("OBSERVATORY_BIN") {
-        let path = PathBuf::from(path);
-        assert!(path.is_file(), "OBSERVATORY_BIN={} is not a file", path.display());
-        return path;
-    }
-    let exe = std::env::current_exe().expect("the path of the test binary");
-    // <target>/debug/deps/e2e-<hash> -> <target>/debug/observatory
-    let profile_dir =
-        exe.parent().and_then(Path::parent).expect("the test binary lives in <target>/<profile>/deps");
-    let bin = profile_dir.join(format!("observatory{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.is_file(),
-        "the observatory binary is not at {}; build it first with `cargo build -p observatory` \
-         (`cargo test --workspace` does that), or point OBSERVATORY_BIN at it",
-        bin.display()
-    );
-    bin
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(path) = std::env::var_os("OBSERVATORY_BIN") {
+            let path = PathBuf::from(path);
+            assert!(path.is_file(), "OBSERVATORY_BIN={} is not a file", path.display());
+            return path;
+        }
+        let exe = std::env::current_exe().expect("the path of the test binary");
+        // <target>/debug/deps/e2e-<hash> -> <target>
+        let target = exe.ancestors().nth(3).expect("the test binary lives in <target>/<profile>/deps");
+        let build_dir = target.join("e2e-bin");
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ lies in the workspace");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let output = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "observatory", "--bin", "observatory"])
+            .env("CARGO_TARGET_DIR", &build_dir)
+            .current_dir(workspace)
+            .output()
+            .expect("running cargo to build the observatory binary");
+        assert!(
+            output.status.success(),
+            "building the observatory binary failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let bin = build_dir.join("debug").join(format!("observatory{}", std::env::consts::EXE_SUFFIX));
+        assert!(bin.is_file(), "cargo built no binary at {}", bin.display());
+        bin
+    })
+    .clone()
 }
 
 /// A command running the binary under test, with no `OBSERVATORY_*` variable inherited.

@@ -9,7 +9,11 @@ use std::fmt;
 
 use observatory_core::{Edge, Event, NodeName};
 use serde::Deserialize;
-use serde::de::{self, Visitor};
+use serde::de::{self, DeserializeSeed, Visitor};
+
+/// Most bytes one event may report (1 TiB), so that no single event can bring an
+/// edge's byte counter near overflow.
+pub const EVENT_BYTES_MAX: u64 = 1 << 40;
 
 /// Limits applied while parsing.
 #[derive(Debug, Clone)]
@@ -45,10 +49,8 @@ pub enum BodyError {
         message: String,
     },
     /// The body holds more events than allowed.
-    #[error("{count} events in one request, more than limits.events_per_request_max ({max})")]
+    #[error("more than limits.events_per_request_max ({max}) events in one request")]
     TooManyEvents {
-        /// Events in the body.
-        count: usize,
         /// The limit.
         max: usize,
     },
@@ -161,6 +163,14 @@ impl WireEvent<'_> {
                 return Err(field_error(index, "latency_ms", format!("must be a number >= 0, got {ms}")));
             }
         };
+        let bytes = self.bytes.unwrap_or(0);
+        if bytes > EVENT_BYTES_MAX {
+            return Err(field_error(
+                index,
+                "bytes",
+                format!("must be at most {EVENT_BYTES_MAX} (1 TiB), got {bytes}"),
+            ));
+        }
         let count = self.count.unwrap_or(1);
         if count == 0 || count > limits.event_count_max {
             return Err(field_error(
@@ -177,7 +187,7 @@ impl WireEvent<'_> {
             ts_ms: self.ts.map_or(now_ms, |t| t.0),
             latency_us,
             error: self.error.unwrap_or(false),
-            bytes: self.bytes.unwrap_or(0),
+            bytes,
             count,
         })
     }
@@ -240,9 +250,12 @@ fn parse_json(body: &[u8], now_ms: i64, limits: &ParseLimits) -> Result<ParsedBo
         // One event on its own is a batch of one.
         return parse_ndjson_text(text, now_ms, limits);
     }
-    let raw: Vec<&serde_json::value::RawValue> =
-        serde_json::from_str(text).map_err(|e| json_location(&e, 0))?;
-    check_count(raw.len(), limits)?;
+    let max = limits.events_per_request_max;
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let raw: Vec<&serde_json::value::RawValue> = BoundedSeq::new(max)
+        .deserialize(&mut deserializer)
+        .and_then(|raw| deserializer.end().map(|()| raw))
+        .map_err(|e| if is_too_many(&e) { BodyError::TooManyEvents { max } } else { json_location(&e, 0) })?;
     let mut parsed = ParsedBody::default();
     for (index, item) in raw.iter().enumerate() {
         push(&mut parsed, index, json_event(index, item.get(), now_ms, limits));
@@ -250,9 +263,66 @@ fn parse_json(body: &[u8], now_ms: i64, limits: &ParseLimits) -> Result<ParsedBo
     Ok(parsed)
 }
 
+const TOO_MANY: &str = "observatory: more events than allowed";
+
+thread_local! {
+    static CBOR_ITEMS_MAX: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// A CBOR array of at most `CBOR_ITEMS_MAX` items (see `parse_cbor`).
+struct BoundedCborItems(Vec<ciborium::Value>);
+
+impl<'de> Deserialize<'de> for BoundedCborItems {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let max = CBOR_ITEMS_MAX.with(std::cell::Cell::get);
+        BoundedSeq::new(max).deserialize(deserializer).map(BoundedCborItems)
+    }
+}
+
+fn is_too_many(error: &impl std::fmt::Display) -> bool {
+    error.to_string().contains(TOO_MANY)
+}
+
+/// A sequence of at most `max` elements: deserializing fails as soon as there are more,
+/// so an oversized array is refused before it is held in memory.
+struct BoundedSeq<T> {
+    max: usize,
+    element: std::marker::PhantomData<T>,
+}
+
+impl<T> BoundedSeq<T> {
+    fn new(max: usize) -> Self {
+        Self { max, element: std::marker::PhantomData }
+    }
+}
+
+impl<'de, T: Deserialize<'de>> de::DeserializeSeed<'de> for BoundedSeq<T> {
+    type Value = Vec<T>;
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Vec<T>, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for BoundedSeq<T> {
+    type Value = Vec<T>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of events")
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.max));
+        while let Some(item) = seq.next_element()? {
+            if items.len() == self.max {
+                return Err(de::Error::custom(TOO_MANY));
+            }
+            items.push(item);
+        }
+        Ok(items)
+    }
+}
+
 fn check_count(count: usize, limits: &ParseLimits) -> Result<(), BodyError> {
     if count > limits.events_per_request_max {
-        return Err(BodyError::TooManyEvents { count, max: limits.events_per_request_max });
+        return Err(BodyError::TooManyEvents { max: limits.events_per_request_max });
     }
     Ok(())
 }
@@ -286,7 +356,15 @@ fn parse_ndjson_text(text: &str, now_ms: i64, limits: &ParseLimits) -> Result<Pa
 
 fn parse_cbor(body: &[u8], now_ms: i64, limits: &ParseLimits) -> Result<ParsedBody, BodyError> {
     use ciborium::Value;
-    let items: Vec<Value> = ciborium::from_reader(body).map_err(|e| {
+    let max = limits.events_per_request_max;
+    // ciborium takes no seed, so the limit reaches the visitor through a thread-local,
+    // set only around this synchronous call.
+    CBOR_ITEMS_MAX.with(|limit| limit.set(max));
+    let items = ciborium::from_reader::<BoundedCborItems, _>(body).map(|items| items.0);
+    let items: Vec<Value> = items.map_err(|e| {
+        if is_too_many(&e) {
+            return BodyError::TooManyEvents { max };
+        }
         let (location, message) = match e {
             ciborium::de::Error::Syntax(offset) => (format!("byte {offset}"), "invalid CBOR".to_string()),
             ciborium::de::Error::Semantic(Some(offset), m) => (format!("byte {offset}"), m),
@@ -298,7 +376,6 @@ fn parse_cbor(body: &[u8], now_ms: i64, limits: &ParseLimits) -> Result<ParsedBo
         };
         BodyError::Malformed { location, message: format!("{message}; expected a CBOR array of event maps") }
     })?;
-    check_count(items.len(), limits)?;
     let mut parsed = ParsedBody::default();
     for (index, item) in items.into_iter().enumerate() {
         push(&mut parsed, index, cbor_event(index, item, now_ms, limits));

@@ -17,13 +17,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use observatory_core::{Edge, NodeName};
+use observatory_core::{Edge, NodeName, QueryError};
 use observatory_store::{IngestError, IngestHandle, SharedState, SizeProbe, unix_now_ms};
 use serde::Deserialize;
 
@@ -53,14 +54,18 @@ pub struct ApiLimits {
     pub errors_listed_max: usize,
     /// Parsing limits.
     pub parse: ParseLimits,
-    /// Longest time one request may take, reading its body included (408 beyond).
+    /// Longest time reading one request's body may take (408 beyond).
     pub request_timeout: std::time::Duration,
+    /// Most ingest requests read and parsed at once; more wait for a place, so memory
+    /// stays bounded by this many bodies.
+    pub ingest_requests_in_flight_max: usize,
 }
 
 impl Default for ApiLimits {
     fn default() -> Self {
         Self {
-            body_bytes_max: 16 * 1024 * 1024,
+            body_bytes_max: 8 * 1024 * 1024,
+            ingest_requests_in_flight_max: 32,
             errors_listed_max: 100,
             parse: ParseLimits {
                 events_per_request_max: 10_000,
@@ -111,6 +116,22 @@ pub struct ApiContext {
     pub store_size: SizeProbe,
     /// What was taken and refused.
     pub counters: Counters,
+    /// Places for ingest requests in flight (`limits.ingest_requests_in_flight_max`).
+    pub ingest_slots: tokio::sync::Semaphore,
+}
+
+impl ApiContext {
+    /// A context with fresh counters and ingest places for `limits`.
+    pub fn new(
+        state: SharedState,
+        ingest: IngestHandle,
+        info: PeerInfo,
+        limits: ApiLimits,
+        store_size: SizeProbe,
+    ) -> Self {
+        let ingest_slots = tokio::sync::Semaphore::new(limits.ingest_requests_in_flight_max);
+        Self { state, ingest, info, limits, store_size, counters: Counters::default(), ingest_slots }
+    }
 }
 
 type Ctx = State<Arc<ApiContext>>;
@@ -159,12 +180,10 @@ async fn post_events(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<IngestAnswer>, ApiError> {
-    // A client that stalls while sending its body must not hold a request (and a
-    // graceful stop) open for ever.
-    let timeout = ctx.limits.request_timeout;
-    let result = tokio::time::timeout(timeout, ingest(&ctx, &headers, body)).await.unwrap_or_else(|_| {
-        Err(ApiError::Timeout(format!("the request took longer than http.request_timeout ({timeout:?})")))
-    });
+    let result = match ctx.ingest_slots.acquire().await {
+        Ok(_slot) => ingest(&ctx, &headers, body).await,
+        Err(_) => Err(ApiError::Unavailable("the peer is shutting down".into())),
+    };
     if let Err(error) = &result {
         ctx.counters.request_rejected(error.code());
     }
@@ -173,7 +192,17 @@ async fn post_events(
 
 /// Reads the body, refusing it as soon as it is known to be over the limit: from its
 /// `Content-Length` before reading anything, or while reading a chunked one.
-async fn read_body(limit: usize, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+///
+/// A client that stalls while sending must not hold a request (and a graceful stop) open
+/// for ever, so reading is bounded by `http.request_timeout`. Only reading is: once the
+/// events are queued they are applied, and a timeout then would invite a retry that
+/// counts them twice.
+async fn read_body(
+    limit: usize,
+    timeout: Duration,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::PayloadTooLarge(format!("the body is larger than limits.body_bytes_max ({limit} bytes)"))
     };
@@ -181,16 +210,17 @@ async fn read_body(limit: usize, headers: &HeaderMap, body: Body) -> Result<Byte
     if declared.is_some_and(|length| length > limit as u64) {
         return Err(too_large());
     }
-    axum::body::to_bytes(body, limit).await.map_err(|error| {
-        match error.into_inner().downcast::<http_body_util::LengthLimitError>() {
-            Ok(_) => too_large(),
-            Err(other) => ApiError::BadRequest(format!("cannot read the body: {other}")),
-        }
+    let read = tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await.map_err(|_| {
+        ApiError::Timeout(format!("reading the body took longer than http.request_timeout ({timeout:?})"))
+    })?;
+    read.map_err(|error| match error.into_inner().downcast::<http_body_util::LengthLimitError>() {
+        Ok(_) => too_large(),
+        Err(other) => ApiError::BadRequest(format!("cannot read the body: {other}")),
     })
 }
 
 async fn ingest(ctx: &ApiContext, headers: &HeaderMap, body: Body) -> Result<Json<IngestAnswer>, ApiError> {
-    let body = read_body(ctx.limits.body_bytes_max, headers, body).await?;
+    let body = read_body(ctx.limits.body_bytes_max, ctx.limits.request_timeout, headers, body).await?;
     let format = body_format(headers, &body)?;
     let parsed = parse_body(format, &body, unix_now_ms(), &ctx.limits.parse)?;
     let (indices, events): (Vec<usize>, Vec<_>) = parsed.events.into_iter().unzip();
@@ -270,7 +300,8 @@ async fn get_graph(
     let (window_ms, end_ms) = window_and_end(params.window.as_deref(), params.at.as_deref(), "5m")?;
     let now_ms = unix_now_ms();
     let state = ctx.state.read().expect("state lock");
-    let view = state.graph(window_ms, end_ms).map_err(|e| ApiError::bad_param("window", e))?;
+    let view =
+        state.graph_as_of(window_ms, end_ms, now_ms).map_err(|e| ApiError::bad_param(query_param(&e), e))?;
     let coverage = wire::Coverage::from_core(&state.coverage(), now_ms);
     drop(state);
     Ok(Json(wire::GraphAnswer::from_core(view, window_ms, coverage)))
@@ -286,10 +317,11 @@ struct SeriesParams {
 
 async fn get_edge_series(
     State(ctx): Ctx,
-    Path((from, to)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
     params: Result<Query<SeriesParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<wire::SeriesAnswer>, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let Path((from, to)) = path.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let name = |field: &str, value: &str| {
         NodeName::new(value, ctx.limits.parse.node_name_bytes_max).map_err(|e| ApiError::bad_param(field, e))
     };
@@ -302,10 +334,21 @@ async fn get_edge_series(
     if !state.has_edge(&edge) {
         return Err(ApiError::NotFound(format!("no edge {from} -> {to} is known")));
     }
-    let view = state.series(&edge, window_ms, step_ms, end_ms).map_err(|e| ApiError::bad_param("step", e))?;
+    let view = state
+        .series_as_of(&edge, window_ms, step_ms, end_ms, now_ms)
+        .map_err(|e| ApiError::bad_param(query_param(&e), e))?;
     let coverage = wire::Coverage::from_core(&state.coverage(), now_ms);
     drop(state);
     Ok(Json(wire::SeriesAnswer::from_core(&edge, view, window_ms, coverage)))
+}
+
+/// The query parameter a query error is about.
+fn query_param(error: &QueryError) -> &'static str {
+    match error {
+        QueryError::WindowNotPositive | QueryError::WindowTooLong { .. } => "window",
+        QueryError::EndOutOfRange => "at",
+        QueryError::StepUnfit { .. } | QueryError::TooManyPoints { .. } => "step",
+    }
 }
 
 async fn get_status(State(ctx): Ctx) -> Json<wire::StatusAnswer> {

@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use observatory_api::events::{BodyFormat, ParseLimits, parse_body};
-use observatory_api::{ApiContext, ApiLimits, Counters, PeerInfo};
+use observatory_api::{ApiContext, ApiLimits, PeerInfo};
 use observatory_bench::{core_events, median_time, rate_per_s, thousands};
 use observatory_core::{Edge, Event, FlowState, LatencyHistogram, Limits, NodeName, Origin, Settings};
 use observatory_store::{AckMode, Store, WriteBatch, WriterConfig, open_peer, spawn_writer, unix_now_ms};
@@ -123,19 +123,13 @@ async fn ingest_end_to_end(payloads: &[Vec<u8>], format: BodyFormat, ack: AckMod
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let (ingest, writer) =
         spawn_writer(state.clone(), opened.store, WriterConfig { ack, ..WriterConfig::default() }, shutdown);
-    let context = Arc::new(ApiContext {
-        state,
-        ingest,
-        info: PeerInfo {
-            peer_id: "bench".into(),
-            incarnation: 1,
-            version: "bench".into(),
-            data_dir: String::new(),
-        },
-        limits: ApiLimits::default(),
-        store_size,
-        counters: Counters::default(),
-    });
+    let info = PeerInfo {
+        peer_id: "bench".into(),
+        incarnation: 1,
+        version: "bench".into(),
+        data_dir: String::new(),
+    };
+    let context = Arc::new(ApiContext::new(state, ingest, info, ApiLimits::default(), store_size));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let server = tokio::spawn(async move {

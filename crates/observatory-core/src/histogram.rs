@@ -224,6 +224,32 @@ impl LatencyHistogram {
         Ok(())
     }
 
+    /// Adds every counter of `other`, each saturating at `COUNT_MAX`.
+    pub fn add_saturating(&mut self, other: &LatencyHistogram) {
+        if self.add(other).is_ok() {
+            return;
+        }
+        // Rare: rebuild with saturating counts.
+        let mut merged = Vec::with_capacity(self.entries.len() + other.entries.len());
+        let (mut a, mut b) = (self.entries.iter().peekable(), other.entries.iter().peekable());
+        loop {
+            let next = match (a.peek(), b.peek()) {
+                (Some(&&x), Some(&&y)) if index_of(x) == index_of(y) => {
+                    a.next();
+                    b.next();
+                    pack(index_of(x), count_of(x).saturating_add(count_of(y)).min(COUNT_MAX))
+                }
+                (Some(&&x), Some(&&y)) if index_of(x) < index_of(y) => *a.next().expect("peeked"),
+                (Some(_), Some(_)) => *b.next().expect("peeked"),
+                (Some(_), None) => *a.next().expect("peeked"),
+                (None, Some(_)) => *b.next().expect("peeked"),
+                (None, None) => break,
+            };
+            merged.push(next);
+        }
+        self.entries = merged;
+    }
+
     /// Whether every counter of `other` is at most the same counter here.
     pub fn contains(&self, other: &LatencyHistogram) -> Result<(), HistogramError> {
         let mut i = 0;

@@ -244,6 +244,17 @@ impl CellData {
         self.latency.add(&other.latency).map_err(|_| CellDataError::Overflow("latency"))
     }
 
+    /// Adds another cell's figures, each counter saturating at its maximum. The global
+    /// view uses this: it only ever grows by non-negative amounts, so saturating sums do
+    /// not depend on the order of merges, and no peer's consistent cell is refused
+    /// because of what other origins hold.
+    pub fn add_saturating(&mut self, other: &CellData) {
+        self.calls = self.calls.saturating_add(other.calls);
+        self.errors = self.errors.saturating_add(other.errors);
+        self.bytes = self.bytes.saturating_add(other.bytes);
+        self.latency.add_saturating(&other.latency);
+    }
+
     /// Subtracts figures that this cell contains (see [`CellData::check_contains`]).
     pub fn subtract(&mut self, other: &CellData) -> Result<(), CellDataError> {
         self.check_contains(other)?;

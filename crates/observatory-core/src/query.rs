@@ -13,6 +13,11 @@ use crate::model::{CellData, Edge, Resolution};
 use crate::settings::human_ms;
 use crate::state::FlowState;
 
+/// Longest window a query may ask for (100 years).
+pub const WINDOW_MS_MAX: i64 = 100 * 366 * 86_400_000;
+/// Latest end a query may ask for (the year 2262, far below `i64::MAX` ms).
+pub const END_MS_MAX: i64 = 9_200_000_000_000;
+
 /// Most points one series query may return.
 pub const SERIES_POINTS_MAX: i64 = 10_000;
 
@@ -22,6 +27,9 @@ pub enum QueryError {
     /// The window is not positive.
     #[error("window must be positive")]
     WindowNotPositive,
+    /// The end of the window lies outside 1970 to 2262.
+    #[error("the window's end must lie between 1970 and 2262")]
+    EndOutOfRange,
     /// No resolution keeps data for that long.
     #[error("a window of {} is longer than the longest retention ({})", human_ms(*window_ms), human_ms(*retention_ms))]
     WindowTooLong {
@@ -158,14 +166,32 @@ impl FlowState {
         self.global.contains_key(edge)
     }
 
-    fn choose(&self, window_ms: i64, end_ms: i64, step_ms: Option<i64>) -> Result<(usize, Span), QueryError> {
+    fn choose(
+        &self,
+        window_ms: i64,
+        end_ms: i64,
+        step_ms: Option<i64>,
+        now_ms: i64,
+    ) -> Result<(usize, Span), QueryError> {
         if window_ms <= 0 {
             return Err(QueryError::WindowNotPositive);
         }
+        if !(0..=END_MS_MAX).contains(&end_ms) {
+            return Err(QueryError::EndOutOfRange);
+        }
         let resolutions = self.settings().resolutions();
-        // Steps are aligned to multiples of the step, so a series reaches back up to one
-        // step before the window: the resolution must keep that much too.
-        let reach_ms = window_ms.saturating_add(step_ms.unwrap_or(0));
+        if window_ms > WINDOW_MS_MAX {
+            return Err(QueryError::WindowTooLong {
+                window_ms,
+                retention_ms: longest_retention(resolutions),
+            });
+        }
+        // The resolution must still hold the window's start now (a window ending in the
+        // past reaches further back), and a series reaches back up to one step more, since
+        // its steps are aligned to multiples of the step.
+        let step_ms = step_ms.map(|step| step.clamp(0, WINDOW_MS_MAX));
+        let reach_ms =
+            window_ms.max(now_ms.saturating_sub(end_ms).saturating_add(window_ms)) + step_ms.unwrap_or(0);
         let covering: Vec<(usize, &Resolution)> =
             resolutions.iter().enumerate().filter(|(_, r)| covers(r, reach_ms)).collect();
         if covering.is_empty() {
@@ -190,7 +216,13 @@ impl FlowState {
 
     /// The graph of the window `[end_ms - window_ms, end_ms)`.
     pub fn graph(&self, window_ms: i64, end_ms: i64) -> Result<GraphView, QueryError> {
-        let (r, span) = self.choose(window_ms, end_ms, None)?;
+        self.graph_as_of(window_ms, end_ms, end_ms)
+    }
+
+    /// The graph of `[end_ms - window_ms, end_ms)` asked at `now_ms`: the resolution read
+    /// must still keep the window's start at `now_ms`.
+    pub fn graph_as_of(&self, window_ms: i64, end_ms: i64, now_ms: i64) -> Result<GraphView, QueryError> {
+        let (r, span) = self.choose(window_ms, end_ms, None, now_ms)?;
         let plan = self.read_plan(r, span.from_ms, span.to_ms);
         let mut accumulator = LatencyAccumulator::default();
         let mut edges = Vec::new();
@@ -244,7 +276,19 @@ impl FlowState {
         step_ms: i64,
         end_ms: i64,
     ) -> Result<SeriesView, QueryError> {
-        let (r, span) = self.choose(window_ms, end_ms, Some(step_ms))?;
+        self.series_as_of(edge, window_ms, step_ms, end_ms, end_ms)
+    }
+
+    /// [`FlowState::series`] asked at `now_ms` (see [`FlowState::graph_as_of`]).
+    pub fn series_as_of(
+        &self,
+        edge: &Edge,
+        window_ms: i64,
+        step_ms: i64,
+        end_ms: i64,
+        now_ms: i64,
+    ) -> Result<SeriesView, QueryError> {
+        let (r, span) = self.choose(window_ms, end_ms, Some(step_ms), now_ms)?;
         // Align steps so that the last one holds `end - 1`.
         let last_start = (end_ms - 1).div_euclid(step_ms) * step_ms;
         let points = (window_ms + step_ms - 1) / step_ms;

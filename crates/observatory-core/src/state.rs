@@ -14,6 +14,7 @@
 //! - Read the global view with the queries in [`crate::query`].
 
 use std::collections::{BTreeMap, btree_map};
+use std::ops::Bound::{Excluded, Unbounded};
 
 use crdts::{CvRDT, VClock};
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -22,6 +23,9 @@ use serde::{Deserialize, Serialize};
 use crate::histogram::COUNT_MAX;
 use crate::model::{Cell, CellData, CellKey, Edge, Event, NodeName, Origin};
 use crate::settings::{Limits, Settings, human_ms};
+
+/// Highest seq an origin may reach (2^48): a peer's delta claiming more is refused.
+pub const SEQ_MAX: u64 = 1 << 48;
 
 /// `origin -> seq`: "I hold every change of that origin up to this seq".
 pub type VersionVector = VClock<Origin>;
@@ -53,13 +57,25 @@ pub struct OriginDelta {
     pub changed_at_ms: Option<i64>,
     /// The cells, each at its latest version at the sender.
     pub cells: Vec<(CellKey, Cell)>,
+    /// The sender's own origin (its current run), if it has one. Resume points are only
+    /// valid with the run that cut the transfer: a restarted sender may hold less.
+    pub sender: Option<Origin>,
 }
 
 impl OriginDelta {
     /// Every cell of an origin, claiming `seq`.
     pub fn whole(origin: Origin, seq: u64, changed_at_ms: Option<i64>, cells: Vec<(CellKey, Cell)>) -> Self {
         let upto_seq = cells.iter().map(|(_, c): &(CellKey, Cell)| c.seq).max().unwrap_or(0).max(seq);
-        OriginDelta { origin, after_seq: 0, upto_seq, complete: true, to_seq: seq, changed_at_ms, cells }
+        OriginDelta {
+            origin,
+            after_seq: 0,
+            upto_seq,
+            complete: true,
+            to_seq: seq,
+            changed_at_ms,
+            cells,
+            sender: None,
+        }
     }
 }
 
@@ -71,6 +87,7 @@ impl OriginDelta {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transfer {
     resume: BTreeMap<Origin, u64>,
+    sender: Option<Origin>,
 }
 
 impl Transfer {
@@ -221,14 +238,6 @@ pub enum MergeError {
         /// What is wrong.
         reason: String,
     },
-    /// Summing the cell into the global view would overflow a counter.
-    #[error("origin {origin}: cell {key:?} would overflow the global view")]
-    Overflow {
-        /// The origin.
-        origin: Origin,
-        /// The key.
-        key: CellKey,
-    },
 }
 
 /// What [`FlowState::merge_delta`] did.
@@ -271,7 +280,7 @@ impl OriginState {
     fn digest_above(&self, seq: u64) -> u64 {
         let mut buffer = Vec::new();
         let mut digest = 0u64;
-        for (&cell_seq, keys) in self.by_seq.range(seq + 1..) {
+        for (&cell_seq, keys) in self.by_seq.range((Excluded(seq), Unbounded)) {
             for key in keys {
                 buffer.clear();
                 for part in [key.edge.from.as_str().as_bytes(), b"\0", key.edge.to.as_str().as_bytes(), b"\0"]
@@ -516,14 +525,19 @@ impl FlowState {
                     bucket_start_ms: settings.resolutions()[r].bucket_start(fine_bucket),
                 })
                 .collect();
-            let fits = keys.iter().all(|key| {
-                let local_fits = origin_state.cells.get(key).is_none_or(|c| fits_sum(&c.data, &data));
-                local_fits && global_cell(global, key).is_none_or(|g| fits_sum(g, &data))
+            // Only our own cells must not overflow; the global view saturates instead.
+            let overflowing = keys.iter().find_map(|key| {
+                let cell = &origin_state.cells.get(key)?.data;
+                if cell.calls.checked_add(data.calls).is_none_or(|c| c > COUNT_MAX) {
+                    Some("count")
+                } else if cell.bytes.checked_add(data.bytes).is_none() {
+                    Some("bytes")
+                } else {
+                    None
+                }
             });
-            if !fits {
-                outcome
-                    .rejected
-                    .extend(indices.iter().map(|&i| (i as usize, Rejection::Overflow { field: "count" })));
+            if let Some(field) = overflowing {
+                outcome.rejected.extend(indices.iter().map(|&i| (i as usize, Rejection::Overflow { field })));
                 continue;
             }
             for key in keys {
@@ -537,12 +551,12 @@ impl FlowState {
                         touched_in_seq = 0;
                     }
                     let old_seq = std::mem::replace(&mut cell.seq, seq);
-                    cell.data.add(&data).expect("checked by fits_sum");
+                    cell.data.add(&data).expect("checked above: our own cell cannot overflow");
                     origin_state.unindex(old_seq, &key);
                     origin_state.index(seq, key.clone());
                     touched_in_seq += 1;
                 } else {
-                    cell.data.add(&data).expect("checked by fits_sum");
+                    cell.data.add(&data).expect("checked above: our own cell cannot overflow");
                 }
                 global_add(global, nodes, settings, &key, &data);
                 outcome.changed.push(key);
@@ -634,11 +648,12 @@ impl FlowState {
                         to_seq: state.seq,
                         changed_at_ms: state.changed_at_ms,
                         cells: Vec::new(),
+                        sender: self.local.clone(),
                     });
                 }
                 continue;
             }
-            let mut groups = state.by_seq.range(after_seq + 1..).peekable();
+            let mut groups = state.by_seq.range((Excluded(after_seq), Unbounded)).peekable();
             if groups.peek().is_none() && state.seq <= known_seq {
                 continue;
             }
@@ -667,7 +682,7 @@ impl FlowState {
                 cells.extend(
                     state
                         .by_seq
-                        .range(last_seq + 1..)
+                        .range((Excluded(last_seq), Unbounded))
                         .flat_map(|(_, keys)| keys)
                         .map(|k| (k.clone(), state.cells[k].clone())),
                 );
@@ -681,6 +696,7 @@ impl FlowState {
                 to_seq: state.seq,
                 changed_at_ms: if complete { state.changed_at_ms } else { None },
                 cells,
+                sender: self.local.clone(),
             });
             if !complete {
                 break;
@@ -704,6 +720,24 @@ impl FlowState {
 
     fn validate_delta(&self, delta: &OriginDelta) -> Result<(), MergeError> {
         let origin = &delta.origin;
+        // Seqs count batches; one far beyond what any origin can reach is garbage, and
+        // would leave our version vector claiming it for ever.
+        let highest =
+            delta.cells.iter().map(|(_, c)| c.seq).chain([delta.to_seq, delta.upto_seq]).max().unwrap_or(0);
+        if highest > SEQ_MAX {
+            return Err(MergeError::SeqOutOfRange {
+                origin: origin.clone(),
+                seq: highest,
+                after: delta.after_seq,
+                upto: delta.upto_seq,
+            });
+        }
+        if let Some(local) = &self.local
+            && local.peer == origin.peer
+            && origin.incarnation > local.incarnation
+        {
+            return Err(MergeError::OwnOrigin { origin: origin.clone(), claimed: delta.to_seq, ours: 0 });
+        }
         if self.local.as_ref() == Some(origin) {
             let ours = self.origin_seq(origin);
             let claimed = delta.cells.iter().map(|(_, c)| c.seq).chain([delta.to_seq]).max().unwrap_or(0);
@@ -770,17 +804,6 @@ impl FlowState {
                         .map_err(|e| corrupt(format!("older than ours, but {e}")))?;
                 }
             }
-            if old.is_none_or(|old| cell.seq > old.seq) {
-                // The global view grows by (new - old); make sure it cannot overflow.
-                let sum = global_cell(&self.global, key);
-                let growth = cell.data.calls - old.map_or(0, |o| o.data.calls);
-                let byte_growth = cell.data.bytes - old.map_or(0, |o| o.data.bytes);
-                let calls = sum.map_or(0, |s| s.calls).checked_add(growth);
-                let bytes = sum.map_or(0, |s| s.bytes).checked_add(byte_growth);
-                if calls.is_none_or(|c| c > COUNT_MAX) || bytes.is_none() {
-                    return Err(MergeError::Overflow { origin: origin.clone(), key: key.clone() });
-                }
-            }
         }
         Ok(())
     }
@@ -822,6 +845,11 @@ impl FlowState {
         // is missing: it starts at or below our entry, or exactly where the last page we
         // took from this sender was cut.
         let origin = &delta.origin;
+        if transfer.sender != delta.sender {
+            // Another run of the sender (or another sender): its resume points are void.
+            transfer.resume.clear();
+            transfer.sender = delta.sender.clone();
+        }
         let chained = delta.after_seq <= state.seq || transfer.resume.get(origin) == Some(&delta.after_seq);
         if chained && delta.complete {
             transfer.resume.remove(origin);
@@ -940,14 +968,6 @@ impl FlowState {
     }
 }
 
-fn fits_sum(a: &CellData, b: &CellData) -> bool {
-    a.calls.checked_add(b.calls).is_some_and(|c| c <= COUNT_MAX) && a.bytes.checked_add(b.bytes).is_some()
-}
-
-fn global_cell<'a>(global: &'a FxHashMap<Edge, EdgeCells>, key: &CellKey) -> Option<&'a CellData> {
-    global.get(&key.edge)?.per_resolution.get(usize::from(key.resolution))?.get(&key.bucket_start_ms)
-}
-
 fn global_add(
     global: &mut FxHashMap<Edge, EdgeCells>,
     nodes: &mut FxHashMap<NodeName, u32>,
@@ -968,8 +988,7 @@ fn global_add(
     cells.per_resolution[usize::from(key.resolution)]
         .entry(key.bucket_start_ms)
         .or_default()
-        .add(growth)
-        .expect("checked before: the global view cannot overflow");
+        .add_saturating(growth);
 }
 
 impl CvRDT for FlowState {

@@ -185,12 +185,20 @@ impl Store {
         store.check_format_and_settings(settings)?;
         let keypair = store.identity()?;
         let peer_id = keypair.public().to_peer_id().to_base58();
-        let incarnation = store.take_incarnation()?;
         if let Some(raw) = store.tree.get(META_PACKED).map_err(|e| store.io(e))? {
             store.packed_watermarks =
                 ciborium::from_reader(&raw[..]).map_err(|e| store.corrupt("packing watermarks", e))?;
         }
         let origins = store.load_all()?;
+        // Above the counter and above any run of ours found on disk, so that an
+        // incarnation is never taken twice even if the counter was lost.
+        let highest_own = origins
+            .iter()
+            .filter(|o| *o.origin.peer == *peer_id)
+            .map(|o| o.origin.incarnation)
+            .max()
+            .unwrap_or(0);
+        let incarnation = store.take_incarnation(highest_own)?;
         Ok((store, Opened { keypair, peer_id, incarnation, origins }))
     }
 
@@ -244,11 +252,12 @@ impl Store {
         Ok(keypair)
     }
 
-    fn take_incarnation(&mut self) -> Result<u32, StoreError> {
-        let previous: u32 = match self.tree.get(META_INCARNATION).map_err(|e| self.io(e))? {
+    fn take_incarnation(&mut self, highest_own: u32) -> Result<u32, StoreError> {
+        let counter: u32 = match self.tree.get(META_INCARNATION).map_err(|e| self.io(e))? {
             Some(raw) => ciborium::from_reader(&raw[..]).map_err(|e| self.corrupt("incarnation", e))?,
             None => 0,
         };
+        let previous = counter.max(highest_own);
         let incarnation = previous
             .checked_add(1)
             .ok_or_else(|| self.corrupt("incarnation", "the incarnation counter is exhausted"))?;

@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 /// The documented default configuration, shipped as `config/observatory.yaml`.
 pub const DEFAULT_YAML: &str = include_str!("../../../config/observatory.yaml");
 
+/// Upper bound of `ingest.queue_requests_max`.
+const QUEUE_REQUESTS_MAX: usize = 1_000_000;
+
 /// The whole configuration of a peer.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -81,6 +84,8 @@ pub struct IngestConfig {
 pub struct LimitsConfig {
     /// Largest request body.
     pub body_bytes_max: usize,
+    /// Most ingest requests read and parsed at once.
+    pub ingest_requests_in_flight_max: usize,
     /// Most events in one request.
     pub events_per_request_max: usize,
     /// Longest node name in bytes (1 to 1024).
@@ -175,6 +180,7 @@ impl Config {
     pub fn validate(&self) -> anyhow::Result<()> {
         let positive = [
             ("limits.body_bytes_max", self.limits.body_bytes_max as u64),
+            ("limits.ingest_requests_in_flight_max", self.limits.ingest_requests_in_flight_max as u64),
             ("limits.events_per_request_max", self.limits.events_per_request_max as u64),
             ("limits.nodes_max", self.limits.nodes_max as u64),
             ("limits.edges_max", self.limits.edges_max as u64),
@@ -191,8 +197,17 @@ impl Config {
         if !(1..=1024).contains(&self.limits.node_name_bytes_max) {
             bail!("invalid configuration: limits.node_name_bytes_max must be between 1 and 1024");
         }
-        if self.ingest.max_lateness.is_zero() {
-            bail!("invalid configuration: ingest.max_lateness must be positive");
+        for (key, value) in [
+            ("ingest.max_lateness", self.ingest.max_lateness),
+            ("store.flush_interval", self.store.flush_interval),
+            ("http.request_timeout", self.http.request_timeout),
+        ] {
+            if value.is_zero() {
+                bail!("invalid configuration: {key} must be longer than 0");
+            }
+        }
+        if self.ingest.queue_requests_max > QUEUE_REQUESTS_MAX {
+            bail!("invalid configuration: ingest.queue_requests_max must be at most {QUEUE_REQUESTS_MAX}");
         }
         let settings = self.settings()?;
         for r in settings.resolutions() {

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::sync::{Arc, RwLock};
 
 use anyhow::Context;
-use observatory_api::{ApiContext, ApiLimits, Counters, PeerInfo, events::ParseLimits};
+use observatory_api::{ApiContext, ApiLimits, PeerInfo, events::ParseLimits};
 use observatory_store::{WriterConfig, open_peer, spawn_writer};
 use serde_json::json;
 use tokio::sync::watch;
@@ -34,7 +34,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         flush_interval: config.store.flush_interval,
         ..WriterConfig::default()
     };
-    let (ingest, writer) = spawn_writer(state.clone(), opened.store, writer_config, writer_shutdown);
+    let (ingest, mut writer) = spawn_writer(state.clone(), opened.store, writer_config, writer_shutdown);
 
     let listener = tokio::net::TcpListener::bind(config.http.addr).await.with_context(|| {
         format!(
@@ -45,17 +45,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let http_addr = listener.local_addr().context("reading the HTTP listen address")?;
 
     let limits = &config.limits;
-    let context = Arc::new(ApiContext {
+    let context = Arc::new(ApiContext::new(
         state,
         ingest,
-        info: PeerInfo {
+        PeerInfo {
             peer_id: peer_id.clone(),
             incarnation,
             version: env!("CARGO_PKG_VERSION").to_string(),
             data_dir: data_dir.display().to_string(),
         },
-        limits: ApiLimits {
+        ApiLimits {
             body_bytes_max: limits.body_bytes_max,
+            ingest_requests_in_flight_max: limits.ingest_requests_in_flight_max,
             errors_listed_max: limits.errors_listed_max,
             parse: ParseLimits {
                 events_per_request_max: limits.events_per_request_max,
@@ -65,9 +66,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             request_timeout: config.http.request_timeout,
         },
         store_size,
-        counters: Counters::default(),
-    });
+    ));
 
+    let stop_signals = StopSignals::listen()?;
     // One JSON line on stdout says where we listen, for people and for scripts.
     let started = json!({
         "event": "listening",
@@ -84,7 +85,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let app = observatory_api::router(context);
     let (stopping, mut stopping_seen) = watch::channel(false);
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        stop_signal().await;
+        stop_signals.recv().await;
         let _ = stopping.send(true);
     });
     // A graceful stop waits for requests in flight, but a stalled client must not keep
@@ -97,6 +98,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tokio::select! {
         served = server => served.context("serving HTTP")?,
         _ = grace_over => tracing::warn!(?grace, "requests still open after http.shutdown_grace; closing them"),
+        // Without its writer the peer can take no event: stop rather than answer 503s.
+        ended = &mut writer => {
+            let cause = match ended {
+                Ok(Ok(())) => anyhow::anyhow!("it stopped without being asked to"),
+                Ok(Err(error)) => anyhow::Error::new(error),
+                Err(join) => anyhow::anyhow!("it panicked: {join}"),
+            };
+            return Err(cause.context("the store writer stopped, so the peer cannot take events any more"));
+        }
     }
 
     tracing::info!("HTTP stopped; waiting for the writer to finish");
@@ -106,30 +116,41 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves on SIGTERM or Ctrl-C (SIGINT).
-async fn stop_signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::warn!(%error, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
+/// SIGTERM and Ctrl-C (SIGINT), listened for from the moment this is created: before the
+/// startup line is printed, so a signal sent right after it stops the peer gracefully
+/// rather than killing it.
+struct StopSignals {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn listen() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                terminate: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+                interrupt: signal(SignalKind::interrupt()).context("listening for Ctrl-C")?,
+            })
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("Ctrl-C received; stopping"),
-        _ = terminate => tracing::info!("SIGTERM received; stopping"),
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    /// Resolves on the first of the signals.
+    async fn recv(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.terminate.recv() => tracing::info!("SIGTERM received; stopping"),
+            _ = self.interrupt.recv() => tracing::info!("Ctrl-C received; stopping"),
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("Ctrl-C received; stopping");
+        }
     }
 }

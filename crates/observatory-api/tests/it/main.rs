@@ -9,7 +9,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use observatory_api::{ApiContext, ApiLimits, Counters, PeerInfo, router};
+use observatory_api::{ApiContext, ApiLimits, PeerInfo, router};
 use observatory_core::{Limits, Settings};
 use observatory_store::{WriterConfig, open_peer, spawn_writer};
 use serde_json::Value;
@@ -32,19 +32,13 @@ impl TestPeer {
         let state = Arc::new(RwLock::new(opened.state));
         let (shutdown, watch) = tokio::sync::watch::channel(false);
         let (ingest, _writer) = spawn_writer(state.clone(), opened.store, WriterConfig::default(), watch);
-        let context = Arc::new(ApiContext {
-            state,
-            ingest,
-            info: PeerInfo {
-                peer_id: opened.origin.peer.to_string(),
-                incarnation: opened.origin.incarnation,
-                version: "test".into(),
-                data_dir: dir.path().display().to_string(),
-            },
-            limits,
-            store_size,
-            counters: Counters::default(),
-        });
+        let info = PeerInfo {
+            peer_id: opened.origin.peer.to_string(),
+            incarnation: opened.origin.incarnation,
+            version: "test".into(),
+            data_dir: dir.path().display().to_string(),
+        };
+        let context = Arc::new(ApiContext::new(state, ingest, info, limits, store_size));
         Self { app: router(context.clone()), context, _dir: dir, _shutdown: shutdown }
     }
 
