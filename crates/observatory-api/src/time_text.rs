@@ -29,7 +29,7 @@ pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
     i64::try_from(duration.as_millis()).map_err(|_| format!("`{text}` is too long"))
 }
 
-/// Formats milliseconds as a short duration (`5m`, `1h 30m`).
+/// Formats milliseconds as a short duration (`5m`, `1h 30m`, `3d`).
 pub fn format_duration_ms(ms: i64) -> String {
-    humantime::format_duration(std::time::Duration::from_millis(ms.max(0) as u64)).to_string()
+    observatory_core::settings::human_ms(ms)
 }

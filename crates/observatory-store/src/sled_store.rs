@@ -41,7 +41,7 @@ pub enum StoreError {
         "cannot open the data dir {path}: {cause}\n\
          hint: if another observatory peer uses this data dir, stop it or choose another with --data-dir; \
          if the data is damaged, move the directory away (nothing is deleted for you): \
-         the peer then starts empty and re-learns the graph from the mesh"
+         the peer then starts empty (in a mesh it re-learns the graph from the other peers)"
     )]
     Open {
         /// The data dir.
@@ -65,7 +65,7 @@ pub enum StoreError {
     /// A record on disk cannot be decoded.
     #[error(
         "the data dir {path} holds a damaged record ({what}): {detail}\n\
-         hint: move the data dir away; the peer then starts empty and re-learns the graph from the mesh"
+         hint: move the data dir away; the peer then starts empty (in a mesh it re-learns the graph from the other peers)"
     )]
     Corrupt {
         /// The data dir.

@@ -18,7 +18,9 @@ fn client() -> anyhow::Result<reqwest::Client> {
 }
 
 fn url(peer: &str, path: &str) -> String {
-    format!("{}{path}", peer.trim_end_matches('/'))
+    let peer = peer.trim_end_matches('/');
+    // `--peer 127.0.0.1:7070` means the same as `--peer http://127.0.0.1:7070`.
+    if peer.contains("://") { format!("{peer}{path}") } else { format!("http://{peer}{path}") }
 }
 
 async fn read_answer(response: reqwest::Response, what: &str) -> anyhow::Result<serde_json::Value> {
@@ -51,7 +53,13 @@ pub async fn send(peer: &str, input: &Path) -> anyhow::Result<bool> {
     let text = String::from_utf8(body).context("the input is not UTF-8 text (NDJSON or a JSON array)")?;
     let is_array = text.trim_start().starts_with('[');
     let chunks: Vec<String> = if is_array {
-        vec![text]
+        // Split a large array into arrays of the same size as NDJSON requests.
+        let events: Vec<&serde_json::value::RawValue> =
+            serde_json::from_str(&text).context("the input starts with `[` but is not a JSON array")?;
+        events
+            .chunks(NDJSON_LINES_PER_REQUEST)
+            .map(|chunk| format!("[{}]", chunk.iter().map(|e| e.get()).collect::<Vec<_>>().join(",")))
+            .collect()
     } else {
         let lines: Vec<&str> = text.lines().collect();
         lines.chunks(NDJSON_LINES_PER_REQUEST).map(|chunk| chunk.join("\n")).collect()
@@ -61,7 +69,11 @@ pub async fn send(peer: &str, input: &Path) -> anyhow::Result<bool> {
     let mut total = IngestAnswer { accepted: 0, rejected: 0, errors: Vec::new(), errors_truncated: false };
     let mut offset = 0;
     for chunk in chunks {
-        let lines_in_chunk = chunk.lines().filter(|l| !l.trim().is_empty()).count();
+        let events_in_chunk = if is_array {
+            serde_json::from_str::<Vec<&serde_json::value::RawValue>>(&chunk).map_or(0, |events| events.len())
+        } else {
+            chunk.lines().filter(|l| !l.trim().is_empty()).count()
+        };
         let response = client
             .post(url(peer, "/api/v1/events"))
             .header(reqwest::header::CONTENT_TYPE, content_type)
@@ -78,7 +90,7 @@ pub async fn send(peer: &str, input: &Path) -> anyhow::Result<bool> {
             e.index += offset;
             e
         }));
-        offset += lines_in_chunk;
+        offset += events_in_chunk;
     }
     println!("{}", serde_json::to_string_pretty(&total)?);
     Ok(total.rejected == 0)

@@ -19,8 +19,8 @@ use crate::config::{Config, Overrides};
 /// Observatory watches a distributed system from above: which service talks to which,
 /// how often, how many calls fail and how long they take.
 ///
-/// Services report events (or spans) to any peer; each peer keeps the whole flow graph
-/// and answers for it. Start a peer with `observatory peer`, send it events with
+/// Services report events (one per call or message) to a peer; the peer keeps the flow
+/// graph and answers for any window of it. Start a peer with `observatory peer`, send it events with
 /// `observatory send events.ndjson` (or any HTTP client), and look at the graph with
 /// `observatory graph`.
 #[derive(Debug, Parser)]
@@ -44,7 +44,7 @@ enum Command {
         /// Data dir (overrides store.path). Default: ./data
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
-        /// HTTP listen address (overrides http.addr). Default: 127.0.0.1:7070; port 0 picks one.
+        /// HTTP listen address as IP:PORT (overrides http.addr). Default: 127.0.0.1:7070; port 0 picks one.
         #[arg(long, value_name = "ADDR")]
         http: Option<SocketAddr>,
     },

@@ -16,6 +16,14 @@ use crate::config::Config;
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let settings = config.settings()?;
     let data_dir = config.store.path.clone();
+    // Listen first: a peer that cannot serve must not create or touch a data dir.
+    let listener = tokio::net::TcpListener::bind(config.http.addr).await.with_context(|| {
+        format!(
+            "cannot listen for HTTP on {}; is another peer running there? choose another address with --http",
+            config.http.addr
+        )
+    })?;
+    let http_addr = listener.local_addr().context("reading the HTTP listen address")?;
     let opened = open_peer(&data_dir, settings, config.core_limits())?;
     let store_size = opened.store.size_probe();
     let peer_id = opened.origin.peer.to_string();
@@ -24,6 +32,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(
         %peer_id, incarnation, edges = stats.edges, cells = stats.cells, origins = stats.origins,
         data_dir = %data_dir.display(), "state loaded"
+    );
+    tracing::info!(
+        ack = ?config.ingest.ack, max_clock_skew = ?config.ingest.max_clock_skew,
+        max_lateness = ?config.ingest.max_lateness, settings = %opened.state.settings().canonical(),
+        "settings in effect"
     );
     let state = Arc::new(RwLock::new(opened.state));
 
@@ -35,14 +48,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ..WriterConfig::default()
     };
     let (ingest, mut writer) = spawn_writer(state.clone(), opened.store, writer_config, writer_shutdown);
-
-    let listener = tokio::net::TcpListener::bind(config.http.addr).await.with_context(|| {
-        format!(
-            "cannot listen for HTTP on {}; is another peer running there? choose another address with --http",
-            config.http.addr
-        )
-    })?;
-    let http_addr = listener.local_addr().context("reading the HTTP listen address")?;
 
     let limits = &config.limits;
     let context = Arc::new(ApiContext::new(
