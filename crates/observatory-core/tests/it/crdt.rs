@@ -384,14 +384,7 @@ fn peers_converge_after_an_interrupted_paged_transfer() {
         state
     };
     let (mut source, mut a, mut b) = (peer(0), peer(1), peer(2));
-    let on = |from: &str, to: &str| Event {
-        edge: edge(from, to),
-        ts_ms: NOW_MS,
-        latency_us: None,
-        error: false,
-        bytes: 0,
-        count: 1,
-    };
+    let on = plain_call;
     // Seqs 1..=4: one cell of `stock -> db` each. `b` gets all of it.
     source.apply_local(NOW_MS, &[on("stock", "db")]);
     sync_whole(&mut b, &source);
@@ -993,14 +986,7 @@ fn node_and_edge_limits_keep_earlier_events() {
     let limits = Limits { nodes_max: 3, edges_max: 2, ..Limits::default() };
     let mut state = FlowState::new(Settings::default(), limits);
     state.set_local(origin(0, 1));
-    let on = |from: &str, to: &str| Event {
-        edge: edge(from, to),
-        ts_ms: NOW_MS,
-        latency_us: None,
-        error: false,
-        bytes: 0,
-        count: 1,
-    };
+    let on = plain_call;
     let outcome = state.apply_local(
         NOW_MS,
         &[on("a", "b"), on("b", "c"), on("c", "d"), on("a", "c"), on("a", "b"), on("c", "a")],
@@ -1016,4 +1002,9 @@ fn node_and_edge_limits_keep_earlier_events() {
         graph.edges.iter().map(|e| (format!("{:?}", e.edge), e.figures.calls)).collect();
     assert_eq!(calls, vec![("a -> b".to_string(), 2), ("b -> c".to_string(), 1)]);
     assert_eq!(state.stats().nodes, 3);
+}
+
+/// One call on `from -> to` at `NOW_MS`, without latency, error or bytes.
+fn plain_call(from: &str, to: &str) -> Event {
+    Event { edge: edge(from, to), ts_ms: NOW_MS, latency_us: None, error: false, bytes: 0, count: 1 }
 }
