@@ -279,6 +279,7 @@ fn bench_cells() {
     let state = synthetic_state(1000, 50, 180);
     let memory = ALLOCATOR.allocated() - before;
     report_cells("typical: 1,000 edges x 5 calls/s x 30 min", &state, memory);
+    report_sealed_memory(state, memory);
 
     // Heavy: the shop at 2,000 events/s for 10 min, 20 edges (hundreds of samples per cell).
     let before = ALLOCATOR.allocated();
@@ -293,6 +294,22 @@ fn bench_cells() {
     let memory = ALLOCATOR.allocated() - before;
     report_cells("heavy: the shop at 2,000 events/s x 10 min", &state, memory);
     println!("  baseline dense hdrhistogram in memory: {} B per histogram\n", dense_hdr_bytes());
+}
+
+/// Memory per cell once every sealed bucket is packed (three hours later).
+fn report_sealed_memory(mut state: FlowState, memory: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) = Store::open(dir.path(), &Settings::default()).expect("store");
+    let cells = state.stats().cells;
+    let before = ALLOCATOR.allocated();
+    let mut batch = WriteBatch::default();
+    observatory_store::pack_sealed_buckets(&mut state, &mut store, NOW_MS + 3 * 3_600_000, &mut batch);
+    drop(batch);
+    let freed = before.saturating_sub(ALLOCATOR.allocated());
+    println!(
+        "    in memory once sealed {:>6.0} B per cell (histograms held packed)",
+        (memory - freed) as f64 / cells as f64
+    );
 }
 
 fn report_cells(name: &str, state: &FlowState, memory: usize) {

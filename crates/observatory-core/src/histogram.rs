@@ -86,10 +86,70 @@ fn count_of(entry: u64) -> u64 {
 
 /// A latency histogram in microseconds: the non-zero counters, sorted by index.
 ///
-/// Each entry packs the index (16 bits) and the count (48 bits) into one `u64`.
-#[derive(Clone, Default, PartialEq, Eq, Hash)]
+/// Live, each entry packs the index (16 bits) and the count (48 bits) into one `u64`.
+/// Once sealed ([`LatencyHistogram::pack`]) it is held in its encoded form instead (a few
+/// bytes per counter), which reads stream through without allocating; any change
+/// unpacks it first.
+#[derive(Clone, Default)]
 pub struct LatencyHistogram {
+    /// The live counters; empty while packed.
     entries: Vec<u64>,
+    /// The encoded counters, when packed.
+    packed: Option<Box<[u8]>>,
+}
+
+impl PartialEq for LatencyHistogram {
+    fn eq(&self, other: &Self) -> bool {
+        self.counters().eq(other.counters())
+    }
+}
+
+impl Eq for LatencyHistogram {}
+
+impl std::hash::Hash for LatencyHistogram {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        for counter in self.counters() {
+            counter.hash(state);
+        }
+    }
+}
+
+/// The counters of a histogram, live or packed.
+#[derive(Debug, Clone)]
+pub enum Counters<'a> {
+    /// Over live entries.
+    Live(std::slice::Iter<'a, u64>),
+    /// Decoding packed bytes as it goes.
+    Packed {
+        /// The index gaps still to read.
+        gaps: &'a [u8],
+        /// The counts still to read.
+        counts: &'a [u8],
+        /// Counters left.
+        left: usize,
+        /// The previous counter's index.
+        index: u64,
+    },
+}
+
+impl Iterator for Counters<'_> {
+    type Item = (u16, u64);
+
+    fn next(&mut self) -> Option<(u16, u64)> {
+        match self {
+            Counters::Live(entries) => entries.next().map(|&e| (index_of(e), count_of(e))),
+            Counters::Packed { gaps, counts, left, index } => {
+                if *left == 0 {
+                    return None;
+                }
+                *left -= 1;
+                // The bytes were written by `encode` and checked when packed.
+                *index += get_varint(gaps).expect("packed histograms are well formed");
+                let count = get_varint(counts).expect("packed histograms are well formed");
+                Some((*index as u16, count))
+            }
+        }
+    }
 }
 
 /// Why a histogram operation or decoding failed.
@@ -117,36 +177,76 @@ impl LatencyHistogram {
 
     /// Number of samples recorded.
     pub fn len(&self) -> u64 {
-        self.entries.iter().map(|&e| count_of(e)).sum()
+        self.counters().map(|(_, count)| count).sum()
     }
 
     /// Whether no sample was recorded.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.counters().next().is_none()
     }
 
     /// Number of non-zero counters.
     pub fn distinct_counters(&self) -> usize {
-        self.entries.len()
+        self.counters().count()
     }
 
     /// Bytes this histogram holds on the heap.
     pub fn heap_bytes(&self) -> usize {
-        self.entries.capacity() * std::mem::size_of::<u64>()
+        self.entries.capacity() * std::mem::size_of::<u64>() + self.packed.as_ref().map_or(0, |p| p.len())
     }
 
-    /// Gives back spare capacity (used when a cell is sealed).
-    pub fn shrink_to_fit(&mut self) {
-        self.entries.shrink_to_fit();
+    /// Holds the histogram in its encoded form from now on (until it is changed). Used
+    /// when a cell is sealed: it will hardly ever change again.
+    pub fn pack(&mut self) {
+        if self.packed.is_some() || self.entries.is_empty() {
+            self.entries.shrink_to_fit();
+            return;
+        }
+        let mut bytes = Vec::with_capacity(2 + self.entries.len() * 3);
+        self.encode(&mut bytes);
+        self.packed = Some(bytes.into_boxed_slice());
+        self.entries = Vec::new();
+    }
+
+    /// Whether the histogram is held packed.
+    pub fn is_packed(&self) -> bool {
+        self.packed.is_some()
+    }
+
+    /// Makes the live form current, for a change.
+    fn unpack(&mut self) {
+        if let Some(bytes) = self.packed.take() {
+            self.entries = Self::decode(&bytes).expect("packed histograms are well formed").entries;
+        }
+    }
+
+    /// The live entries of a histogram that is not changed, decoded if packed.
+    fn entries_of(&self) -> std::borrow::Cow<'_, [u64]> {
+        match &self.packed {
+            None => std::borrow::Cow::Borrowed(&self.entries),
+            Some(_) => std::borrow::Cow::Owned(self.counters().map(|(i, c)| pack(i, c)).collect()),
+        }
     }
 
     /// The non-zero counters as `(index, count)`, by increasing index.
-    pub fn counters(&self) -> impl Iterator<Item = (u16, u64)> + '_ {
-        self.entries.iter().map(|&e| (index_of(e), count_of(e)))
+    pub fn counters(&self) -> Counters<'_> {
+        match &self.packed {
+            None => Counters::Live(self.entries.iter()),
+            Some(bytes) => {
+                let mut rest: &[u8] = bytes;
+                let left = get_varint(&mut rest).expect("packed histograms are well formed") as usize;
+                let gaps = rest;
+                for _ in 0..left {
+                    get_varint(&mut rest).expect("packed histograms are well formed");
+                }
+                Counters::Packed { gaps, counts: rest, left, index: 0 }
+            }
+        }
     }
 
     /// Records `count` samples of `value_us` (clamped to `LATENCY_US_HIGHEST`).
     pub fn record(&mut self, value_us: u64, count: u64) -> Result<(), HistogramError> {
+        self.unpack();
         if count == 0 {
             return Ok(());
         }
@@ -171,14 +271,17 @@ impl LatencyHistogram {
 
     /// Adds every counter of `other` to this histogram.
     pub fn add(&mut self, other: &LatencyHistogram) -> Result<(), HistogramError> {
-        if other.entries.is_empty() {
+        if other.is_empty() {
             return Ok(());
         }
+        self.unpack();
+        let other_entries = other.entries_of();
+        let other: &[u64] = &other_entries;
         // Count the indices `other` has and we lack, checking for overflow on the way.
         let mut missing = 0usize;
         let (mut i, mut j) = (0, 0);
-        while j < other.entries.len() {
-            let b = other.entries[j];
+        while j < other.len() {
+            let b = other[j];
             if i < self.entries.len() && index_of(self.entries[i]) < index_of(b) {
                 i += 1;
             } else if i < self.entries.len() && index_of(self.entries[i]) == index_of(b) {
@@ -194,7 +297,7 @@ impl LatencyHistogram {
         }
         if missing == 0 {
             let mut i = 0;
-            for &b in &other.entries {
+            for &b in other {
                 while index_of(self.entries[i]) < index_of(b) {
                     i += 1;
                 }
@@ -205,9 +308,9 @@ impl LatencyHistogram {
         // Merge from the back into the grown vector, so nothing is allocated twice.
         let old_len = self.entries.len();
         self.entries.resize(old_len + missing, 0);
-        let (mut a, mut b, mut out) = (old_len, other.entries.len(), old_len + missing);
+        let (mut a, mut b, mut out) = (old_len, other.len(), old_len + missing);
         while b > 0 {
-            let eb = other.entries[b - 1];
+            let eb = other[b - 1];
             out -= 1;
             if a > 0 && index_of(self.entries[a - 1]) > index_of(eb) {
                 self.entries[out] = self.entries[a - 1];
@@ -229,9 +332,11 @@ impl LatencyHistogram {
         if self.add(other).is_ok() {
             return;
         }
+        let other_entries = other.entries_of();
+        let other: &[u64] = &other_entries;
         // Rare: rebuild with saturating counts.
-        let mut merged = Vec::with_capacity(self.entries.len() + other.entries.len());
-        let (mut a, mut b) = (self.entries.iter().peekable(), other.entries.iter().peekable());
+        let mut merged = Vec::with_capacity(self.entries.len() + other.len());
+        let (mut a, mut b) = (self.entries.iter().peekable(), other.iter().peekable());
         loop {
             let next = match (a.peek(), b.peek()) {
                 (Some(&&x), Some(&&y)) if index_of(x) == index_of(y) => {
@@ -252,12 +357,13 @@ impl LatencyHistogram {
 
     /// Whether every counter of `other` is at most the same counter here.
     pub fn contains(&self, other: &LatencyHistogram) -> Result<(), HistogramError> {
+        let (entries, other) = (self.entries_of(), other.entries_of());
         let mut i = 0;
-        for &b in &other.entries {
-            while i < self.entries.len() && index_of(self.entries[i]) < index_of(b) {
+        for &b in other.iter() {
+            while i < entries.len() && index_of(entries[i]) < index_of(b) {
                 i += 1;
             }
-            let ours = self.entries.get(i).copied().filter(|&e| index_of(e) == index_of(b));
+            let ours = entries.get(i).copied().filter(|&e| index_of(e) == index_of(b));
             if ours.map_or(0, count_of) < count_of(b) {
                 return Err(HistogramError::NotContained { value_us: lowest_value_at(index_of(b)) });
             }
@@ -268,8 +374,10 @@ impl LatencyHistogram {
     /// Subtracts `other`, which must be contained in this histogram.
     pub fn subtract(&mut self, other: &LatencyHistogram) -> Result<(), HistogramError> {
         self.contains(other)?;
+        self.unpack();
+        let other = other.entries_of();
         let mut i = 0;
-        for &b in &other.entries {
+        for &b in other.iter() {
             while index_of(self.entries[i]) < index_of(b) {
                 i += 1;
             }
@@ -283,6 +391,10 @@ impl LatencyHistogram {
     /// the previous counter, then every count. Keeping gaps and counts in separate runs
     /// (counts are mostly 1) lets page compression in the store do far better.
     pub fn encode(&self, out: &mut Vec<u8>) {
+        if let Some(bytes) = &self.packed {
+            out.extend_from_slice(bytes);
+            return;
+        }
         put_varint(out, self.entries.len() as u64);
         let mut previous = 0u64;
         for &e in &self.entries {
@@ -325,7 +437,7 @@ impl LatencyHistogram {
         if !input.is_empty() {
             return Err(HistogramError::Malformed("trailing bytes"));
         }
-        Ok(Self { entries })
+        Ok(Self { entries, packed: None })
     }
 }
 

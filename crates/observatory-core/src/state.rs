@@ -866,7 +866,7 @@ impl FlowState {
         outcome
     }
 
-    /// Seals one bucket of one resolution: gives back the spare memory of its cells (of
+    /// Seals one bucket of one resolution: packs the histograms of its cells (of
     /// every origin and of the global view) and returns every origin's cells of it, for
     /// the store to pack. Call it once the bucket ended more than `max_lateness` ago: no
     /// origin changes it any more (cells of other origins may still arrive by sync).
@@ -876,11 +876,11 @@ impl FlowState {
             let Some(global) = cells.per_resolution[usize::from(resolution)].get_mut(&bucket_start_ms) else {
                 continue;
             };
-            global.latency.shrink_to_fit();
+            global.latency.pack();
             let key = CellKey { edge: edge.clone(), resolution, bucket_start_ms };
             for (origin, state) in &mut self.origins {
                 if let Some(cell) = state.cells.get_mut(&key) {
-                    cell.data.latency.shrink_to_fit();
+                    cell.data.latency.pack();
                     sealed.push((origin.clone(), key.clone(), cell.clone()));
                 }
             }

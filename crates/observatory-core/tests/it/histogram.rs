@@ -263,3 +263,62 @@ fn malformed_encodings_are_rejected() {
     h.record(5, 1).expect("fits");
     assert_eq!(LatencyHistogram::decode(&[1, 5, 1]), Ok(h));
 }
+
+fn packed(h: &LatencyHistogram) -> LatencyHistogram {
+    let mut packed = h.clone();
+    packed.pack();
+    packed
+}
+
+fn hash_of(h: &LatencyHistogram) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(h)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+    /// A packed histogram (how sealed cells are held) reads, compares, encodes and
+    /// combines exactly like the live one it came from.
+    #[test]
+    fn packed_histograms_behave_like_live_ones(a in samples(), b in samples(), value in latency_us()) {
+        let (live_a, live_b) = (histogram_of(&a), histogram_of(&b));
+        let (packed_a, packed_b) = (packed(&live_a), packed(&live_b));
+        prop_assert_eq!(packed_a.is_packed(), !live_a.is_empty());
+        prop_assert_eq!(counters(&packed_a), counters(&live_a));
+        prop_assert_eq!(&packed_a, &live_a);
+        prop_assert_eq!(hash_of(&packed_a), hash_of(&live_a));
+        prop_assert_eq!(packed_a.len(), live_a.len());
+        prop_assert_eq!(packed_a.distinct_counters(), live_a.distinct_counters());
+        let (mut bytes_packed, mut bytes_live) = (Vec::new(), Vec::new());
+        packed_a.encode(&mut bytes_packed);
+        live_a.encode(&mut bytes_live);
+        prop_assert_eq!(&bytes_packed, &bytes_live);
+        prop_assert!(packed_a.heap_bytes() <= live_a.heap_bytes().max(bytes_live.len()));
+
+        for (x, y) in [(&packed_a, &live_b), (&live_a, &packed_b), (&packed_a, &packed_b)] {
+            let mut sum = x.clone();
+            sum.add(y).expect("no overflow");
+            let mut want = live_a.clone();
+            want.add(&live_b).expect("no overflow");
+            prop_assert_eq!(&sum, &want);
+            prop_assert!(sum.contains(y).is_ok() && sum.contains(x).is_ok());
+            let mut back = sum.clone();
+            back.pack();
+            back.subtract(y).expect("contained");
+            prop_assert_eq!(&back, &live_a);
+        }
+
+        let mut recorded = packed_a.clone();
+        recorded.record(value, 3).expect("no overflow");
+        let mut want = live_a.clone();
+        want.record(value, 3).expect("no overflow");
+        prop_assert_eq!(&recorded, &want);
+        prop_assert!(!recorded.is_packed(), "a change unpacks");
+
+        let (mut from_packed, mut from_live) = (LatencyAccumulator::default(), LatencyAccumulator::default());
+        from_packed.add(&packed_a);
+        from_live.add(&live_a);
+        prop_assert_eq!(from_packed.summary(), from_live.summary());
+    }
+}
