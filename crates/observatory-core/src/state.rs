@@ -1013,12 +1013,3 @@ impl CvRDT for FlowState {
         }
     }
 }
-
-/// Every cell changed by the outcome, with the data to persist for `origin`.
-pub fn changed_cells<'a>(
-    state: &'a FlowState,
-    origin: &'a Origin,
-    keys: &'a [CellKey],
-) -> impl Iterator<Item = (&'a CellKey, &'a Cell)> + 'a {
-    keys.iter().filter_map(move |k| state.cell(origin, k).map(|c| (k, c)))
-}

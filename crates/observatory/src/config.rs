@@ -145,7 +145,7 @@ pub struct Overrides {
 }
 
 fn duration_text(d: Duration) -> String {
-    humantime::format_duration(d).to_string()
+    observatory_core::settings::human_ms(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 impl Config {
