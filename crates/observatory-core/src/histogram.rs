@@ -190,6 +190,14 @@ impl LatencyHistogram {
         self.counters().count()
     }
 
+    /// An upper estimate of [`LatencyHistogram::encode`]'s length, without encoding.
+    pub fn encoded_len_hint(&self) -> usize {
+        match &self.packed {
+            Some(bytes) => bytes.len(),
+            None => 2 + self.entries.len() * 4,
+        }
+    }
+
     /// Bytes this histogram holds on the heap.
     pub fn heap_bytes(&self) -> usize {
         self.entries.capacity() * std::mem::size_of::<u64>() + self.packed.as_ref().map_or(0, |p| p.len())

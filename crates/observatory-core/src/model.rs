@@ -302,3 +302,11 @@ pub struct Cell {
     /// The figures.
     pub data: CellData,
 }
+
+impl Cell {
+    /// An upper estimate of the bytes this cell takes in a sync message, its key's node
+    /// names included: for budgeting pages without encoding them.
+    pub fn wire_size_hint(&self, key: &CellKey) -> usize {
+        48 + key.edge.from.as_str().len() + key.edge.to.as_str().len() + self.data.latency.encoded_len_hint()
+    }
+}

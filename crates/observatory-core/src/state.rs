@@ -87,6 +87,9 @@ impl OriginDelta {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transfer {
     resume: BTreeMap<Origin, u64>,
+    /// Per cut transfer, the highest seq its pages so far can vouch for (see
+    /// [`FlowState::merge_delta`]); absent means no limit.
+    claim_max: BTreeMap<Origin, u64>,
     sender: Option<Origin>,
 }
 
@@ -629,8 +632,21 @@ impl FlowState {
     /// The receiver merges the page with [`FlowState::merge_delta`] and asks again with a
     /// new [`FlowState::sync_request`] until a page teaches it nothing.
     pub fn delta_since(&self, request: &SyncRequest, cells_max: usize) -> Vec<OriginDelta> {
+        self.delta_within(request, cells_max, |_, _| 1)
+    }
+
+    /// Like [`FlowState::delta_since`], but the page's budget is `budget` in units of
+    /// `cost` (say, estimated bytes on the wire: see [`Cell::wire_size_hint`]). The first
+    /// seq of the page is taken whatever it costs, so a page is never empty while the
+    /// receiver lacks something.
+    pub fn delta_within(
+        &self,
+        request: &SyncRequest,
+        budget: usize,
+        cost: impl Fn(&CellKey, &Cell) -> usize,
+    ) -> Vec<OriginDelta> {
         let mut deltas = Vec::new();
-        let mut budget = cells_max;
+        let mut budget = budget;
         for (origin, state) in &self.origins {
             let known_seq = request.known.get(origin);
             let resume = request.resume.get(origin).copied().filter(|&r| r > known_seq);
@@ -662,36 +678,26 @@ impl FlowState {
             let mut last_seq = after_seq;
             let mut complete = true;
             for (&seq, keys) in groups {
-                if (page_started || !cells.is_empty()) && keys.len() > budget {
+                let group_cost: usize = keys.iter().map(|k| cost(k, &state.cells[k])).sum();
+                if (page_started || !cells.is_empty()) && group_cost > budget {
                     complete = false;
                     break;
                 }
-                budget = budget.saturating_sub(keys.len());
+                budget = budget.saturating_sub(group_cost);
                 cells.extend(keys.iter().map(|k| (k.clone(), state.cells[k].clone())));
                 last_seq = seq;
             }
-            // A cut must not lie above our own version vector entry: changes we learn
-            // later lie above it, so the pages after the cut will carry them. Cells we
-            // hold above it (from out-of-order pages) ride along and come again later.
-            let upto_seq = if complete { last_seq } else { last_seq.min(state.seq) };
-            if !complete && upto_seq <= after_seq {
-                if cells.is_empty() || page_started {
-                    break; // Nothing of this origin fits; the next page starts with it.
-                }
-                // Only cells above our entry remain: send them all, however many.
-                cells.extend(
-                    state
-                        .by_seq
-                        .range((Excluded(last_seq), Unbounded))
-                        .flat_map(|(_, keys)| keys)
-                        .map(|k| (k.clone(), state.cells[k].clone())),
-                );
-                complete = true;
+            if !complete && cells.is_empty() {
+                break; // Nothing of this origin fits; the next page starts with it.
             }
+            // A cut may lie above our own entry (cells we hold from a transfer that is
+            // itself unfinished): the receiver then vouches for no more than our entry
+            // through this page (see `merge_validated`), since changes below the cut we
+            // learn later would not come in the pages after it.
             deltas.push(OriginDelta {
                 origin: origin.clone(),
                 after_seq,
-                upto_seq: upto_seq.max(after_seq),
+                upto_seq: last_seq,
                 complete,
                 to_seq: state.seq,
                 changed_at_ms: if complete { state.changed_at_ms } else { None },
@@ -703,6 +709,26 @@ impl FlowState {
             }
         }
         deltas
+    }
+
+    /// How far `known` lags behind this state: the seqs it lacks, summed over origins,
+    /// and the cells held here whose latest seq lies above its entries.
+    pub fn lag_behind(&self, known: &VersionVector) -> (u64, u64) {
+        let mut seqs = 0u64;
+        let mut cells = 0u64;
+        for (origin, state) in &self.origins {
+            let entry = known.get(origin);
+            seqs = seqs.saturating_add(state.seq.saturating_sub(entry));
+            let above: usize = state.by_seq.range((Excluded(entry), Unbounded)).map(|(_, k)| k.len()).sum();
+            cells = cells.saturating_add(above as u64);
+        }
+        (seqs, cells)
+    }
+
+    /// Checks one page from a peer the way [`FlowState::merge_delta`] does, without
+    /// applying it.
+    pub fn check_delta(&self, delta: &OriginDelta) -> Result<(), MergeError> {
+        self.validate_delta(delta)
     }
 
     /// Validates and applies one page from a peer. A corrupt page is refused whole and
@@ -848,20 +874,39 @@ impl FlowState {
         if transfer.sender != delta.sender {
             // Another run of the sender (or another sender): its resume points are void.
             transfer.resume.clear();
+            transfer.claim_max.clear();
             transfer.sender = delta.sender.clone();
         }
-        let chained = delta.after_seq <= state.seq || transfer.resume.get(origin) == Some(&delta.after_seq);
+        let restarts = delta.after_seq <= state.seq;
+        let chained = restarts || transfer.resume.get(origin) == Some(&delta.after_seq);
+        // What the chain of pages before this one vouches for at most.
+        let prior_max =
+            if restarts { u64::MAX } else { transfer.claim_max.get(origin).copied().unwrap_or(u64::MAX) };
         if chained && delta.complete {
             transfer.resume.remove(origin);
-            if delta.to_seq > state.seq {
-                state.seq = delta.to_seq;
+            transfer.claim_max.remove(origin);
+            let claim = delta.to_seq.min(prior_max);
+            if claim > state.seq {
+                state.seq = claim;
                 outcome.advanced = true;
-                if delta.changed_at_ms.is_some() {
+                if delta.changed_at_ms.is_some() && claim == delta.to_seq {
                     state.changed_at_ms = delta.changed_at_ms;
                 }
             }
         } else if chained && delta.upto_seq > state.seq {
+            // A page cut above the sender's own entry may lack changes the sender did not
+            // hold yet at seqs between its entry and the cut; pages after the cut will
+            // not bring them either. Through it the chain vouches for no more than the
+            // sender's entry (or the page's start, when that is higher).
+            let this_max =
+                if delta.upto_seq > delta.to_seq { delta.after_seq.max(delta.to_seq) } else { u64::MAX };
             transfer.resume.insert(origin.clone(), delta.upto_seq);
+            let claim_max = prior_max.min(this_max);
+            if claim_max == u64::MAX {
+                transfer.claim_max.remove(origin);
+            } else {
+                transfer.claim_max.insert(origin.clone(), claim_max);
+            }
         }
         outcome
     }

@@ -15,7 +15,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use crate::{CASES, NODES, NOW_MS, edge, event};
+use crate::{NODES, NOW_MS, cases, edge, event};
 
 /// Milliseconds between two operations of a scenario.
 const TICK_MS: i64 = 2_000;
@@ -406,7 +406,7 @@ fn peers_converge_after_an_interrupted_paged_transfer() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(CASES))]
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
 
     #[test]
     fn join_is_commutative_associative_and_idempotent(scenario in scenario(3..=3, false)) {
@@ -616,7 +616,7 @@ fn corrupt_delta(corruption: Corruption, receiver: &FlowState) -> (OriginDelta, 
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(CASES / 2))]
+    #![proptest_config(ProptestConfig::with_cases(cases() / 2))]
 
     #[test]
     fn corrupt_deltas_are_rejected_whole(scenario in scenario(2..=2, false)) {
@@ -690,7 +690,7 @@ fn a_valid_successor_of_the_corrupted_cells_is_accepted() {
 // Retention
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(CASES / 2))]
+    #![proptest_config(ProptestConfig::with_cases(cases() / 2))]
 
     #[test]
     fn expired_buckets_are_deleted_and_not_merged(
@@ -753,7 +753,7 @@ proptest! {
 // Restoring, settings, overflow
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(CASES / 2))]
+    #![proptest_config(ProptestConfig::with_cases(cases() / 2))]
 
     /// What a peer persists (each origin's cells, seq and clock) restores to the same state.
     #[test]
@@ -930,7 +930,7 @@ fn ingest_event() -> impl Strategy<Value = Event> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(CASES))]
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
 
     #[test]
     fn ingest_limits_reject_the_excess_and_keep_the_rest(

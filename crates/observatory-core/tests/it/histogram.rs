@@ -10,7 +10,7 @@ use observatory_core::histogram::{
 use observatory_core::{LatencyAccumulator, LatencyHistogram};
 use proptest::prelude::*;
 
-use crate::{CASES, hdr, latency_us};
+use crate::{cases, hdr, latency_us};
 
 /// Samples as `(latency µs, count)`.
 fn samples() -> impl Strategy<Value = Vec<(u64, u64)>> {
@@ -63,7 +63,7 @@ fn every_index_is_a_contiguous_hdrhistogram_bucket() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(CASES * 4))]
+    #![proptest_config(ProptestConfig::with_cases(cases() * 4))]
 
     #[test]
     fn indices_agree_with_hdrhistogram(value in edgy_value()) {
@@ -82,7 +82,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(CASES))]
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
 
     /// Summing histograms with the accumulator gives what `hdrhistogram` gives for the
     /// same samples recorded into one histogram.
@@ -276,7 +276,7 @@ fn hash_of(h: &LatencyHistogram) -> u64 {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(CASES))]
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
 
     /// A packed histogram (how sealed cells are held) reads, compares, encodes and
     /// combines exactly like the live one it came from.

@@ -18,8 +18,11 @@ pub const NOW_MS: i64 = 1_800_000_000_000;
 /// The node names random events use; few, so that edges and cells are shared.
 pub const NODES: [&str; 4] = ["checkout", "payments", "stock", "db"];
 
-/// Property tests run this many cases each (the whole binary stays fast in debug builds).
-pub const CASES: u32 = 64;
+/// Property tests run this many cases each (the whole binary stays fast in debug
+/// builds); `PROPTEST_CASES` sets another number for a longer hunt.
+pub fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64)
+}
 
 pub fn node(name: &str) -> NodeName {
     NodeName::new(name, 255).expect("valid node name")

@@ -6,7 +6,7 @@ use observatory_core::histogram::LATENCY_US_HIGHEST;
 use observatory_core::{Edge, Event, Figures, FlowState, Limits, Origin, QueryError, Settings};
 use proptest::prelude::*;
 
-use crate::{CASES, NODES, NOW_MS, edge, event, hdr, node};
+use crate::{NODES, NOW_MS, cases, edge, event, hdr, node};
 
 const SECOND: i64 = 1_000;
 const MINUTE: i64 = 60 * SECOND;
@@ -90,7 +90,7 @@ fn edges_of(events: &[(usize, Event)]) -> Vec<Edge> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(CASES))]
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
 
     /// With an end on a bucket edge the window is read exactly, at the expected resolution.
     #[test]
