@@ -244,6 +244,8 @@ pub struct Startup {
     pub http: String,
     /// The data dir, as the peer names it.
     pub data_dir: String,
+    /// Multiaddrs other peers dial, with `/p2p/<peer id>`.
+    pub listen: Vec<String>,
 }
 
 /// How to start a peer.
@@ -253,6 +255,7 @@ pub struct PeerBuilder {
     env: Vec<(String, String)>,
     args: Vec<String>,
     no_http_flag: bool,
+    no_mesh_flags: bool,
 }
 
 impl PeerBuilder {
@@ -268,9 +271,17 @@ impl PeerBuilder {
         self
     }
 
-    /// Adds a command-line argument after `peer --data-dir DIR --http 127.0.0.1:0`.
+    /// Adds a command-line argument after `peer --data-dir DIR --http 127.0.0.1:0
+    /// --listen /ip4/127.0.0.1/tcp/0 --no-mdns`.
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
         self.args.push(arg.as_ref().to_string_lossy().into_owned());
+        self
+    }
+
+    /// Leaves out `--listen /ip4/127.0.0.1/tcp/0 --no-mdns`, so the config decides how
+    /// the peer joins a mesh.
+    pub fn without_mesh_flags(mut self) -> Self {
+        self.no_mesh_flags = true;
         self
     }
 
@@ -285,6 +296,10 @@ impl PeerBuilder {
         command.arg("peer").arg("--data-dir").arg(data_dir);
         if !self.no_http_flag {
             command.args(["--http", "127.0.0.1:0"]);
+        }
+        if !self.no_mesh_flags {
+            // A mesh port of its own and no mDNS: tests run many peers side by side.
+            command.args(["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"]);
         }
         command.args(&self.args);
         // Relative paths the peer might fall back on (./data) land in the data dir's parent.
@@ -346,7 +361,11 @@ impl PeerBuilder {
             (Some(event), Some(peer_id), Some(incarnation), Some(http), Some(data_dir))
                 if event == "listening" =>
             {
-                Startup { peer_id, incarnation, http, data_dir }
+                let listen = value["listen"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                    .unwrap_or_default();
+                Startup { peer_id, incarnation, http, data_dir, listen }
             }
             _ => {
                 peer.fail(&format!("the startup line lacks event/peer_id/incarnation/http/data_dir: {line}"))

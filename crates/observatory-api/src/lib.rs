@@ -25,6 +25,7 @@ use axum::http::{HeaderMap, header};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use observatory_core::{Edge, NodeName, QueryError};
+use observatory_mesh::driver::MeshHandle;
 use observatory_store::{IngestError, IngestHandle, SharedState, SizeProbe, unix_now_ms};
 use serde::Deserialize;
 
@@ -118,6 +119,8 @@ pub struct ApiContext {
     pub counters: Counters,
     /// Places for ingest requests in flight (`limits.ingest_requests_in_flight_max`).
     pub ingest_slots: tokio::sync::Semaphore,
+    /// The mesh, if this peer runs one, with its sync interval in milliseconds.
+    pub mesh: Option<(MeshHandle, i64)>,
 }
 
 impl ApiContext {
@@ -130,7 +133,50 @@ impl ApiContext {
         store_size: SizeProbe,
     ) -> Self {
         let ingest_slots = tokio::sync::Semaphore::new(limits.ingest_requests_in_flight_max);
-        Self { state, ingest, info, limits, store_size, counters: Counters::default(), ingest_slots }
+        Self {
+            state,
+            ingest,
+            info,
+            limits,
+            store_size,
+            counters: Counters::default(),
+            ingest_slots,
+            mesh: None,
+        }
+    }
+
+    /// The same context, answering for `mesh` too (`/api/v1/peers`, coverage, status).
+    pub fn with_mesh(mut self, mesh: MeshHandle, sync_interval_ms: i64) -> Self {
+        self.mesh = Some((mesh, sync_interval_ms));
+        self
+    }
+
+    /// How this peer stands with the mesh, for an answer's coverage.
+    pub fn mesh_coverage(&self) -> Option<wire::MeshCoverage> {
+        let (mesh, interval_ms) = self.mesh.as_ref()?;
+        let status = mesh.status();
+        let fresh_ms = 3 * interval_ms + 1000;
+        let peers: Vec<_> = status
+            .peers
+            .iter()
+            .filter(|p| !matches!(p.report.settings, observatory_mesh::Agreement::Differs { .. }))
+            .collect();
+        let connected = peers.iter().filter(|p| p.report.connected).count();
+        let in_sync = peers
+            .iter()
+            .filter(|p| {
+                p.report.connected
+                    && p.last_sync_age_ms.is_some_and(|age| age <= fresh_ms)
+                    && p.report.we_lack_cells == Some(0)
+            })
+            .count();
+        Some(wire::MeshCoverage {
+            peers_known: peers.len(),
+            peers_connected: connected,
+            peers_in_sync: in_sync,
+            fresh_ms,
+            complete: in_sync == peers.len(),
+        })
     }
 }
 
@@ -144,6 +190,7 @@ pub fn router(context: Arc<ApiContext>) -> Router {
         .route("/api/v1/graph", get(get_graph))
         .route("/api/v1/edges/{from}/{to}", get(get_edge_series))
         .route("/api/v1/status", get(get_status))
+        .route("/api/v1/peers", get(get_peers))
         .route("/healthz", get(|| async { "ok\n" }))
         .fallback(|| async { ApiError::NotFound("no such route; see /api/v1/status, /api/v1/graph".into()) })
         .layer(DefaultBodyLimit::max(body_limit))
@@ -302,7 +349,8 @@ async fn get_graph(
     let state = ctx.state.read().expect("state lock");
     let view =
         state.graph_as_of(window_ms, end_ms, now_ms).map_err(|e| ApiError::bad_param(query_param(&e), e))?;
-    let coverage = wire::Coverage::from_core(&state.coverage(), now_ms);
+    let mut coverage = wire::Coverage::from_core(&state.coverage(), now_ms);
+    coverage.mesh = ctx.mesh_coverage();
     drop(state);
     Ok(Json(wire::GraphAnswer::from_core(view, window_ms, coverage)))
 }
@@ -337,7 +385,8 @@ async fn get_edge_series(
     let view = state
         .series_as_of(&edge, window_ms, step_ms, end_ms, now_ms)
         .map_err(|e| ApiError::bad_param(query_param(&e), e))?;
-    let coverage = wire::Coverage::from_core(&state.coverage(), now_ms);
+    let mut coverage = wire::Coverage::from_core(&state.coverage(), now_ms);
+    coverage.mesh = ctx.mesh_coverage();
     drop(state);
     Ok(Json(wire::SeriesAnswer::from_core(&edge, view, window_ms, coverage)))
 }
@@ -376,5 +425,29 @@ async fn get_status(State(ctx): Ctx) -> Json<wire::StatusAnswer> {
             events_rejected: counters.events_rejected.lock().expect("counters lock").clone(),
             requests_rejected: counters.requests_rejected.lock().expect("counters lock").clone(),
         },
+        mesh: ctx.mesh.as_ref().map(|(mesh, _)| {
+            let status = mesh.status();
+            serde_json::json!({
+                "listen": status.listen,
+                "peers_known": status.peers.len(),
+                "peers_connected": status.peers.iter().filter(|p| p.report.connected).count(),
+                "counters": status.counters,
+            })
+        }),
     })
+}
+
+async fn get_peers(State(ctx): Ctx) -> Result<Json<serde_json::Value>, ApiError> {
+    let Some((mesh, _)) = ctx.mesh.as_ref() else {
+        return Err(ApiError::NotFound("this peer runs without a mesh".into()));
+    };
+    let status = mesh.status();
+    let coverage = ctx.mesh_coverage();
+    Ok(Json(serde_json::json!({
+        "peer_id": status.peer_id,
+        "listen": status.listen,
+        "counters": status.counters,
+        "coverage": coverage,
+        "peers": status.peers,
+    })))
 }

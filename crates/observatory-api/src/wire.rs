@@ -144,6 +144,25 @@ pub struct OriginJson {
 pub struct Coverage {
     /// Every origin whose cells are summed in.
     pub origins: Vec<OriginJson>,
+    /// How this peer stands with the mesh (absent for a peer without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh: Option<MeshCoverage>,
+}
+
+/// How complete an answer is as far as the mesh goes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MeshCoverage {
+    /// Peers known whose settings agree (or are not known yet).
+    pub peers_known: usize,
+    /// Of those, connected now.
+    pub peers_connected: usize,
+    /// Of those, synced within the last `fresh_ms` with nothing left to take.
+    pub peers_in_sync: usize,
+    /// How recent a sync counts as in sync: three sync intervals.
+    pub fresh_ms: i64,
+    /// Whether every known peer is in sync: the answer then holds everything the mesh
+    /// held `fresh_ms` ago (events sent since may still be on their way).
+    pub complete: bool,
 }
 
 impl Coverage {
@@ -161,6 +180,7 @@ impl Coverage {
                     age_ms: c.changed_at_ms.map(|t| (now_ms - t).max(0)),
                 })
                 .collect(),
+            mesh: None,
         }
     }
 }
@@ -317,4 +337,7 @@ pub struct StatusAnswer {
     pub store_bytes: u64,
     /// What ingest took and refused.
     pub ingest: IngestCounters,
+    /// The mesh: listen addresses, peers known and connected, counters.
+    #[serde(default)]
+    pub mesh: Option<serde_json::Value>,
 }

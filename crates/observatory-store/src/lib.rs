@@ -15,8 +15,8 @@ use observatory_core::{FlowState, Limits, Origin, Settings};
 
 pub use sled_store::{SizeProbe, Store, StoreError, WriteBatch};
 pub use writer::{
-    AckMode, IngestError, IngestHandle, IngestReply, SharedState, WriterConfig, pack_sealed_buckets,
-    spawn_writer, unix_now_ms,
+    AckMode, IngestError, IngestHandle, IngestReply, PersistHandle, RemoteBatch, SharedState, WriterConfig,
+    pack_sealed_buckets, spawn_writer, unix_now_ms,
 };
 
 /// A peer's state as opened from its data dir.
@@ -30,6 +30,8 @@ pub struct OpenedPeer {
     pub keypair: Keypair,
     /// The origin this run writes under.
     pub origin: Origin,
+    /// Peers of the mesh met before: peer id and multiaddrs, as text.
+    pub known_peers: Vec<(String, Vec<String>)>,
 }
 
 /// Opens the data dir at `path`: loads identity and cells, and takes a new incarnation
@@ -49,5 +51,5 @@ pub fn open_peer(path: &Path, settings: Settings, limits: Limits) -> Result<Open
     }
     let origin = Origin::new(&opened.peer_id, opened.incarnation);
     state.set_local(origin.clone());
-    Ok(OpenedPeer { store, state, keypair: opened.keypair, origin })
+    Ok(OpenedPeer { store, state, keypair: opened.keypair, origin, known_peers: opened.known_peers })
 }

@@ -11,6 +11,7 @@
 //! | `c` + origin id + edge id + resolution (u8) + bucket start (i64 BE, sign flipped) | CBOR `(seq, calls, errors, bytes, latency)` |
 //!
 //! | `s` + origin id + resolution + bucket start | a sealed bucket: CBOR array of `(edge id, seq, calls, errors, bytes, latency)` |
+//! | `p` + peer id (text)                   | a known peer: CBOR array of its multiaddrs (text) |
 //!
 //! Origins and edges are interned to small ids so that a cell key is 18 bytes. Cells of
 //! open buckets are kept one record each, since they change with every batch; once a
@@ -109,6 +110,8 @@ pub struct Opened {
     pub incarnation: u32,
     /// Every origin and its cells.
     pub origins: Vec<StoredOrigin>,
+    /// Peers of the mesh met before: peer id and multiaddrs, as text.
+    pub known_peers: Vec<(String, Vec<String>)>,
 }
 
 /// A set of writes applied atomically by [`Store::apply`].
@@ -199,7 +202,8 @@ impl Store {
             .max()
             .unwrap_or(0);
         let incarnation = store.take_incarnation(highest_own)?;
-        Ok((store, Opened { keypair, peer_id, incarnation, origins }))
+        let known_peers = store.load_known_peers()?;
+        Ok((store, Opened { keypair, peer_id, incarnation, origins, known_peers }))
     }
 
     fn io(&self, source: sled::Error) -> StoreError {
@@ -488,6 +492,31 @@ impl Store {
         };
         batch.batch.insert([b"o".as_slice(), &id.to_be_bytes()].concat(), cbor(&record));
         batch.writes += 1;
+    }
+
+    /// Adds to `batch` the write of a known peer and its addresses (replacing what was
+    /// known of it); with no addresses, its removal.
+    pub fn put_known_peer(&mut self, batch: &mut WriteBatch, peer_id: &str, addrs: &[String]) {
+        let key = [b"p".as_slice(), peer_id.as_bytes()].concat();
+        if addrs.is_empty() {
+            batch.batch.remove(key);
+        } else {
+            batch.batch.insert(key, cbor(&addrs));
+        }
+        batch.writes += 1;
+    }
+
+    fn load_known_peers(&self) -> Result<Vec<(String, Vec<String>)>, StoreError> {
+        let mut peers = Vec::new();
+        for item in self.tree.scan_prefix(b"p") {
+            let (key, value) = item.map_err(|e| self.io(e))?;
+            let peer_id =
+                String::from_utf8(key[1..].to_vec()).map_err(|e| self.corrupt("known peer id", e))?;
+            let addrs: Vec<String> = ciborium::from_reader(&value[..])
+                .map_err(|e| self.corrupt(format!("addresses of peer {peer_id}"), e))?;
+            peers.push((peer_id, addrs));
+        }
+        Ok(peers)
     }
 
     /// Applies a batch atomically (not yet durable: see [`Store::flush`]).

@@ -7,13 +7,19 @@
 //! answers `durable` ones. While it flushes, new requests queue up for the next turn, so
 //! a busy peer flushes once for many requests.
 //!
+//! Changes merged from peers reach the writer as [`RemoteBatch`]es through a
+//! [`PersistHandle`]: each is a snapshot taken under the write lock at merge time (cells
+//! and the seqs that cover them), written in order in one atomic batch each and flushed
+//! with the next flush tick. Known peers of the mesh are persisted the same way.
+//!
 //! Shutdown: when the shutdown signal fires or every [`IngestHandle`] is dropped, the
 //! writer stops taking requests, applies what was queued, flushes and returns.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use observatory_core::{Event, FlowState, Origin, Rejection};
+use observatory_core::{Cell, CellKey, Event, FlowState, Origin, Rejection};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -117,17 +123,63 @@ impl IngestHandle {
     }
 }
 
+/// What a merge of pages from peers changed, as it stood right after the merge: the
+/// cells that changed and every merged origin's seq. Written in one atomic batch, so the
+/// seq on disk never claims cells that are not there.
+#[derive(Debug, Default)]
+pub struct RemoteBatch {
+    /// Changed cells, at their new version.
+    pub cells: Vec<(Origin, CellKey, Cell)>,
+    /// Each merged origin with its seq and the time of its newest change.
+    pub origins: Vec<(Origin, u64, Option<i64>)>,
+}
+
+#[derive(Debug)]
+enum Persist {
+    Remote(RemoteBatch),
+    Peers(Vec<(String, Vec<String>)>),
+}
+
+/// Hands changes from the mesh to the writer. Cheap to clone; never blocks: callers
+/// check [`PersistHandle::backlog_cells`] and wait while it is high.
+#[derive(Debug, Clone)]
+pub struct PersistHandle {
+    tx: mpsc::UnboundedSender<Persist>,
+    backlog: Arc<AtomicUsize>,
+}
+
+impl PersistHandle {
+    /// Queues a merge's changes for writing. Returns false when the writer has stopped.
+    pub fn remote(&self, batch: RemoteBatch) -> bool {
+        self.backlog.fetch_add(batch.cells.len().max(1), Ordering::Relaxed);
+        self.tx.send(Persist::Remote(batch)).is_ok()
+    }
+
+    /// Queues known peers (peer id, multiaddrs; none means forget it) for writing.
+    pub fn known_peers(&self, peers: Vec<(String, Vec<String>)>) -> bool {
+        self.tx.send(Persist::Peers(peers)).is_ok()
+    }
+
+    /// Cells queued and not yet written.
+    pub fn backlog_cells(&self) -> usize {
+        self.backlog.load(Ordering::Relaxed)
+    }
+}
+
 /// Starts the writer task. It owns the store until it returns.
 pub fn spawn_writer(
     state: SharedState,
     store: Store,
     config: WriterConfig,
     shutdown: watch::Receiver<bool>,
-) -> (IngestHandle, JoinHandle<Result<(), StoreError>>) {
+) -> (IngestHandle, PersistHandle, JoinHandle<Result<(), StoreError>>) {
     let (tx, rx) = mpsc::channel(config.queue_requests_max);
     let handle = IngestHandle { tx, queue_wait: config.queue_wait };
-    let writer = Writer { state, store, config, rx, shutdown };
-    (handle, tokio::spawn(writer.run()))
+    let (persist_tx, persist_rx) = mpsc::unbounded_channel();
+    let backlog = Arc::new(AtomicUsize::new(0));
+    let persist = PersistHandle { tx: persist_tx, backlog: backlog.clone() };
+    let writer = Writer { state, store, config, rx, persist_rx, backlog, shutdown };
+    (handle, persist, tokio::spawn(writer.run()))
 }
 
 struct Writer {
@@ -135,6 +187,8 @@ struct Writer {
     store: Store,
     config: WriterConfig,
     rx: mpsc::Receiver<Request>,
+    persist_rx: mpsc::UnboundedReceiver<Persist>,
+    backlog: Arc<AtomicUsize>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -153,6 +207,13 @@ impl Writer {
                 _ = expire.tick() => {
                     dirty |= self.expire()?;
                     dirty |= self.pack_sealed()?;
+                }
+                Some(persist) = self.persist_rx.recv() => {
+                    self.persist(persist)?;
+                    while let Ok(persist) = self.persist_rx.try_recv() {
+                        self.persist(persist)?;
+                    }
+                    dirty = true;
                 }
                 _ = flush.tick(), if dirty => {
                     self.store.flush().await?;
@@ -177,6 +238,9 @@ impl Writer {
         }
         if !requests.is_empty() {
             self.turn(requests).await?;
+        }
+        while let Ok(persist) = self.persist_rx.try_recv() {
+            self.persist(persist)?;
         }
         self.store.flush().await?;
         tracing::info!("store flushed; writer stopped");
@@ -228,6 +292,31 @@ impl Writer {
                     let _ = reply.send(Err(IngestError::Store(error.to_string())));
                 }
                 Err(error)
+            }
+        }
+    }
+
+    /// Writes one batch of changes from the mesh.
+    fn persist(&mut self, persist: Persist) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        match persist {
+            Persist::Remote(remote) => {
+                let cells = remote.cells.len().max(1);
+                for (origin, key, cell) in &remote.cells {
+                    self.store.put_cell(&mut batch, origin, key, cell);
+                }
+                for (origin, seq, changed_at_ms) in &remote.origins {
+                    self.store.put_origin(&mut batch, origin, *seq, *changed_at_ms);
+                }
+                let written = self.store.apply(batch);
+                self.backlog.fetch_sub(cells, Ordering::Relaxed);
+                written
+            }
+            Persist::Peers(peers) => {
+                for (peer_id, addrs) in &peers {
+                    self.store.put_known_peer(&mut batch, peer_id, addrs);
+                }
+                self.store.apply(batch)
             }
         }
     }

@@ -196,9 +196,16 @@ pub fn table(answer: &GraphAnswer) -> String {
     let mut out = String::new();
     let w = &answer.window;
     let origins = answer.coverage.origins.len();
+    let mesh = match &answer.coverage.mesh {
+        Some(m) if m.complete => {
+            format!("; complete ({} of {} peers in sync)", m.peers_in_sync, m.peers_known)
+        }
+        Some(m) => format!("; partial ({} of {} peers in sync)", m.peers_in_sync, m.peers_known),
+        None => String::new(),
+    };
     let _ = writeln!(
         out,
-        "window {} ending {} (resolution {}), {} edges, {} nodes, {} origin{}",
+        "window {} ending {} (resolution {}), {} edges, {} nodes, {} origin{}{mesh}",
         w.length,
         w.end,
         w.resolution,
@@ -252,5 +259,96 @@ pub fn dot(answer: &GraphAnswer) -> String {
         );
     }
     out.push_str("}\n");
+    out
+}
+
+/// `observatory peers`: the peers of the mesh as `peer` sees them.
+pub async fn peers(peer: &str, json: bool) -> anyhow::Result<()> {
+    let response =
+        client()?.get(url(peer, "/api/v1/peers")).send().await.map_err(|e| unreachable(peer, e))?;
+    let value = read_answer(response, "reading the peers").await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        print!("{}", peers_table(&value));
+    }
+    Ok(())
+}
+
+/// The answer of `/api/v1/peers` as an aligned text table.
+pub fn peers_table(answer: &serde_json::Value) -> String {
+    use serde_json::Value;
+    let text = |v: &Value| match v {
+        Value::Null => "-".to_string(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let age = |v: &Value| match v.as_i64() {
+        None => "never".to_string(),
+        Some(ms) => format!("{} ago", observatory_core::settings::human_ms(ms.max(0))),
+    };
+    let header = ["PEER", "CONNECTED", "SETTINGS", "LAST SYNC", "WE LACK", "IT LACKS", "REJECTED", "ADDRESS"];
+    let empty = Vec::new();
+    let rows: Vec<[String; 8]> = answer["peers"]
+        .as_array()
+        .unwrap_or(&empty)
+        .iter()
+        .map(|p| {
+            let settings = match p["settings"]["state"].as_str() {
+                Some("differs") => format!("DIFFER ({})", text(&p["settings"]["theirs"])),
+                Some(state) => state.to_string(),
+                None => "-".into(),
+            };
+            let lag = |seqs: &Value, cells: &Value| match (seqs.as_u64(), cells.as_u64()) {
+                (None, None) => "-".to_string(),
+                (s, c) => format!(
+                    "{} seqs, {} cells",
+                    s.map_or("?".into(), |s| s.to_string()),
+                    c.map_or("?".into(), |c| c.to_string())
+                ),
+            };
+            [
+                text(&p["peer"]),
+                if p["connected"].as_bool() == Some(true) { "yes".into() } else { "no".into() },
+                settings,
+                age(&p["last_sync_age_ms"]),
+                lag(&p["we_lack_seqs"], &p["we_lack_cells"]),
+                lag(&p["it_lacks_seqs"], &p["it_lacks_cells"]),
+                text(&p["rejected"]),
+                p["addresses"].as_array().and_then(|a| a.first()).map_or("-".into(), text),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[String]| {
+        let mut out = String::new();
+        for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
+            let _ = write!(out, "{}{cell:<width$}", if i == 0 { "" } else { "  " });
+        }
+        out.trim_end().to_string()
+    };
+    let mut out = String::new();
+    let coverage = &answer["coverage"];
+    let _ = writeln!(
+        out,
+        "peer {}: {} peers known, {} connected, {} in sync; picture {}",
+        text(&answer["peer_id"]),
+        text(&coverage["peers_known"]),
+        text(&coverage["peers_connected"]),
+        text(&coverage["peers_in_sync"]),
+        if coverage["complete"].as_bool() == Some(true) { "complete" } else { "partial" }
+    );
+    let _ = writeln!(out, "{}", line(&header.map(str::to_string)));
+    for row in &rows {
+        let _ = writeln!(out, "{}", line(row));
+    }
+    if rows.is_empty() {
+        let _ = writeln!(out, "(no peers known yet)");
+    }
     out
 }

@@ -10,10 +10,15 @@ use anyhow::{Context, bail};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Yaml};
 use observatory_core::{Limits, Resolution, Settings};
+use observatory_mesh::libp2p::pnet::PreSharedKey;
+use observatory_mesh::libp2p::{Multiaddr, PeerId};
 use serde::{Deserialize, Serialize};
 
 /// The documented default configuration, shipped as `config/observatory.yaml`.
 pub const DEFAULT_YAML: &str = include_str!("../../../config/observatory.yaml");
+
+/// Lower bound of `mesh.message_bytes_max`.
+const MESSAGE_BYTES_MIN: usize = 1 << 20;
 
 /// Upper bound of `ingest.queue_requests_max`.
 const QUEUE_REQUESTS_MAX: usize = 1_000_000;
@@ -32,7 +37,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Resolutions, finest first (`total` is always added).
     pub resolutions: Vec<ResolutionConfig>,
-    /// The mesh (used from the mesh release on; accepted and checked now).
+    /// The mesh of peers.
     pub mesh: MeshConfig,
 }
 
@@ -142,6 +147,12 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     /// `--http`
     pub http_addr: Option<SocketAddr>,
+    /// `--listen` (repeatable; replaces mesh.listen)
+    pub listen: Vec<String>,
+    /// `--bootstrap` (repeatable; replaces mesh.bootstrap)
+    pub bootstrap: Vec<String>,
+    /// `--no-mdns`
+    pub no_mdns: bool,
 }
 
 fn duration_text(d: Duration) -> String {
@@ -167,6 +178,15 @@ impl Config {
         }
         if let Some(addr) = &overrides.http_addr {
             figment = figment.merge(Serialized::default("http.addr", addr.to_string()));
+        }
+        if !overrides.listen.is_empty() {
+            figment = figment.merge(Serialized::default("mesh.listen", &overrides.listen));
+        }
+        if !overrides.bootstrap.is_empty() {
+            figment = figment.merge(Serialized::default("mesh.bootstrap", &overrides.bootstrap));
+        }
+        if overrides.no_mdns {
+            figment = figment.merge(Serialized::default("mesh.mdns", false));
         }
         let config: Config = figment.extract().map_err(|e| {
             let messages: Vec<String> = e.into_iter().map(|e| describe(&e)).collect();
@@ -209,6 +229,16 @@ impl Config {
         if self.ingest.queue_requests_max > QUEUE_REQUESTS_MAX {
             bail!("invalid configuration: ingest.queue_requests_max must be at most {QUEUE_REQUESTS_MAX}");
         }
+        if self.mesh.message_bytes_max < MESSAGE_BYTES_MIN {
+            bail!(
+                "invalid configuration: mesh.message_bytes_max must be at least {MESSAGE_BYTES_MIN} \
+                 (one batch of cells must fit in a message)"
+            );
+        }
+        if self.mesh.sync_interval < Duration::from_millis(10) {
+            bail!("invalid configuration: mesh.sync_interval must be at least 10ms");
+        }
+        self.mesh_parts()?;
         let settings = self.settings()?;
         for r in settings.resolutions() {
             if let Some(retention) = r.retention_ms
@@ -242,6 +272,44 @@ impl Config {
         Settings::new(resolutions).context("invalid configuration: resolutions")
     }
 
+    /// The mesh settings parsed: listen and bootstrap multiaddrs, allowed peers and the
+    /// pre-shared key (read from `mesh.psk_file`). Errors name the key.
+    pub fn mesh_parts(&self) -> anyhow::Result<MeshParts> {
+        let addrs = |key: &str, list: &[String]| -> anyhow::Result<Vec<Multiaddr>> {
+            list.iter()
+                .map(|text| {
+                    text.parse::<Multiaddr>().map_err(|e| {
+                        anyhow::anyhow!(
+                            "invalid configuration: {key}: `{text}` is not a multiaddr ({e}); \
+                             write e.g. /ip4/10.0.0.2/tcp/7000 or /dns4/host/tcp/7000"
+                        )
+                    })
+                })
+                .collect()
+        };
+        let listen = addrs("mesh.listen", &self.mesh.listen)?;
+        let bootstrap = addrs("mesh.bootstrap", &self.mesh.bootstrap)?;
+        let allow_peers = self
+            .mesh
+            .allow_peers
+            .iter()
+            .map(|text| {
+                text.parse::<PeerId>().map_err(|e| {
+                    anyhow::anyhow!(
+                        "invalid configuration: mesh.allow_peers: `{text}` is not a peer id ({e})"
+                    )
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let psk = match &self.mesh.psk_file {
+            Some(path) => Some(
+                observatory_mesh::net::read_psk_file(path).context("invalid configuration: mesh.psk_file")?,
+            ),
+            None => None,
+        };
+        Ok(MeshParts { listen, bootstrap, allow_peers, psk })
+    }
+
     /// The core's limits.
     pub fn core_limits(&self) -> Limits {
         Limits {
@@ -252,6 +320,19 @@ impl Config {
             ..Limits::default()
         }
     }
+}
+
+/// The parsed parts of `mesh.*`.
+#[derive(Debug, Clone)]
+pub struct MeshParts {
+    /// `mesh.listen`
+    pub listen: Vec<Multiaddr>,
+    /// `mesh.bootstrap`
+    pub bootstrap: Vec<Multiaddr>,
+    /// `mesh.allow_peers`
+    pub allow_peers: Vec<PeerId>,
+    /// The key in `mesh.psk_file`.
+    pub psk: Option<PreSharedKey>,
 }
 
 /// One figment error as `key: reason (source)`.

@@ -1,11 +1,12 @@
 //! `observatory`: the peer and its command-line tools.
 //!
-//! Subcommands: `peer` runs an observer peer; `send`, `graph` and `status` talk to a
-//! running peer over HTTP; `config` checks and prints configuration.
+//! Subcommands: `peer` runs an observer peer; `send`, `graph`, `status` and `peers` talk
+//! to a running peer over HTTP; `config` checks and prints configuration.
 
 mod client;
 mod config;
 mod peer;
+mod replica;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -47,6 +48,17 @@ enum Command {
         /// HTTP listen address as IP:PORT (overrides http.addr). Default: 127.0.0.1:7070; port 0 picks one.
         #[arg(long, value_name = "ADDR")]
         http: Option<SocketAddr>,
+        /// Multiaddr to listen on for peers (repeatable; replaces mesh.listen).
+        /// Default: /ip4/0.0.0.0/tcp/7000; port 0 picks one.
+        #[arg(long, value_name = "MULTIADDR")]
+        listen: Vec<String>,
+        /// Multiaddr of a peer to join (repeatable; replaces mesh.bootstrap), e.g.
+        /// /ip4/10.0.0.2/tcp/7000 or /dns4/obs-1/tcp/7000.
+        #[arg(long, value_name = "MULTIADDR")]
+        bootstrap: Vec<String>,
+        /// Do not look for peers on the local network with mDNS (sets mesh.mdns: false).
+        #[arg(long)]
+        no_mdns: bool,
     },
     /// Send events from a file of NDJSON (one event per line) or a JSON array.
     ///
@@ -82,6 +94,16 @@ enum Command {
         #[arg(long, env = "OBSERVATORY_PEER", default_value = "http://127.0.0.1:7070")]
         peer: String,
     },
+    /// Show the peers of the mesh as a peer sees them: connected or not, last sync, how
+    /// far behind each side is, settings agreement, rejected messages.
+    Peers {
+        /// URL of the peer's HTTP API.
+        #[arg(long, env = "OBSERVATORY_PEER", default_value = "http://127.0.0.1:7070")]
+        peer: String,
+        /// Print the JSON answer instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check or print configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -112,9 +134,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Peer { config, data_dir, http } => {
+        Command::Peer { config, data_dir, http, listen, bootstrap, no_mdns } => {
             init_logging();
-            let config = Config::load(config.as_deref(), &Overrides { data_dir, http_addr: http })?;
+            let overrides = Overrides { data_dir, http_addr: http, listen, bootstrap, no_mdns };
+            let config = Config::load(config.as_deref(), &overrides)?;
             runtime()?.block_on(peer::run(config))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -128,6 +151,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Status { peer } => {
             runtime()?.block_on(client::status(&peer))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Peers { peer, json } => {
+            runtime()?.block_on(client::peers(&peer, json))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Config(ConfigCommand::Check { file }) => {

@@ -3,14 +3,20 @@
 
 use std::io::Write;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use anyhow::Context;
 use observatory_api::{ApiContext, ApiLimits, PeerInfo, events::ParseLimits};
-use observatory_store::{WriterConfig, open_peer, spawn_writer};
+use observatory_mesh::ProtocolConfig;
+use observatory_mesh::driver::{MeshConfig, StartedMesh};
+use observatory_mesh::libp2p;
+use observatory_mesh::net::NetConfig;
+use observatory_store::{PersistHandle, SharedState, WriterConfig, open_peer, spawn_writer};
 use serde_json::json;
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::replica::PersistedReplica;
 
 /// Runs a peer until it is told to stop.
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -47,31 +53,39 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         flush_interval: config.store.flush_interval,
         ..WriterConfig::default()
     };
-    let (ingest, mut writer) = spawn_writer(state.clone(), opened.store, writer_config, writer_shutdown);
+    let (ingest, persist, mut writer) =
+        spawn_writer(state.clone(), opened.store, writer_config, writer_shutdown);
+
+    let (stop_mesh, mesh_shutdown) = watch::channel(false);
+    let mesh =
+        start_mesh(&config, opened.keypair, opened.known_peers, &state, persist, mesh_shutdown).await?;
 
     let limits = &config.limits;
-    let context = Arc::new(ApiContext::new(
-        state,
-        ingest,
-        PeerInfo {
-            peer_id: peer_id.clone(),
-            incarnation,
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            data_dir: data_dir.display().to_string(),
-        },
-        ApiLimits {
-            body_bytes_max: limits.body_bytes_max,
-            ingest_requests_in_flight_max: limits.ingest_requests_in_flight_max,
-            errors_listed_max: limits.errors_listed_max,
-            parse: ParseLimits {
-                events_per_request_max: limits.events_per_request_max,
-                node_name_bytes_max: limits.node_name_bytes_max,
-                event_count_max: limits.event_count_max,
+    let context = Arc::new(
+        ApiContext::new(
+            state,
+            ingest,
+            PeerInfo {
+                peer_id: peer_id.clone(),
+                incarnation,
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                data_dir: data_dir.display().to_string(),
             },
-            request_timeout: config.http.request_timeout,
-        },
-        store_size,
-    ));
+            ApiLimits {
+                body_bytes_max: limits.body_bytes_max,
+                ingest_requests_in_flight_max: limits.ingest_requests_in_flight_max,
+                errors_listed_max: limits.errors_listed_max,
+                parse: ParseLimits {
+                    events_per_request_max: limits.events_per_request_max,
+                    node_name_bytes_max: limits.node_name_bytes_max,
+                    event_count_max: limits.event_count_max,
+                },
+                request_timeout: config.http.request_timeout,
+            },
+            store_size,
+        )
+        .with_mesh(mesh.handle.clone(), config.mesh.sync_interval.as_millis() as i64),
+    );
 
     let stop_signals = StopSignals::listen()?;
     // One JSON line on stdout says where we listen, for people and for scripts.
@@ -80,6 +94,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "peer_id": peer_id,
         "incarnation": incarnation,
         "http": http_addr.to_string(),
+        "listen": mesh.listen.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "data_dir": data_dir.display().to_string(),
     });
     let mut stdout = std::io::stdout().lock();
@@ -114,11 +129,66 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
 
-    tracing::info!("HTTP stopped; waiting for the writer to finish");
+    tracing::info!("HTTP stopped; stopping the mesh and waiting for the writer to finish");
+    let _ = stop_mesh.send(true);
+    let _ = mesh.task.await;
     let _ = stop_writer.send(true);
     writer.await.context("the writer task failed")??;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Starts the mesh over the shared state; merged changes go to the writer.
+async fn start_mesh(
+    config: &Config,
+    keypair: libp2p::identity::Keypair,
+    known_peers: Vec<(String, Vec<String>)>,
+    state: &SharedState,
+    persist: PersistHandle,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<StartedMesh> {
+    let parts = config.mesh_parts()?;
+    let settings = state.read().expect("state lock").settings().clone();
+    let sync_interval = config.mesh.sync_interval;
+    let known_peers = known_peers
+        .into_iter()
+        .filter_map(|(peer, addrs)| {
+            let peer = peer.parse().ok()?;
+            Some((peer, addrs.iter().filter_map(|a| a.parse().ok()).collect()))
+        })
+        .collect();
+    let mesh_config = MeshConfig {
+        listen: parts.listen,
+        bootstrap: parts.bootstrap,
+        known_peers,
+        net: NetConfig {
+            psk: parts.psk,
+            allow_peers: parts.allow_peers,
+            mdns: config.mesh.mdns,
+            message_bytes_max: config.mesh.message_bytes_max,
+            request_timeout: Duration::from_secs(30),
+            // Rounds reach every peer long before this; known peers are redialled anyway.
+            idle_connection_timeout: (sync_interval * 30).max(Duration::from_secs(60)),
+            established_max: 512,
+            pending_max: 64,
+        },
+        protocol: ProtocolConfig {
+            sync_interval_ms: sync_interval.as_millis() as i64,
+            fanout: config.mesh.fanout,
+            message_bytes_max: config.mesh.message_bytes_max,
+            ..ProtocolConfig::default()
+        },
+        fingerprint: settings.fingerprint(),
+        settings: settings.canonical(),
+    };
+    let replica = PersistedReplica { state: state.clone(), persist };
+    let started = observatory_mesh::driver::start(keypair, mesh_config, replica, shutdown)
+        .await
+        .context("starting the mesh")?;
+    for addr in &started.listen {
+        tracing::info!(%addr, "listening for peers");
+    }
+    Ok(started)
 }
 
 /// SIGTERM and Ctrl-C (SIGINT), listened for from the moment this is created: before the
