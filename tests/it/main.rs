@@ -5,5 +5,7 @@
 //! `cargo test --workspace`, which does.
 
 mod config;
+mod mesh;
+mod partition;
 mod restart;
 mod single_peer;

@@ -1,0 +1,1 @@
+//! The mesh on loopback: real peers converging, crashing, losing disks, refusing strangers.

@@ -1,0 +1,1 @@
+//! The mesh across network namespaces: a real partition, then healing.
