@@ -344,3 +344,50 @@ fn describe(error: &figment::Error) -> String {
     });
     format!("{key}: {}{}", error.kind, source.unwrap_or_default())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const THREE_HOSTS: &str = include_str!("../../../config/mesh-three-hosts.yaml");
+
+    fn load_yaml(yaml: &str) -> anyhow::Result<Config> {
+        let config: Config = Figment::from(Yaml::string(DEFAULT_YAML)).merge(Yaml::string(yaml)).extract()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    #[test]
+    fn the_three_host_example_is_valid_once_its_key_file_exists() {
+        // As shipped it names /etc/observatory/swarm.key, which this machine lacks.
+        let error = load_yaml(THREE_HOSTS).expect_err("the key file is missing here");
+        let text = format!("{error:#}");
+        assert!(text.contains("mesh.psk_file") && text.contains("/etc/observatory/swarm.key"), "{text}");
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let key = dir.path().join("swarm.key");
+        std::fs::write(&key, format!("/key/swarm/psk/1.0.0/\n/base16/\n{}\n", "ab".repeat(32))).expect("write");
+        let yaml = THREE_HOSTS.replace("/etc/observatory/swarm.key", &key.display().to_string());
+        let config = load_yaml(&yaml).expect("valid with the key file present");
+        let parts = config.mesh_parts().expect("mesh parts");
+        assert_eq!(parts.bootstrap.len(), 3);
+        assert!(parts.bootstrap.iter().all(|a| a.to_string().starts_with("/dns4/obs-")));
+        assert!(parts.psk.is_some());
+        assert!(!config.mesh.mdns);
+    }
+
+    #[test]
+    fn bad_mesh_values_are_named_with_their_key() {
+        for (yaml, needle) in [
+            ("mesh: {listen: [\"tcp/7000\"]}", "mesh.listen"),
+            ("mesh: {bootstrap: [\"/ip4/1.2.3.4/tcp/x\"]}", "mesh.bootstrap"),
+            ("mesh: {allow_peers: [\"not-a-peer\"]}", "mesh.allow_peers"),
+            ("mesh: {message_bytes_max: 1000}", "mesh.message_bytes_max"),
+            ("mesh: {sync_interval: 1ms}", "mesh.sync_interval"),
+            ("mesh: {fanout: 0}", "mesh.fanout"),
+        ] {
+            let error = load_yaml(yaml).expect_err(yaml);
+            assert!(format!("{error:#}").contains(needle), "{yaml}: {error:#}");
+        }
+    }
+}
