@@ -507,7 +507,9 @@ impl<'de> serde::Deserialize<'de> for LatencyHistogram {
                 LatencyHistogram::decode(&bytes).map_err(serde::de::Error::custom)
             }
         }
-        deserializer.deserialize_bytes(Visitor)
+        // `byte_buf`: ciborium reads byte strings of any length this way, while `bytes`
+        // only fits its 4 KiB scratch buffer (a histogram with many counters is longer).
+        deserializer.deserialize_byte_buf(Visitor)
     }
 }
 

@@ -322,3 +322,22 @@ proptest! {
         prop_assert_eq!(from_packed.summary(), from_live.summary());
     }
 }
+
+/// A histogram with thousands of counters encodes to more than ciborium's 4 KiB scratch
+/// buffer; it must still come back whole from CBOR (sync messages and store records).
+#[test]
+fn a_histogram_longer_than_four_kibibytes_round_trips_through_cbor() {
+    let mut histogram = LatencyHistogram::new();
+    let mut value = 1u64;
+    while value < 3_600_000_000 {
+        histogram.record(value, 20_000 + value % 1000).expect("in range");
+        value = value + value / 200 + 1;
+    }
+    let mut encoded = Vec::new();
+    histogram.encode(&mut encoded);
+    assert!(encoded.len() > 4096, "only {} bytes: not long enough to test this", encoded.len());
+    let mut cbor = Vec::new();
+    ciborium::into_writer(&histogram, &mut cbor).expect("encode");
+    let back: LatencyHistogram = ciborium::from_reader(&cbor[..]).expect("decode");
+    assert_eq!(back, histogram);
+}
