@@ -121,7 +121,7 @@ async fn ingest_end_to_end(payloads: &[Vec<u8>], format: BodyFormat, ack: AckMod
     let store_size = opened.store.size_probe();
     let state = Arc::new(RwLock::new(opened.state));
     let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let (ingest, writer) =
+    let (ingest, _persist, writer) =
         spawn_writer(state.clone(), opened.store, WriterConfig { ack, ..WriterConfig::default() }, shutdown);
     let info = PeerInfo {
         peer_id: "bench".into(),

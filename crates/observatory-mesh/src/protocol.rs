@@ -150,6 +150,9 @@ pub struct Hello {
     pub fingerprint: String,
     /// [`observatory_core::Settings::canonical`], to say what differs.
     pub settings: String,
+    /// Whether the receiver should answer with its own hello (it does unless this hello
+    /// is itself an answer).
+    pub answer_me: bool,
 }
 
 /// The head of one step of a session (its pages travel beside it).
@@ -336,7 +339,8 @@ impl PeerState {
     }
 }
 
-/// Bytes kept free in a message for its head (want, envelope) when sizing pages.
+/// Most bytes kept free in a message for its head (envelope, counters) when sizing pages
+/// (an eighth of the message for small caps), besides the wants' own estimate.
 const HEAD_RESERVE_BYTES: usize = 64 * 1024;
 /// Bytes per origin of a want, an upper estimate.
 const WANT_BYTES_PER_ORIGIN: usize = 160;
@@ -362,7 +366,7 @@ impl<P: Clone + Ord + std::fmt::Display> Protocol<P> {
     pub fn new(config: ProtocolConfig, fingerprint: String, canonical: String, seed: u64) -> Self {
         Self {
             config,
-            hello: Hello { fingerprint, settings: canonical },
+            hello: Hello { fingerprint, settings: canonical, answer_me: true },
             rng: StdRng::seed_from_u64(seed),
             peers: BTreeMap::new(),
             outbox: VecDeque::new(),
@@ -385,8 +389,11 @@ impl<P: Clone + Ord + std::fmt::Display> Protocol<P> {
             return;
         }
         state.connected = true;
-        // A reconnected peer may have restarted: its transfers start afresh.
+        // A reconnected peer may have restarted, with other settings too: its transfers
+        // start afresh and it is not synced with until its hello (or a sync message with
+        // our fingerprint) arrives.
         state.transfer = Transfer::default();
+        state.agreement = Agreement::Unknown;
         state.hello_sent_ms = Some(now_ms);
         self.send(peer, Message::Hello(self.hello.clone()));
     }
@@ -519,12 +526,10 @@ impl<P: Clone + Ord + std::fmt::Display> Protocol<P> {
                 _ => tracing::info!(peer = %from, "peer's settings agree; syncing with it"),
             }
         }
-        let first = state.agreement == Agreement::Unknown;
         state.agreement = agreement;
-        // Answer a hello we have not answered, so that both sides know.
-        if first && state.hello_sent_ms.is_none() {
-            state.hello_sent_ms = Some(0);
-            self.send(from, Message::Hello(self.hello.clone()));
+        // Answer, so that both sides know even when our own hello was lost.
+        if hello.answer_me {
+            self.send(from, Message::Hello(Hello { answer_me: false, ..self.hello.clone() }));
         }
     }
 
@@ -551,9 +556,8 @@ impl<P: Clone + Ord + std::fmt::Display> Protocol<P> {
             return;
         }
         let state = self.peers.get_mut(&from).expect("entry made by handle_message");
-        if state.agreement == Agreement::Unknown {
-            state.agreement = Agreement::Agrees;
-        }
+        // It sent our fingerprint: its settings agree now, whatever an earlier run said.
+        state.agreement = Agreement::Agrees;
         if head.step == 0 {
             state.last_session_ms = Some(now_ms);
         }
@@ -591,7 +595,7 @@ impl<P: Clone + Ord + std::fmt::Display> Protocol<P> {
         let (pages, lag_cells) = match &head.want {
             Some(their_want) => {
                 state.their_known = Some(their_want.known.clone());
-                let reserve = HEAD_RESERVE_BYTES
+                let reserve = (self.config.message_bytes_max / 8).min(HEAD_RESERVE_BYTES)
                     + WANT_BYTES_PER_ORIGIN
                         * (their_want.known.dots.len() + want.as_ref().map_or(0, |w| w.known.dots.len()));
                 let budget = self.config.message_bytes_max.saturating_sub(reserve).max(1);
