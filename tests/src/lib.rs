@@ -740,6 +740,226 @@ pub fn cbor_events(events: &[Value]) -> Vec<u8> {
     out
 }
 
+/// How often peers sync in the mesh tests: short, so a mesh converges within a second
+/// or two instead of the default 1 s rounds.
+pub const MESH_SYNC_INTERVAL: &str = "200ms";
+
+impl PeerBuilder {
+    /// Joins a mesh through `addr` (`--bootstrap ADDR`, repeatable).
+    pub fn bootstrap(self, addr: &str) -> Self {
+        self.arg("--bootstrap").arg(addr)
+    }
+
+    /// Syncs every [`MESH_SYNC_INTERVAL`] (`OBSERVATORY_MESH__SYNC_INTERVAL`).
+    pub fn fast_sync(self) -> Self {
+        self.env("OBSERVATORY_MESH__SYNC_INTERVAL", MESH_SYNC_INTERVAL)
+    }
+}
+
+impl Peer {
+    /// The peer id of this run.
+    pub fn peer_id(&self) -> &str {
+        &self.startup().peer_id
+    }
+
+    /// The first multiaddr (with `/p2p/<peer id>`) other peers dial to reach this one.
+    pub fn mesh_addr(&self) -> &str {
+        self.startup().listen.first().unwrap_or_else(|| panic!("the peer listens on no mesh address"))
+    }
+
+    /// `GET /api/v1/peers`, asserting 200.
+    pub fn peers(&self) -> Value {
+        self.get("/api/v1/peers").expect_status(200, "reading the peers")
+    }
+}
+
+/// Calls `probe` every 50 ms until it returns `Ok`, and returns that; panics with `what`
+/// and the probe's last error once `deadline` has passed.
+pub fn wait_until<T>(deadline: Duration, what: &str, mut probe: impl FnMut() -> Result<T, String>) -> T {
+    let end = Instant::now() + deadline;
+    loop {
+        match probe() {
+            Ok(value) => return value,
+            Err(last) if Instant::now() >= end => panic!("{what}: not so within {deadline:?}; last: {last}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// Writes a swarm key file (the format of `mesh.psk_file`) holding `key_hex`, 64 hex digits.
+pub fn write_swarm_key(path: &Path, key_hex: &str) {
+    assert_eq!(key_hex.len(), 64, "a swarm key is 64 hex digits");
+    std::fs::write(path, format!("/key/swarm/psk/1.0.0/\n/base16/\n{key_hex}\n"))
+        .expect("writing a swarm key");
+}
+
+/// Latency figures of an edge, in whole microseconds (the API gives milliseconds with
+/// three decimals, so these are exact).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LatencyFigures {
+    /// Median.
+    pub p50_us: u64,
+    /// 90th percentile.
+    pub p90_us: u64,
+    /// 95th percentile.
+    pub p95_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// Highest.
+    pub max_us: u64,
+    /// Mean, rounded to the microsecond.
+    pub mean_us: u64,
+    /// Calls that reported a latency.
+    pub samples: u64,
+}
+
+/// Everything a graph answer says of one edge except its rate (which depends on when the
+/// graph is asked for).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EdgeFigures {
+    /// Calls.
+    pub calls: u64,
+    /// Failed calls.
+    pub errors: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// Latency, if any call reported one.
+    pub latency: Option<LatencyFigures>,
+}
+
+/// `(from, to) -> figures` of every edge in a graph answer; panics on a duplicate edge.
+pub fn edge_figures(graph: &Value) -> BTreeMap<(String, String), EdgeFigures> {
+    let totals = edge_totals(graph);
+    let edges = graph["edges"].as_array().expect("edge_totals checked the array");
+    let us = |latency: &Value, key: &str| {
+        let ms = latency[key].as_f64().unwrap_or_else(|| panic!("latency without `{key}`: {latency}"));
+        (ms * 1000.0).round() as u64
+    };
+    edges
+        .iter()
+        .map(|edge| {
+            let key = key(edge["from"].as_str().unwrap_or_default(), edge["to"].as_str().unwrap_or_default());
+            let t = totals[&key];
+            let latency = &edge["latency_ms"];
+            let latency = (!latency.is_null()).then(|| LatencyFigures {
+                p50_us: us(latency, "p50"),
+                p90_us: us(latency, "p90"),
+                p95_us: us(latency, "p95"),
+                p99_us: us(latency, "p99"),
+                max_us: us(latency, "max"),
+                mean_us: us(latency, "mean"),
+                samples: latency["samples"]
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("latency without `samples`: {latency}")),
+            });
+            (key, EdgeFigures { calls: t.calls, errors: t.errors, bytes: t.bytes, latency })
+        })
+        .collect()
+}
+
+/// What the graph must say after a set of events, computed independently of the peer: the
+/// latencies go into an `hdrhistogram` with the mesh-wide bounds (1 µs to 1 h, 2 significant
+/// digits), whose definitions of quantiles, max and mean the peer follows exactly.
+#[derive(Debug, Clone, Default)]
+pub struct Expected {
+    edges: BTreeMap<(String, String), ExpectedEdge>,
+}
+
+#[derive(Debug, Clone)]
+struct ExpectedEdge {
+    calls: u64,
+    errors: u64,
+    bytes: u64,
+    latency: hdrhistogram::Histogram<u64>,
+}
+
+impl Expected {
+    /// Adds accepted events (fields as in the ingest API: `count` multiplies the call,
+    /// its error and its latency; `bytes` is the event's total).
+    pub fn add(&mut self, events: &[Value]) {
+        for event in events {
+            let text = |k: &str| event[k].as_str().unwrap_or_else(|| panic!("event without `{k}`: {event}"));
+            let count = event["count"].as_u64().unwrap_or(1);
+            let edge = self.edges.entry(key(text("from"), text("to"))).or_insert_with(|| ExpectedEdge {
+                calls: 0,
+                errors: 0,
+                bytes: 0,
+                latency: hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 2)
+                    .expect("the mesh-wide histogram bounds"),
+            });
+            edge.calls += count;
+            if event["error"].as_bool().unwrap_or(false) {
+                edge.errors += count;
+            }
+            edge.bytes += event["bytes"].as_u64().unwrap_or(0);
+            if let Some(ms) = event["latency_ms"].as_f64() {
+                let us = (ms * 1000.0).round() as u64;
+                edge.latency.record_n(us, count).expect("a latency within the bounds");
+            }
+        }
+    }
+
+    /// Adds everything `other` expects.
+    pub fn merge(&mut self, other: &Expected) {
+        for (key, theirs) in &other.edges {
+            match self.edges.get_mut(key) {
+                Some(ours) => {
+                    ours.calls += theirs.calls;
+                    ours.errors += theirs.errors;
+                    ours.bytes += theirs.bytes;
+                    ours.latency.add(&theirs.latency).expect("histograms of equal bounds");
+                }
+                None => {
+                    self.edges.insert(key.clone(), theirs.clone());
+                }
+            }
+        }
+    }
+
+    /// The figures, as [`edge_figures`] reads them from a graph answer.
+    pub fn figures(&self) -> BTreeMap<(String, String), EdgeFigures> {
+        self.edges
+            .iter()
+            .map(|(key, e)| {
+                let h = &e.latency;
+                let latency = (!h.is_empty()).then(|| LatencyFigures {
+                    p50_us: h.value_at_quantile(0.50),
+                    p90_us: h.value_at_quantile(0.90),
+                    p95_us: h.value_at_quantile(0.95),
+                    p99_us: h.value_at_quantile(0.99),
+                    max_us: h.max(),
+                    mean_us: h.mean().round() as u64,
+                    samples: h.len(),
+                });
+                (key.clone(), EdgeFigures { calls: e.calls, errors: e.errors, bytes: e.bytes, latency })
+            })
+            .collect()
+    }
+}
+
+/// Says how `actual` differs from `expected`, edge by edge; `None` when they are equal.
+pub fn figures_diff(
+    actual: &BTreeMap<(String, String), EdgeFigures>,
+    expected: &BTreeMap<(String, String), EdgeFigures>,
+) -> Option<String> {
+    if actual == expected {
+        return None;
+    }
+    let keys: BTreeSet<_> = actual.keys().chain(expected.keys()).collect();
+    let lines: Vec<String> = keys
+        .into_iter()
+        .filter(|k| actual.get(*k) != expected.get(*k))
+        .map(|(from, to)| {
+            format!(
+                "{from} -> {to}: got {:?}, expected {:?}",
+                actual.get(&key(from, to)),
+                expected.get(&key(from, to))
+            )
+        })
+        .collect();
+    Some(lines.join("\n"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -483,6 +483,13 @@ impl<R: PeerReplica> Driver<R> {
             }
             request_response::Event::OutboundFailure { peer, error, .. } => {
                 tracing::debug!(%peer, %error, "message not delivered");
+                // No ack within the request timeout: the connection is most likely dead
+                // (a cut cable leaves TCP retransmitting for many minutes). Close it, so
+                // the peer counts as down and is redialled.
+                if matches!(error, request_response::OutboundFailure::Timeout) {
+                    tracing::info!(%peer, "peer did not answer in time; closing the connection to redial");
+                    let _ = self.swarm.disconnect_peer_id(peer);
+                }
             }
             _ => {}
         }

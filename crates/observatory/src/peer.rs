@@ -166,7 +166,8 @@ async fn start_mesh(
             allow_peers: parts.allow_peers,
             mdns: config.mesh.mdns,
             message_bytes_max: config.mesh.message_bytes_max,
-            request_timeout: Duration::from_secs(30),
+            // A message not acked by then means a dead connection; the driver closes it.
+            request_timeout: (sync_interval * 5).max(Duration::from_secs(10)),
             // Rounds reach every peer long before this; known peers are redialled anyway.
             idle_connection_timeout: (sync_interval * 30).max(Duration::from_secs(60)),
             established_max: 512,
