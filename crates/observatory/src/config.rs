@@ -366,7 +366,8 @@ mod tests {
 
         let dir = tempfile::tempdir().expect("temp dir");
         let key = dir.path().join("swarm.key");
-        std::fs::write(&key, format!("/key/swarm/psk/1.0.0/\n/base16/\n{}\n", "ab".repeat(32))).expect("write");
+        std::fs::write(&key, format!("/key/swarm/psk/1.0.0/\n/base16/\n{}\n", "ab".repeat(32)))
+            .expect("write");
         let yaml = THREE_HOSTS.replace("/etc/observatory/swarm.key", &key.display().to_string());
         let config = load_yaml(&yaml).expect("valid with the key file present");
         let parts = config.mesh_parts().expect("mesh parts");

@@ -31,7 +31,8 @@ impl TestPeer {
         let store_size = opened.store.size_probe();
         let state = Arc::new(RwLock::new(opened.state));
         let (shutdown, watch) = tokio::sync::watch::channel(false);
-        let (ingest, _writer) = spawn_writer(state.clone(), opened.store, WriterConfig::default(), watch);
+        let (ingest, _persist, _writer) =
+            spawn_writer(state.clone(), opened.store, WriterConfig::default(), watch);
         let info = PeerInfo {
             peer_id: opened.origin.peer.to_string(),
             incarnation: opened.origin.incarnation,
