@@ -29,7 +29,7 @@ async fn ingest(dir: &Path, batches: &[Vec<Event>]) {
     let opened = open_peer(dir, Settings::default(), Limits::default()).expect("open");
     let state = Arc::new(RwLock::new(opened.state));
     let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let (handle, writer) = spawn_writer(state, opened.store, WriterConfig::default(), shutdown);
+    let (handle, _persist, writer) = spawn_writer(state, opened.store, WriterConfig::default(), shutdown);
     for batch in batches {
         let reply = handle.submit(batch.clone()).await.expect("submit");
         assert_eq!(reply.accepted, batch.len(), "{reply:?}");
@@ -127,7 +127,8 @@ async fn the_writer_answers_rejections_per_event() {
     let opened = open_peer(dir.path(), Settings::default(), Limits::default()).expect("open");
     let state = Arc::new(RwLock::new(opened.state));
     let (_stop, shutdown) = tokio::sync::watch::channel(false);
-    let (handle, _writer) = spawn_writer(state.clone(), opened.store, WriterConfig::default(), shutdown);
+    let (handle, _persist, _writer) =
+        spawn_writer(state.clone(), opened.store, WriterConfig::default(), shutdown);
     let now = unix_now_ms();
     let reply = handle
         .submit(vec![event("a", "b", now, 1, false), event("a", "b", now - 3_600_000, 1, false)])
