@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
-use observatory_bench::{core_events, thousands};
+use observatory_bench::{core_events, owned_core_events, thousands};
 use observatory_core::{CellKey, Edge, Event, FlowState, Limits, NodeName, Origin, OriginDelta, Settings};
 use observatory_mesh::wire;
 use observatory_mesh::{Message, Protocol, ProtocolConfig, SyncMessage};
@@ -163,21 +163,6 @@ fn node(name: &str) -> NodeName {
     NodeName::new(name, 200).expect("valid node name")
 }
 
-/// Synthetic events (owned names) as core events.
-fn synthetic_core_events(events: &[observatory_examples::OwnedShopEvent]) -> Vec<Event> {
-    events
-        .iter()
-        .map(|e| Event {
-            edge: Edge::new(node(&e.from), node(&e.to)),
-            ts_ms: e.ts_ms,
-            latency_us: Some((e.latency_ms * 1000.0).round() as u64),
-            error: e.error,
-            bytes: e.bytes,
-            count: 1,
-        })
-        .collect()
-}
-
 /// The wire size of `cells` (per origin, read from `states`) sent as one message: one page
 /// per origin, with the smallest head.
 fn one_page_bytes(
@@ -248,7 +233,7 @@ fn bench_delta() {
         let mut seed = 0;
         let synthetic: Traffic = Box::new(move |_, start, span| {
             seed += 1;
-            synthetic_core_events(&observatory_examples::synthetic_events(&edges, 2000, start, span, seed))
+            owned_core_events(&observatory_examples::synthetic_events(&edges, 2000, start, span, seed))
         });
         delta_run(
             &format!("synthetic 1,000 edges, 2,000 events/s per peer, {n_peers} peers"),

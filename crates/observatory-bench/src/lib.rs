@@ -35,20 +35,23 @@ pub fn median_time(runs: usize, mut work: impl FnMut()) -> Duration {
 
 /// Converts generated shop events into core events.
 pub fn core_events(events: &[observatory_examples::ShopEvent]) -> Vec<Event> {
-    events
-        .iter()
-        .map(|e| Event {
-            edge: Edge::new(
-                NodeName::new(e.from, 200).expect("name"),
-                NodeName::new(e.to, 200).expect("name"),
-            ),
-            ts_ms: e.ts_ms,
-            latency_us: Some((e.latency_ms * 1000.0).round() as u64),
-            error: e.error,
-            bytes: e.bytes,
-            count: 1,
-        })
-        .collect()
+    events.iter().map(|e| core_event(e.from, e.to, e.ts_ms, e.latency_ms, e.error, e.bytes)).collect()
+}
+
+/// Converts generated events with owned names (synthetic graphs) into core events.
+pub fn owned_core_events(events: &[observatory_examples::OwnedShopEvent]) -> Vec<Event> {
+    events.iter().map(|e| core_event(&e.from, &e.to, e.ts_ms, e.latency_ms, e.error, e.bytes)).collect()
+}
+
+fn core_event(from: &str, to: &str, ts_ms: i64, latency_ms: f64, error: bool, bytes: u64) -> Event {
+    Event {
+        edge: Edge::new(NodeName::new(from, 200).expect("name"), NodeName::new(to, 200).expect("name")),
+        ts_ms,
+        latency_us: Some((latency_ms * 1000.0).round() as u64),
+        error,
+        bytes,
+        count: 1,
+    }
 }
 
 /// Formats a rate with thousands separators.
