@@ -441,6 +441,29 @@ impl FlowState {
         self.origins.get(origin)?.cells.get(key)
     }
 
+    /// Every cell of one origin, in no particular order.
+    pub fn origin_cells(&self, origin: &Origin) -> impl Iterator<Item = (&CellKey, &Cell)> {
+        self.origins.get(origin).into_iter().flat_map(|s| s.cells.iter())
+    }
+
+    /// The global view cell by cell: each key with the figures summed over all origins,
+    /// in no particular order.
+    pub fn global_cells(&self) -> impl Iterator<Item = (CellKey, &CellData)> + '_ {
+        self.global.iter().flat_map(|(edge, cells)| {
+            cells.per_resolution.iter().enumerate().flat_map(move |(resolution, buckets)| {
+                buckets.iter().map(move |(&bucket_start_ms, data)| {
+                    let key = CellKey { edge: edge.clone(), resolution: resolution as u8, bucket_start_ms };
+                    (key, data)
+                })
+            })
+        })
+    }
+
+    /// One cell of the global view.
+    pub fn global_cell(&self, key: &CellKey) -> Option<&CellData> {
+        self.global.get(&key.edge)?.per_resolution.get(usize::from(key.resolution))?.get(&key.bucket_start_ms)
+    }
+
     /// Every origin we hold, with its seq and freshness.
     pub fn coverage(&self) -> Vec<OriginCoverage> {
         self.origins

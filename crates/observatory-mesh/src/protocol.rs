@@ -12,6 +12,7 @@
 //!   too large. Both may change the replica (merging pages) and queue messages.
 //! - [`Protocol::handle_tick`] often (every 100 ms or so); it starts a round every
 //!   `sync_interval` and re-sends hellos that went unanswered.
+//!   [`Protocol::poll_timeout`] says when it next has work, for drivers that keep timers.
 //! - After each call, drain [`Protocol::poll_transmit`] (messages to send, in order) and
 //!   [`Protocol::poll_action`] (peers to disconnect and shun for a while).
 //! - Optionally report message sizes with [`Protocol::note_bytes`].
@@ -413,6 +414,20 @@ impl<P: Clone + Ord + std::fmt::Display> Protocol<P> {
             .filter(|(_, s)| s.connected && s.agreement == Agreement::Agrees && !s.shunned(now_ms))
             .map(|(p, _)| p.clone())
             .collect()
+    }
+
+    /// When [`Protocol::handle_tick`] has work next (the next round, or the next re-sent
+    /// hello), on the driver's clock; `i64::MIN` before the first tick. A driver may tick
+    /// at exactly these times instead of every 100 ms (the simulator does); ticking more
+    /// often is harmless.
+    pub fn poll_timeout(&self) -> i64 {
+        let Some(next_round_ms) = self.next_round_ms else { return i64::MIN };
+        let interval = self.config.sync_interval_ms.max(1);
+        self.peers
+            .values()
+            .filter(|s| s.connected && s.agreement == Agreement::Unknown)
+            .map(|s| s.hello_sent_ms.map_or(i64::MIN, |t| t + 5 * interval))
+            .fold(next_round_ms, i64::min)
     }
 
     /// Starts a round when one is due, and re-sends unanswered hellos.

@@ -1,0 +1,1106 @@
+//! The simulation: many peers, one virtual clock, a simulated network.
+//!
+//! Every peer is a real [`FlowState`] driven by a real [`Protocol`], exactly as a peer
+//! process drives them, but all IO is simulated: messages are encoded with the real wire
+//! format (for their size) and delivered after a sampled delay, unless the network model
+//! loses them; connections come and go with partitions and crashes; a peer's disk is a
+//! second `FlowState` that takes what the peer flushes. Everything happens in the order of
+//! a single event queue keyed by `(virtual time, order of scheduling)`, and every random
+//! choice comes from RNGs seeded by the run's seed, so a run is reproducible bit for bit.
+//!
+//! An oracle keeps the truth: the state every origin really wrote. The checks in
+//! [`crate::check`] compare peers against it while the run goes on and at the end.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+
+use observatory_core::{
+    Edge, Event, FlowState, Limits, NodeName, Origin, OriginDelta, Resolution, Settings, Transfer,
+};
+use observatory_mesh::protocol::{Action, Message, Protocol, ProtocolConfig};
+use observatory_mesh::wire;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+
+use crate::check::{self, Violation};
+use crate::network::mix_seed;
+use crate::report::{self, FaultMark, Report};
+use crate::scenario::{AckMode, Disk, Fault, PeerSet, Scenario, Timestamps};
+
+/// Virtual time at the start: ms since the Unix epoch (2027-01-15 08:00 UTC, on the hour).
+pub const START_MS: i64 = 1_800_000_000_000;
+
+/// Peers are named by their index in order of creation.
+pub type PeerIx = u32;
+
+/// How far a run has got, for progress displays.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// Simulated milliseconds since the start.
+    pub elapsed_ms: i64,
+    /// The latest the run may go on to (it usually ends earlier).
+    pub horizon_ms: i64,
+    /// Peers up.
+    pub peers_up: usize,
+    /// Of those, peers whose global view is exact.
+    pub peers_converged: usize,
+}
+
+#[derive(Debug)]
+enum What {
+    /// A message as its wire bytes (shared by duplicates), decoded on delivery.
+    Deliver {
+        from: PeerIx,
+        to: PeerIx,
+        link_generation: u64,
+        bytes: std::rc::Rc<[u8]>,
+    },
+    Tick(PeerIx),
+    Ingest,
+    Fault(usize),
+    LinkTimeout {
+        a: PeerIx,
+        b: PeerIx,
+        link_generation: u64,
+    },
+    Dial {
+        a: PeerIx,
+        b: PeerIx,
+    },
+    Sample,
+    Check,
+}
+
+#[derive(Debug)]
+struct Scheduled {
+    at_ms: i64,
+    order: u64,
+    what: What,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at_ms, self.order) == (other.at_ms, other.order)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    /// Reversed, so that the max-heap pops the earliest first.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.at_ms, other.order).cmp(&(self.at_ms, self.order))
+    }
+}
+
+/// One simulated peer process.
+#[derive(Debug)]
+pub(crate) struct SimPeer {
+    pub(crate) up: bool,
+    /// Decommissioning: takes no events, leaves once its writes are held elsewhere.
+    leaving: bool,
+    /// Left for good (removed, or crashed and never restarted counts as down, not left).
+    left: bool,
+    /// Which settings it runs with (index into the truths).
+    pub(crate) group: usize,
+    /// Bumped when its disk is lost: a new identity.
+    generation: u32,
+    incarnation: u32,
+    skew_ms: i64,
+    pub(crate) state: FlowState,
+    protocol: Protocol<PeerIx>,
+    /// What it has flushed (only kept when the scenario crashes peers).
+    disk: Option<FlowState>,
+    tick_at_ms: Option<i64>,
+    /// Its version vector may have changed since the last convergence sample.
+    dirty: bool,
+    pub(crate) converged_since_ms: Option<i64>,
+    ingest_carry: f64,
+    ingests: bool,
+}
+
+impl SimPeer {
+    fn now(&self, true_ms: i64) -> i64 {
+        true_ms + self.skew_ms
+    }
+
+    fn origin(&self) -> Origin {
+        self.state.local_origin().cloned().expect("every simulated peer has a local origin")
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Link {
+    up: bool,
+    generation: u64,
+    dial_at_ms: Option<i64>,
+    backoff_ms: i64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Totals {
+    pub(crate) messages_sent: u64,
+    pub(crate) messages_delivered: u64,
+    pub(crate) messages_lost: u64,
+    pub(crate) messages_duplicated: u64,
+    pub(crate) messages_oversized: u64,
+    pub(crate) messages_undeliverable: u64,
+    pub(crate) bytes_sent: u64,
+    pub(crate) hello_bytes_sent: u64,
+    pub(crate) max_message_bytes: u64,
+    pub(crate) rounds: u64,
+    pub(crate) events_accepted: u64,
+    pub(crate) events_rejected: BTreeMap<String, u64>,
+}
+
+/// A running simulation. Build it with [`Simulation::new`], then [`Simulation::run`].
+#[derive(Debug)]
+pub struct Simulation {
+    scenario: Scenario,
+    seed: u64,
+    faults: Vec<(i64, Fault)>,
+    net_rng: StdRng,
+    load_rng: StdRng,
+    pub(crate) now_ms: i64,
+    queue: BinaryHeap<Scheduled>,
+    order: u64,
+    pub(crate) peers: Vec<SimPeer>,
+    neighbours: Vec<BTreeSet<PeerIx>>,
+    links: BTreeMap<(PeerIx, PeerIx), Link>,
+    partition: Option<Vec<usize>>,
+    settings: Vec<Settings>,
+    edges: Vec<Edge>,
+    /// Per settings group, every change every origin made (the oracle).
+    pub(crate) truth: Vec<FlowState>,
+    /// Which peer writes each origin, and with which settings.
+    pub(crate) origin_writer: BTreeMap<Origin, (PeerIx, usize)>,
+    /// Per settings group, per origin: the seq a converged peer holds (the truth for
+    /// origins whose writer is up; otherwise the most any up peer holds).
+    target: Vec<BTreeMap<Origin, u64>>,
+    target_changed: bool,
+    /// Origins whose events may be lost by design (see [`crate::check`]).
+    pub(crate) lossy_origins: BTreeSet<Origin>,
+    pub(crate) totals: Totals,
+    pub(crate) violations: Vec<Violation>,
+    check_cursor: usize,
+    last_write_ms: i64,
+    last_fault_ms: i64,
+    horizon_ms: i64,
+    all_converged_since_ms: Option<i64>,
+    pub(crate) series: Vec<(i64, f64)>,
+    pub(crate) marks: Vec<FaultMark>,
+    keep_disks: bool,
+    sample_ms: i64,
+    ended: bool,
+}
+
+const NODE_NAME_BYTES_MAX: usize = 256;
+/// Cells one sampled check (one per simulated second) may visit: bounds the cost of
+/// checking during the run. Every up peer is checked in full at the end.
+const CHECK_CELLS_PER_SAMPLE: usize = 50_000;
+
+fn link_key(a: PeerIx, b: PeerIx) -> (PeerIx, PeerIx) {
+    (a.min(b), a.max(b))
+}
+
+/// The settings of peers in `different_settings`: the finest resolution is 5 s, so their
+/// fingerprint differs from the default one.
+fn different_settings() -> Settings {
+    const S: i64 = 1000;
+    let r = |name: &str, width: i64, retention: i64| Resolution {
+        name: name.into(),
+        width_ms: Some(width * S),
+        retention_ms: Some(retention * S),
+    };
+    Settings::new(vec![r("5s", 5, 3600), r("1m", 60, 48 * 3600), r("1h", 3600, 35 * 24 * 3600)])
+        .expect("valid resolutions")
+}
+
+impl Simulation {
+    /// Sets up the peers, links and timeline of `scenario` with `seed`.
+    pub fn new(scenario: &Scenario, seed: u64) -> Self {
+        let faults: Vec<(i64, Fault)> = scenario
+            .faults()
+            .into_iter()
+            .map(|(at, fault)| (START_MS + at.as_millis() as i64, fault))
+            .collect();
+        let keep_disks = faults.iter().any(|(_, f)| matches!(f, Fault::Crash(_)));
+        let interval_ms = scenario.sync.interval.as_millis() as i64;
+        let mut load_rng = StdRng::seed_from_u64(mix_seed(seed, 1, 0));
+        let edges = pick_edges(scenario.workload.services, scenario.workload.edges, &mut load_rng);
+        let workload_end_ms =
+            START_MS + (scenario.workload.start + scenario.workload.duration).as_millis() as i64;
+        let last_fault_ms = faults.last().map_or(START_MS, |(at, _)| *at);
+        let horizon_ms = workload_end_ms.max(last_fault_ms) + scenario.quiesce.max.as_millis() as i64;
+        let mut sim = Simulation {
+            scenario: scenario.clone(),
+            seed,
+            faults,
+            net_rng: StdRng::seed_from_u64(mix_seed(seed, 2, 0)),
+            load_rng,
+            now_ms: START_MS,
+            queue: BinaryHeap::new(),
+            order: 0,
+            peers: Vec::new(),
+            neighbours: Vec::new(),
+            links: BTreeMap::new(),
+            partition: None,
+            settings: vec![Settings::default(), different_settings()],
+            edges,
+            truth: Vec::new(),
+            origin_writer: BTreeMap::new(),
+            target: vec![BTreeMap::new(), BTreeMap::new()],
+            target_changed: true,
+            lossy_origins: BTreeSet::new(),
+            totals: Totals::default(),
+            violations: Vec::new(),
+            check_cursor: 0,
+            last_write_ms: START_MS,
+            last_fault_ms: START_MS,
+            horizon_ms,
+            all_converged_since_ms: None,
+            series: Vec::new(),
+            marks: Vec::new(),
+            keep_disks,
+            sample_ms: (interval_ms / 10).clamp(1, 100),
+            ended: false,
+        };
+        sim.truth = sim.settings.iter().map(|s| FlowState::new(s.clone(), Limits::default())).collect();
+        let different: BTreeSet<usize> = scenario
+            .different_settings
+            .as_ref()
+            .map(|set| set.resolve(scenario.peers).expect("validated").into_iter().collect())
+            .unwrap_or_default();
+        let ingesters: BTreeSet<usize> = match &scenario.workload.ingesters {
+            set if *set == PeerSet::all() => (0..scenario.peers_max()).collect(),
+            set => set.resolve(scenario.peers).expect("validated").into_iter().collect(),
+        };
+        for ix in 0..scenario.peers {
+            sim.add_peer(usize::from(different.contains(&ix)), ingesters.contains(&ix));
+        }
+        sim.wire_topology(0..scenario.peers);
+        for (i, (at, _)) in sim.faults.clone().iter().enumerate() {
+            sim.schedule(*at, What::Fault(i));
+        }
+        sim.schedule(START_MS, What::Ingest);
+        sim.schedule(START_MS, What::Sample);
+        sim.schedule(START_MS + 1000, What::Check);
+        sim
+    }
+
+    fn schedule(&mut self, at_ms: i64, what: What) {
+        self.order += 1;
+        self.queue.push(Scheduled { at_ms, order: self.order, what });
+    }
+
+    fn interval_ms(&self) -> i64 {
+        self.scenario.sync.interval.as_millis() as i64
+    }
+
+    fn protocol_for(&self, ix: PeerIx, generation: u32, incarnation: u32, group: usize) -> Protocol<PeerIx> {
+        let config = ProtocolConfig {
+            sync_interval_ms: self.interval_ms(),
+            fanout: self.scenario.sync.fanout,
+            message_bytes_max: self.scenario.sync.message_bytes_max,
+            ..ProtocolConfig::default()
+        };
+        let settings = &self.settings[group];
+        let seed =
+            mix_seed(self.seed, 3 + u64::from(ix), (u64::from(generation) << 32) | u64::from(incarnation));
+        Protocol::new(config, settings.fingerprint(), settings.canonical(), seed)
+    }
+
+    fn origin_name(ix: PeerIx, generation: u32) -> String {
+        if generation == 0 { format!("p{ix}") } else { format!("p{ix}.{generation}") }
+    }
+
+    /// Starts a new peer (not yet linked to anyone).
+    fn add_peer(&mut self, group: usize, ingests: bool) -> PeerIx {
+        let ix = self.peers.len() as PeerIx;
+        let mut state = FlowState::new(self.settings[group].clone(), Limits::default());
+        let origin = Origin::new(&Self::origin_name(ix, 0), 1);
+        state.set_local(origin.clone());
+        self.origin_writer.insert(origin, (ix, group));
+        let disk = self.keep_disks.then(|| FlowState::new(self.settings[group].clone(), Limits::default()));
+        let protocol = self.protocol_for(ix, 0, 1, group);
+        self.peers.push(SimPeer {
+            up: true,
+            leaving: false,
+            left: false,
+            group,
+            generation: 0,
+            incarnation: 1,
+            skew_ms: 0,
+            state,
+            protocol,
+            disk,
+            tick_at_ms: None,
+            dirty: true,
+            converged_since_ms: None,
+            ingest_carry: 0.0,
+            ingests,
+        });
+        self.neighbours.push(BTreeSet::new());
+        self.schedule_tick(ix);
+        ix
+    }
+
+    /// Links the peers in `new` by the topology (to each other and to the peers before
+    /// them), and dials every new link at once.
+    fn wire_topology(&mut self, new: std::ops::Range<usize>) {
+        let mut pairs = Vec::new();
+        match self.scenario.topology.degree {
+            None => {
+                for b in new.clone() {
+                    for a in 0..b {
+                        if !self.peers[a].left {
+                            pairs.push((a as PeerIx, b as PeerIx));
+                        }
+                    }
+                }
+            }
+            Some(degree) => {
+                let mut rng = StdRng::seed_from_u64(mix_seed(self.seed, 4, new.start as u64));
+                for b in new.clone() {
+                    let mut others: Vec<usize> =
+                        (0..new.end).filter(|&a| a != b && !self.peers[a].left).collect();
+                    others.shuffle(&mut rng);
+                    for a in others.into_iter().take(degree) {
+                        pairs.push((a as PeerIx, b as PeerIx));
+                    }
+                }
+            }
+        }
+        for (a, b) in pairs {
+            if self.neighbours[a as usize].insert(b) {
+                self.neighbours[b as usize].insert(a);
+                let redial_min = self.scenario.network.redial_min.as_millis() as i64;
+                self.links.insert(
+                    link_key(a, b),
+                    Link { up: false, generation: 0, dial_at_ms: None, backoff_ms: redial_min },
+                );
+                self.dial_soon(a, b, self.now_ms);
+            }
+        }
+    }
+
+    fn dial_soon(&mut self, a: PeerIx, b: PeerIx, at_ms: i64) {
+        let link = self.links.get_mut(&link_key(a, b)).expect("dialled links exist");
+        if link.up || link.dial_at_ms.is_some_and(|t| t <= at_ms) {
+            return;
+        }
+        link.dial_at_ms = Some(at_ms);
+        let (a, b) = link_key(a, b);
+        self.schedule(at_ms, What::Dial { a, b });
+    }
+
+    fn reachable(&self, a: PeerIx, b: PeerIx) -> bool {
+        self.partition.as_ref().is_none_or(|groups| groups[a as usize] == groups[b as usize])
+    }
+
+    /// Schedules the peer's next tick at its protocol's timeout, unless one is pending:
+    /// the pending tick asks again, and nothing makes the protocol need work before its
+    /// next round, which a pending tick is at (hellos are re-sent five intervals late).
+    fn schedule_tick(&mut self, ix: PeerIx) {
+        let peer = &self.peers[ix as usize];
+        if !peer.up || peer.tick_at_ms.is_some() {
+            return;
+        }
+        let wanted = peer.protocol.poll_timeout();
+        let at_ms = if wanted == i64::MIN { self.now_ms } else { (wanted - peer.skew_ms).max(self.now_ms) };
+        self.peers[ix as usize].tick_at_ms = Some(at_ms);
+        self.schedule(at_ms, What::Tick(ix));
+    }
+
+    /// Sends what the peer's protocol queued and carries out its actions.
+    ///
+    /// It does not reschedule the peer's tick: only ticks and new connections move the
+    /// protocol's next timeout earlier (a message never needs work sooner than the next
+    /// round, which is always at most one interval away).
+    fn drain(&mut self, ix: PeerIx) {
+        while let Some((to, message)) = self.peers[ix as usize].protocol.poll_transmit() {
+            self.send(ix, to, message);
+        }
+        while let Some(action) = self.peers[ix as usize].protocol.poll_action() {
+            match action {
+                Action::Shun { peer, until_ms } => {
+                    let until_true_ms = until_ms - self.peers[ix as usize].skew_ms;
+                    self.link_down(ix, peer);
+                    if let Some(link) = self.links.get_mut(&link_key(ix, peer)) {
+                        link.dial_at_ms = None;
+                    }
+                    self.dial_soon(ix, peer, until_true_ms.max(self.now_ms));
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, from: PeerIx, to: PeerIx, message: Message) {
+        let Some(link) = self.links.get(&link_key(from, to)).filter(|l| l.up) else {
+            self.totals.messages_undeliverable += 1;
+            return;
+        };
+        let link_generation = link.generation;
+        let hello = matches!(message, Message::Hello(_));
+        let encoded: std::rc::Rc<[u8]> = wire::encode_message(message).into();
+        let bytes = encoded.len();
+        self.totals.messages_sent += 1;
+        self.totals.bytes_sent += bytes as u64;
+        if hello {
+            self.totals.hello_bytes_sent += bytes as u64;
+        }
+        self.totals.max_message_bytes = self.totals.max_message_bytes.max(bytes as u64);
+        self.peers[from as usize].protocol.note_bytes(&to, false, bytes);
+        if bytes > self.scenario.sync.message_bytes_max {
+            // The real codec refuses to write it; the receiver never sees it.
+            self.totals.messages_oversized += 1;
+            return;
+        }
+        let network = self.scenario.network.clone();
+        if self.net_rng.random_bool(network.loss) {
+            self.totals.messages_lost += 1;
+            return;
+        }
+        let copies = if self.net_rng.random_bool(network.duplicate) { 2 } else { 1 };
+        self.totals.messages_duplicated += copies - 1;
+        for _ in 0..copies {
+            let mut delay_ms = network.latency.sample_ms(&mut self.net_rng, 0);
+            if self.net_rng.random_bool(network.reorder) {
+                delay_ms += self.net_rng.random_range(0..=network.reorder_delay.as_millis() as i64);
+            }
+            let bytes = encoded.clone();
+            self.schedule(self.now_ms + delay_ms, What::Deliver { from, to, link_generation, bytes });
+        }
+    }
+
+    fn link_up(&mut self, a: PeerIx, b: PeerIx) {
+        let link = self.links.get_mut(&link_key(a, b)).expect("links exist");
+        link.up = true;
+        link.generation += 1;
+        link.dial_at_ms = None;
+        link.backoff_ms = self.scenario.network.redial_min.as_millis() as i64;
+        for (x, y) in [(a, b), (b, a)] {
+            let now = self.peers[x as usize].now(self.now_ms);
+            self.peers[x as usize].protocol.peer_connected(now, y);
+            self.drain(x);
+            self.schedule_tick(x);
+        }
+    }
+
+    fn link_down(&mut self, a: PeerIx, b: PeerIx) {
+        let Some(link) = self.links.get_mut(&link_key(a, b)) else { return };
+        if !link.up {
+            return;
+        }
+        link.up = false;
+        link.generation += 1;
+        for (x, y) in [(a, b), (b, a)] {
+            if self.peers[x as usize].up {
+                let now = self.peers[x as usize].now(self.now_ms);
+                self.peers[x as usize].protocol.peer_disconnected(now, y);
+            }
+        }
+        // Whoever is still up redials, with backoff.
+        let at_ms = self.now_ms + self.scenario.network.redial_min.as_millis() as i64;
+        self.dial_soon(a, b, at_ms);
+    }
+
+    /// Runs to the end and reports. `progress` is called after every convergence sample.
+    pub fn run(mut self, progress: &mut dyn FnMut(&Progress)) -> Report {
+        while let Some(next) = self.queue.pop() {
+            if next.at_ms > self.horizon_ms {
+                break;
+            }
+            self.now_ms = next.at_ms;
+            self.step(next.what, progress);
+            if self.ended {
+                break;
+            }
+        }
+        self.finish()
+    }
+
+    fn step(&mut self, what: What, progress: &mut dyn FnMut(&Progress)) {
+        match what {
+            What::Deliver { from, to, link_generation, bytes } => {
+                self.deliver(from, to, link_generation, &bytes)
+            }
+            What::Tick(ix) => {
+                let peer = &mut self.peers[ix as usize];
+                if !peer.up || peer.tick_at_ms != Some(self.now_ms) {
+                    return;
+                }
+                peer.tick_at_ms = None;
+                let now = peer.now(self.now_ms);
+                let rounds_before = peer.protocol.counters().rounds;
+                peer.protocol.handle_tick(now, &peer.state);
+                self.totals.rounds += peer.protocol.counters().rounds - rounds_before;
+                self.drain(ix);
+                self.schedule_tick(ix);
+            }
+            What::Ingest => self.ingest(),
+            What::Fault(i) => {
+                let (_, fault) = self.faults[i].clone();
+                self.apply_fault(fault);
+            }
+            What::LinkTimeout { a, b, link_generation } => {
+                let current =
+                    self.links.get(&link_key(a, b)).is_some_and(|l| l.up && l.generation == link_generation);
+                if current && !self.reachable(a, b) {
+                    self.link_down(a, b);
+                }
+            }
+            What::Dial { a, b } => self.dial(a, b),
+            What::Sample => {
+                self.sample();
+                let up = self.peers.iter().filter(|p| p.up).count();
+                let converged = self.peers.iter().filter(|p| p.up && p.converged_since_ms.is_some()).count();
+                progress(&Progress {
+                    elapsed_ms: self.now_ms - START_MS,
+                    horizon_ms: self.horizon_ms - START_MS,
+                    peers_up: up,
+                    peers_converged: converged,
+                });
+                self.maybe_end();
+                self.schedule(self.now_ms + self.sample_ms, What::Sample);
+            }
+            What::Check => {
+                self.sampled_check();
+                self.schedule(self.now_ms + 1000, What::Check);
+            }
+        }
+    }
+
+    fn deliver(&mut self, from: PeerIx, to: PeerIx, link_generation: u64, bytes: &[u8]) {
+        let current =
+            self.links.get(&link_key(from, to)).is_some_and(|l| l.up && l.generation == link_generation);
+        if !current || !self.peers[to as usize].up || !self.reachable(from, to) {
+            self.totals.messages_undeliverable += 1;
+            return;
+        }
+        self.totals.messages_delivered += 1;
+        let peer = &mut self.peers[to as usize];
+        let now = peer.now(self.now_ms);
+        peer.protocol.note_bytes(&from, true, bytes.len());
+        match wire::decode_message(bytes) {
+            Ok(message) => {
+                let carries_pages = matches!(&message, Message::Sync(_, pages) if !pages.is_empty());
+                peer.protocol.handle_message(now, from, message, &mut peer.state);
+                if carries_pages {
+                    peer.dirty = true;
+                }
+            }
+            Err(error) => peer.protocol.handle_malformed(now, from, &error.to_string()),
+        }
+        self.drain(to);
+    }
+
+    fn dial(&mut self, a: PeerIx, b: PeerIx) {
+        let now_ms = self.now_ms;
+        let link = self.links.get_mut(&link_key(a, b)).expect("links exist");
+        if link.up || link.dial_at_ms != Some(now_ms) {
+            return;
+        }
+        link.dial_at_ms = None;
+        let (pa, pb) = (&self.peers[a as usize], &self.peers[b as usize]);
+        if pa.left || pb.left {
+            return;
+        }
+        if pa.up && pb.up && self.reachable(a, b) {
+            self.link_up(a, b);
+            return;
+        }
+        if !pa.up && !pb.up {
+            return; // Nobody to dial; a restart dials again.
+        }
+        let redial_max = self.scenario.network.redial_max.as_millis() as i64;
+        let link = self.links.get_mut(&link_key(a, b)).expect("links exist");
+        let at_ms = now_ms + link.backoff_ms;
+        link.backoff_ms = (link.backoff_ms * 2).min(redial_max);
+        self.dial_soon(a, b, at_ms);
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Workload and persistence
+    // -----------------------------------------------------------------------------------
+
+    fn ingest(&mut self) {
+        let flush_ms = self.scenario.ingest.flush_interval.as_millis() as i64;
+        self.schedule(self.now_ms + flush_ms, What::Ingest);
+        let workload = &self.scenario.workload;
+        let start_ms = START_MS + workload.start.as_millis() as i64;
+        let end_ms = start_ms + workload.duration.as_millis() as i64;
+        let sending = self.now_ms > start_ms && self.now_ms <= end_ms;
+        let accepted_mode = self.scenario.ingest.ack == AckMode::Accepted;
+        for ix in 0..self.peers.len() {
+            if !self.peers[ix].up {
+                continue;
+            }
+            if accepted_mode {
+                self.flush(ix); // the previous batch reaches the disk now
+            }
+            if sending && self.peers[ix].ingests && !self.peers[ix].leaving {
+                let events = self.events_for(ix, flush_ms);
+                if !events.is_empty() {
+                    self.apply(ix, &events);
+                }
+            }
+            if !accepted_mode {
+                self.flush(ix); // acked only once on disk
+            }
+        }
+    }
+
+    fn events_for(&mut self, ix: usize, flush_ms: i64) -> Vec<Event> {
+        let workload = &self.scenario.workload;
+        let peer = &mut self.peers[ix];
+        peer.ingest_carry += workload.rate * flush_ms as f64 / 1000.0;
+        let n = peer.ingest_carry.floor();
+        peer.ingest_carry -= n;
+        let peer_now = peer.now(self.now_ms);
+        (0..n as usize)
+            .map(|_| {
+                let edge = self.edges[self.load_rng.random_range(0..self.edges.len())].clone();
+                let ts_ms = match workload.timestamps {
+                    Timestamps::Client => self.now_ms - self.load_rng.random_range(0..flush_ms.max(1)),
+                    Timestamps::Receive => peer_now,
+                };
+                Event {
+                    edge,
+                    ts_ms,
+                    latency_us: Some(workload.latency.sample_us(&mut self.load_rng).max(1)),
+                    error: self.load_rng.random_bool(workload.error_ratio),
+                    bytes: self.load_rng.random_range(100..2000),
+                    count: 1,
+                }
+            })
+            .collect()
+    }
+
+    /// Applies one batch at a peer and records what it accepted in the truth.
+    fn apply(&mut self, ix: usize, events: &[Event]) {
+        let peer = &mut self.peers[ix];
+        let origin = peer.origin();
+        let before_seq = peer.state.origin_seq(&origin);
+        let outcome = peer.state.apply_local(peer.now(self.now_ms), events);
+        self.totals.events_accepted += events
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !outcome.rejected.iter().any(|(r, _)| r == i))
+            .map(|(_, e)| e.count)
+            .sum::<u64>();
+        for (_, rejection) in &outcome.rejected {
+            *self.totals.events_rejected.entry(rejection.reason_code().to_string()).or_default() += 1;
+        }
+        if outcome.changed.is_empty() {
+            return;
+        }
+        peer.dirty = true;
+        let after_seq = peer.state.origin_seq(&origin);
+        let cells = outcome
+            .changed
+            .iter()
+            .map(|key| (key.clone(), peer.state.cell(&origin, key).expect("changed cells exist").clone()))
+            .collect();
+        let delta = OriginDelta {
+            origin: origin.clone(),
+            after_seq: before_seq,
+            upto_seq: after_seq,
+            complete: true,
+            to_seq: after_seq,
+            changed_at_ms: peer.state.origin_changed_at_ms(&origin),
+            cells,
+            sender: None,
+        };
+        let group = peer.group;
+        self.truth[group]
+            .merge_delta(self.now_ms, delta, &mut Transfer::default())
+            .expect("an origin's own changes always merge into the truth");
+        self.target[group].insert(origin, after_seq);
+        self.target_changed = true;
+        self.last_write_ms = self.now_ms;
+    }
+
+    /// Writes what the peer changed since its last flush to its disk.
+    fn flush(&mut self, ix: usize) {
+        let peer = &mut self.peers[ix];
+        let Some(disk) = peer.disk.as_mut() else { return };
+        let request = disk.sync_request(&Transfer::default());
+        let pages = peer.state.delta_since(&request, usize::MAX);
+        let mut transfer = Transfer::default();
+        for page in pages {
+            disk.merge_delta(self.now_ms, page, &mut transfer)
+                .expect("a peer's own state merges into its disk");
+        }
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Faults
+    // -----------------------------------------------------------------------------------
+
+    fn apply_fault(&mut self, fault: Fault) {
+        self.last_fault_ms = self.now_ms;
+        self.marks.push(FaultMark { at_s: report::seconds(self.now_ms - START_MS), label: fault.label() });
+        let count = self.peers.len();
+        let resolve = |set: &PeerSet| set.resolve(count).expect("validated against the peer count");
+        match fault {
+            Fault::Partition(groups) => {
+                let mut group_of = vec![groups.len(); count];
+                for (g, set) in groups.iter().enumerate() {
+                    for ix in resolve(set) {
+                        group_of[ix] = g;
+                    }
+                }
+                self.partition = Some(group_of);
+                let detect_ms = self.scenario.network.failure_detect.as_millis() as i64;
+                let cut: Vec<((PeerIx, PeerIx), u64)> = self
+                    .links
+                    .iter()
+                    .filter(|((a, b), l)| l.up && !self.reachable(*a, *b))
+                    .map(|(k, l)| (*k, l.generation))
+                    .collect();
+                for ((a, b), link_generation) in cut {
+                    self.schedule(self.now_ms + detect_ms, What::LinkTimeout { a, b, link_generation });
+                }
+            }
+            Fault::Heal => {
+                self.partition = None;
+            }
+            Fault::Crash(set) => {
+                for ix in resolve(&set) {
+                    self.crash(ix);
+                }
+                self.recompute_targets();
+            }
+            Fault::Restart(restart) => {
+                for ix in resolve(&restart.peers) {
+                    self.restart(ix, restart.disk);
+                }
+                self.recompute_targets();
+            }
+            Fault::Skew(set, by_ms) => {
+                for ix in resolve(&set) {
+                    self.peers[ix].skew_ms += by_ms;
+                    self.peers[ix].tick_at_ms = None;
+                    self.schedule_tick(ix as PeerIx);
+                }
+            }
+            Fault::Add(n) => {
+                let first = self.peers.len();
+                let ingest_all = self.scenario.workload.ingesters == PeerSet::all();
+                for _ in 0..n {
+                    self.add_peer(0, ingest_all);
+                }
+                if let Some(groups) = self.partition.as_mut() {
+                    let extra = groups.iter().copied().max().unwrap_or(0) + 1;
+                    groups.resize(first + n, extra);
+                }
+                self.wire_topology(first..first + n);
+                self.target_changed = true;
+            }
+            Fault::Remove(set) => {
+                for ix in resolve(&set) {
+                    if self.peers[ix].up {
+                        self.peers[ix].leaving = true;
+                    }
+                }
+            }
+        }
+    }
+
+    fn crash(&mut self, ix: usize) {
+        if !self.peers[ix].up {
+            return;
+        }
+        if self.scenario.ingest.ack == AckMode::Accepted && !self.peers[ix].leaving {
+            // Its last flush interval is gone, unless it had passed it on.
+            self.mark_lossy(ix);
+        }
+        self.peers[ix].up = false;
+        self.peers[ix].converged_since_ms = None;
+        self.peers[ix].tick_at_ms = None;
+        let neighbours: Vec<PeerIx> = self.neighbours[ix].iter().copied().collect();
+        for other in neighbours {
+            self.link_down(ix as PeerIx, other);
+        }
+    }
+
+    fn restart(&mut self, ix: usize, disk: Disk) {
+        let peer = &self.peers[ix];
+        if peer.up || peer.left {
+            return;
+        }
+        let group = peer.group;
+        let settings = self.settings[group].clone();
+        if disk == Disk::Lost {
+            self.mark_lossy(ix);
+        }
+        let peer = &self.peers[ix];
+        let (generation, incarnation, mut state) = match (disk, &peer.disk) {
+            (Disk::Kept, Some(disk)) => (peer.generation, peer.incarnation + 1, disk.clone()),
+            _ => (peer.generation + 1, 1, FlowState::new(settings.clone(), Limits::default())),
+        };
+        // The disk writes no origin of its own: it takes the peer's changes as deltas.
+        let disk_state = self.keep_disks.then(|| state.clone());
+        let origin = Origin::new(&Self::origin_name(ix as PeerIx, generation), incarnation);
+        state.set_local(origin.clone());
+        self.origin_writer.insert(origin, (ix as PeerIx, group));
+        let protocol = self.protocol_for(ix as PeerIx, generation, incarnation, group);
+        let peer = &mut self.peers[ix];
+        peer.up = true;
+        peer.generation = generation;
+        peer.incarnation = incarnation;
+        peer.state = state;
+        peer.protocol = protocol;
+        peer.disk = disk_state;
+        peer.tick_at_ms = None;
+        peer.dirty = true;
+        self.schedule_tick(ix as PeerIx);
+        // A restarted peer dials the peers it knows at once.
+        let neighbours: Vec<PeerIx> = self.neighbours[ix].iter().copied().collect();
+        for other in neighbours {
+            if let Some(link) = self.links.get_mut(&link_key(ix as PeerIx, other)) {
+                link.dial_at_ms = None;
+            }
+            self.dial_soon(ix as PeerIx, other, self.now_ms);
+        }
+    }
+
+    /// The peer's replica is destroyed (beyond its disk): what only it held of its own
+    /// origins, or of origins whose writer is already gone, may be lost.
+    fn mark_lossy(&mut self, ix: usize) {
+        let orphans: Vec<Origin> = self
+            .origin_writer
+            .iter()
+            .filter(|(origin, (writer, _))| *writer as usize == ix || !self.writer_up(origin))
+            .map(|(origin, _)| origin.clone())
+            .collect();
+        self.lossy_origins.extend(orphans);
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Convergence
+    // -----------------------------------------------------------------------------------
+
+    /// Whether the origin's writer is up and still writing it.
+    fn writer_up(&self, origin: &Origin) -> bool {
+        self.origin_writer.get(origin).is_some_and(|&(ix, _)| {
+            let peer = &self.peers[ix as usize];
+            peer.up && peer.state.local_origin() == Some(origin)
+        })
+    }
+
+    /// Targets from scratch: the truth where the writer is up, otherwise the most any up
+    /// peer holds (what the writer had not passed on before it went is out of reach).
+    fn recompute_targets(&mut self) {
+        for group in 0..self.truth.len() {
+            let mut target = BTreeMap::new();
+            for (origin, seq) in self.truth[group].version_vector().dots {
+                let reachable = if self.writer_up(&origin) {
+                    seq
+                } else {
+                    self.peers
+                        .iter()
+                        .filter(|p| p.up && p.group == group)
+                        .map(|p| p.state.origin_seq(&origin))
+                        .max()
+                        .unwrap_or(0)
+                };
+                target.insert(origin, reachable);
+            }
+            self.target[group] = target;
+        }
+        self.target_changed = true;
+    }
+
+    fn is_converged(&self, peer: &SimPeer) -> bool {
+        let target = &self.target[peer.group];
+        let held = peer.state.coverage().iter().filter(|c| c.seq > 0).count();
+        held == target.values().filter(|&&s| s > 0).count()
+            && target.iter().all(|(origin, &seq)| peer.state.origin_seq(origin) == seq)
+    }
+
+    fn sample(&mut self) {
+        // Peers that left or are decommissioned and fully replicated leave now.
+        self.settle_leavers();
+        let all = std::mem::take(&mut self.target_changed);
+        for ix in 0..self.peers.len() {
+            let peer = &self.peers[ix];
+            if !peer.up || !(all || peer.dirty) {
+                continue;
+            }
+            // An up peer may hold more of an orphaned origin than the target, from a
+            // message in flight when its writer went: raise the target.
+            for coverage in peer.state.coverage() {
+                if let Some(target) = self.target[peer.group].get_mut(&coverage.origin)
+                    && coverage.seq > *target
+                {
+                    *target = coverage.seq;
+                    self.target_changed = true;
+                }
+            }
+        }
+        let all = all || std::mem::take(&mut self.target_changed);
+        for ix in 0..self.peers.len() {
+            if !self.peers[ix].up || !(all || self.peers[ix].dirty) {
+                continue;
+            }
+            let converged = self.is_converged(&self.peers[ix]);
+            let peer = &mut self.peers[ix];
+            peer.dirty = false;
+            match (converged, peer.converged_since_ms) {
+                (true, None) => peer.converged_since_ms = Some(self.now_ms),
+                (false, Some(_)) => peer.converged_since_ms = None,
+                _ => {}
+            }
+        }
+        let up = self.peers.iter().filter(|p| p.up).count();
+        let converged = self.peers.iter().filter(|p| p.up && p.converged_since_ms.is_some()).count();
+        let share = if up == 0 { 0.0 } else { converged as f64 / up as f64 };
+        if self.series.last().is_none_or(|&(_, last)| last != share) || self.series.len() < 2 {
+            self.series.push((self.now_ms - START_MS, share));
+        }
+        self.all_converged_since_ms = match (up > 0 && converged == up, self.all_converged_since_ms) {
+            (true, None) => Some(self.now_ms),
+            (true, since) => since,
+            (false, _) => None,
+        };
+    }
+
+    fn settle_leavers(&mut self) {
+        let quiesce_ms = self.scenario.quiesce.max.as_millis() as i64;
+        for ix in 0..self.peers.len() {
+            let peer = &self.peers[ix];
+            if !peer.leaving || peer.left || !peer.up {
+                continue;
+            }
+            let origin = peer.origin();
+            let seq = peer.state.origin_seq(&origin);
+            let replicated = seq == 0
+                || self
+                    .peers
+                    .iter()
+                    .enumerate()
+                    .any(|(j, p)| j != ix && p.up && !p.leaving && p.state.origin_seq(&origin) >= seq);
+            let overdue = self.now_ms - self.last_fault_ms > quiesce_ms;
+            if replicated || overdue {
+                self.crash(ix);
+                self.peers[ix].left = true;
+                self.peers[ix].leaving = false;
+                self.last_fault_ms = self.now_ms;
+                self.marks.push(FaultMark {
+                    at_s: report::seconds(self.now_ms - START_MS),
+                    label: format!("p{ix} left"),
+                });
+                self.recompute_targets();
+            }
+        }
+    }
+
+    fn maybe_end(&mut self) {
+        let workload_end_ms =
+            START_MS + (self.scenario.workload.start + self.scenario.workload.duration).as_millis() as i64;
+        let faults_done = self.faults.last().is_none_or(|(at, _)| *at <= self.now_ms);
+        let leaving = self.peers.iter().any(|p| p.leaving && !p.left);
+        let hold_ms = self.scenario.quiesce.hold.as_millis() as i64;
+        let settled = self
+            .all_converged_since_ms
+            .is_some_and(|since| since >= self.settle_from_ms() && self.now_ms - since >= hold_ms);
+        if self.now_ms > workload_end_ms && faults_done && !leaving && settled {
+            self.ended = true;
+        }
+    }
+
+    /// When the last write or fault happened: convergence is measured from there.
+    pub(crate) fn settle_from_ms(&self) -> i64 {
+        self.last_write_ms.max(self.last_fault_ms)
+    }
+
+    fn sampled_check(&mut self) {
+        let up: Vec<usize> = (0..self.peers.len()).filter(|&i| self.peers[i].up).collect();
+        if up.is_empty() {
+            return;
+        }
+        let cells = self.truth.iter().map(|t| t.stats().cells + t.stats().global_cells).sum::<usize>().max(1);
+        let take = (CHECK_CELLS_PER_SAMPLE / cells).clamp(1, up.len());
+        for k in 0..take {
+            let ix = up[(self.check_cursor + k) % up.len()];
+            let found = check::peer_violations(self, ix);
+            self.record(found);
+        }
+        self.check_cursor = (self.check_cursor + take) % up.len();
+    }
+
+    pub(crate) fn record(&mut self, found: Vec<Violation>) {
+        for mut violation in found {
+            violation.at_s = report::seconds(self.now_ms - START_MS);
+            self.violations.push(violation);
+        }
+    }
+
+    fn finish(mut self) -> Report {
+        self.sample();
+        for ix in 0..self.peers.len() {
+            if self.peers[ix].up {
+                let found = check::peer_violations(&self, ix);
+                self.record(found);
+            }
+        }
+        let outcome = check::final_checks(&self);
+        report::build(&self, outcome)
+    }
+
+    /// The scenario being run.
+    pub fn scenario(&self) -> &Scenario {
+        &self.scenario
+    }
+
+    /// The run's seed.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// A peer's state, to change behind the protocol's back: for tests that prove the
+    /// checks catch what they should (a forged cell must show up as a violation).
+    pub fn peer_state_mut(&mut self, ix: usize) -> Option<&mut FlowState> {
+        self.peers.get_mut(ix).map(|p| &mut p.state)
+    }
+
+    /// Runs until virtual time `elapsed_ms` after the start (or the end of the run), then
+    /// returns; [`Simulation::run`] goes on from there.
+    pub fn run_until(&mut self, elapsed_ms: i64) {
+        while let Some(next) = self.queue.peek() {
+            if next.at_ms > START_MS + elapsed_ms || next.at_ms > self.horizon_ms || self.ended {
+                break;
+            }
+            let next = self.queue.pop().expect("peeked");
+            self.now_ms = next.at_ms;
+            self.step(next.what, &mut |_| {});
+        }
+    }
+
+    pub(crate) fn peers_down_at_end(&self) -> Vec<usize> {
+        (0..self.peers.len()).filter(|&i| !self.peers[i].up && !self.peers[i].left).collect()
+    }
+
+    pub(crate) fn interval_s(&self) -> f64 {
+        self.interval_ms() as f64 / 1000.0
+    }
+}
+
+/// `edges` distinct ordered pairs of `services` services, drawn by the seed.
+fn pick_edges(services: usize, edges: usize, rng: &mut StdRng) -> Vec<Edge> {
+    let names: Vec<NodeName> = (0..services)
+        .map(|i| NodeName::new(&format!("svc-{i:02}"), NODE_NAME_BYTES_MAX).expect("valid node name"))
+        .collect();
+    let mut pairs: Vec<(usize, usize)> =
+        (0..services).flat_map(|a| (0..services).filter(move |&b| b != a).map(move |b| (a, b))).collect();
+    pairs.shuffle(rng);
+    pairs.truncate(edges);
+    pairs.sort_unstable();
+    pairs.into_iter().map(|(a, b)| Edge::new(names[a].clone(), names[b].clone())).collect()
+}
