@@ -8,4 +8,5 @@ mod config;
 mod mesh;
 mod partition;
 mod restart;
+mod sim;
 mod single_peer;

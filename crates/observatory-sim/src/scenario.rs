@@ -512,7 +512,11 @@ impl Fault {
             Fault::Crash(_) => "crash".into(),
             Fault::Restart(r) if r.disk == Disk::Lost => "restart, disk lost".into(),
             Fault::Restart(_) => "restart".into(),
-            Fault::Skew(_, ms) => format!("skew {}{}s", if *ms >= 0 { "+" } else { "" }, ms / 1000),
+            Fault::Skew(_, ms) => format!(
+                "skew {}{}",
+                if *ms >= 0 { "+" } else { "-" },
+                humantime::format_duration(Duration::from_millis(ms.unsigned_abs()))
+            ),
             Fault::Add(n) => format!("add {n}"),
             Fault::Remove(_) => "remove".into(),
         }
