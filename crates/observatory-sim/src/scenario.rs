@@ -13,6 +13,13 @@ use serde::{Deserialize, Serialize};
 
 /// Most peers a scenario may run (at any time).
 pub const PEERS_MAX: usize = 100_000;
+/// Most peers in a full mesh (without `topology.degree`).
+pub const FULL_MESH_PEERS_MAX: usize = 5_000;
+/// Most services a workload may draw edges among.
+pub const SERVICES_MAX: usize = 1_000;
+/// Longest a run may last, with every clock skew added: below the finest retention
+/// (1 h), so that no peer, however skewed, expires a cell the oracle still counts.
+pub const SPAN_MAX_MS: i64 = 50 * 60 * 1000;
 
 /// One failure simulation.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -543,7 +550,7 @@ impl TimelineEntry {
             faults.push(Fault::Restart(restart.clone()));
         }
         if let Some(skew) = &self.skew {
-            faults.push(Fault::Skew(skew.peers.clone(), skew.by_ms()?));
+            faults.push(Fault::Skew(skew.peers.clone(), skew.by_ms().map_err(|e| format!("skew.by: {e}"))?));
         }
         if let Some(n) = self.add {
             faults.push(Fault::Add(n));
@@ -642,7 +649,7 @@ impl Scenario {
 
     /// Peers there are after every `add` of the timeline.
     pub fn peers_max(&self) -> usize {
-        self.peers + self.timeline.iter().filter_map(|e| e.add).sum::<usize>()
+        self.timeline.iter().filter_map(|e| e.add).fold(self.peers, usize::saturating_add)
     }
 
     /// The timeline's faults in time order (entries at the same time keep file order).
@@ -666,6 +673,48 @@ impl Scenario {
         } else {
             None
         }
+    }
+
+    fn check_time_span(&self) -> Result<(), ScenarioError> {
+        let ms = |d: &Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        let fits = |key: &str, d: &Duration| {
+            if ms(d) > SPAN_MAX_MS {
+                Err(ScenarioError::invalid(key, format!("must be at most {} minutes", SPAN_MAX_MS / 60_000)))
+            } else {
+                Ok(())
+            }
+        };
+        fits("workload.start", &self.workload.start)?;
+        fits("workload.duration", &self.workload.duration)?;
+        fits("quiesce.max", &self.quiesce.max)?;
+        fits("quiesce.hold", &self.quiesce.hold)?;
+        fits("network.reorder_delay", &self.network.reorder_delay)?;
+        fits("network.failure_detect", &self.network.failure_detect)?;
+        fits("network.redial_max", &self.network.redial_max)?;
+        let mut skew_ms: i64 = 0;
+        for (i, entry) in self.timeline.iter().enumerate() {
+            fits(&format!("timeline[{i}].at"), &entry.at)?;
+            if let Some(skew) = &entry.skew {
+                let by =
+                    skew.by_ms().map_err(|e| ScenarioError::invalid(&format!("timeline[{i}].skew.by"), e))?;
+                skew_ms = skew_ms.saturating_add(by.saturating_abs());
+            }
+        }
+        let last_fault = self.timeline.iter().map(|e| ms(&e.at)).max().unwrap_or(0);
+        let span =
+            (ms(&self.workload.start) + ms(&self.workload.duration)).max(last_fault) + ms(&self.quiesce.max);
+        if span.saturating_add(skew_ms) > SPAN_MAX_MS {
+            return Err(ScenarioError::invalid(
+                "quiesce.max",
+                format!(
+                    "the run may last {} s plus {} s of clock skew, more than the {} minutes that stay within the finest retention",
+                    span / 1000,
+                    skew_ms / 1000,
+                    SPAN_MAX_MS / 60_000
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Checks ranges and consistency; the error names the key.
@@ -726,10 +775,29 @@ impl Scenario {
         }
         self.network.latency.check("network.latency")?;
         self.workload.latency.check("workload.latency")?;
-        self.workload.ingesters.check("workload.ingesters", self.peers_max())?;
-        if self.workload.services < 2 {
-            return Err(ScenarioError::invalid("workload.services", "needs at least 2 services for an edge"));
+        // Resolved against the peers at the start; added peers take events with `all`.
+        self.workload.ingesters.check("workload.ingesters", self.peers)?;
+        if !(2..=SERVICES_MAX).contains(&self.workload.services) {
+            return Err(ScenarioError::invalid(
+                "workload.services",
+                format!("must be from 2 to {SERVICES_MAX} (an edge needs two)"),
+            ));
         }
+        if self.topology.degree.is_none() && self.peers_max() > FULL_MESH_PEERS_MAX {
+            return Err(ScenarioError::invalid(
+                "topology.degree",
+                format!(
+                    "a full mesh of more than {FULL_MESH_PEERS_MAX} peers is too large to simulate; give a degree"
+                ),
+            ));
+        }
+        if self.different_settings.is_some() && self.topology.degree.is_some() {
+            return Err(ScenarioError::invalid(
+                "different_settings",
+                "needs a full mesh (no topology.degree): random links may leave those peers unlinked from each other",
+            ));
+        }
+        self.check_time_span()?;
         let pairs = self.workload.services * (self.workload.services - 1);
         if self.workload.edges == 0 || self.workload.edges > pairs.min(100_000) {
             return Err(ScenarioError::invalid(
@@ -790,10 +858,10 @@ impl Scenario {
                 }
                 Fault::Restart(restart) => restart.peers.check(&format!("{key}.restart.peers"), peers_now)?,
                 Fault::Add(n) => {
-                    if *n == 0 {
+                    if *n == 0 || peers_now.saturating_add(*n) > PEERS_MAX {
                         return Err(ScenarioError::invalid(
                             &format!("{key}.add"),
-                            "must add at least one peer",
+                            format!("must add at least one peer, and at most {PEERS_MAX} in all"),
                         ));
                     }
                     peers_now += n;

@@ -171,7 +171,11 @@ pub struct Simulation {
     pub(crate) peers: Vec<SimPeer>,
     neighbours: Vec<BTreeSet<PeerIx>>,
     links: BTreeMap<(PeerIx, PeerIx), Link>,
+    /// Per peer, its group while the network is cut; peers in no group (and peers added
+    /// during the cut) share the group after the named ones.
     partition: Option<Vec<usize>>,
+    /// Groups named by the current partition.
+    partition_groups: usize,
     settings: Vec<Settings>,
     edges: Vec<Edge>,
     /// Per settings group, every change every origin made (the oracle).
@@ -249,6 +253,7 @@ impl Simulation {
             neighbours: Vec::new(),
             links: BTreeMap::new(),
             partition: None,
+            partition_groups: 0,
             settings: vec![Settings::default(), different_settings()],
             edges,
             truth: Vec::new(),
@@ -756,6 +761,7 @@ impl Simulation {
                     }
                 }
                 self.partition = Some(group_of);
+                self.partition_groups = groups.len();
                 let detect_ms = self.scenario.network.failure_detect.as_millis() as i64;
                 let cut: Vec<((PeerIx, PeerIx), u64)> = self
                     .links
@@ -795,9 +801,9 @@ impl Simulation {
                 for _ in 0..n {
                     self.add_peer(0, ingest_all);
                 }
+                let no_group = self.partition_groups;
                 if let Some(groups) = self.partition.as_mut() {
-                    let extra = groups.iter().copied().max().unwrap_or(0) + 1;
-                    groups.resize(first + n, extra);
+                    groups.resize(first + n, no_group);
                 }
                 self.wire_topology(first..first + n);
                 self.target_changed = true;
@@ -821,6 +827,8 @@ impl Simulation {
             self.mark_lossy(ix);
         }
         self.peers[ix].up = false;
+        // A decommissioned peer that crashes is simply down.
+        self.peers[ix].leaving = false;
         self.peers[ix].converged_since_ms = None;
         self.peers[ix].tick_at_ms = None;
         let neighbours: Vec<PeerIx> = self.neighbours[ix].iter().copied().collect();
@@ -1007,9 +1015,10 @@ impl Simulation {
         let faults_done = self.faults.last().is_none_or(|(at, _)| *at <= self.now_ms);
         let leaving = self.peers.iter().any(|p| p.leaving && !p.left);
         let hold_ms = self.scenario.quiesce.hold.as_millis() as i64;
+        // A fault that disturbs nothing (a skew, a peer leaving) must not keep the run going.
         let settled = self
             .all_converged_since_ms
-            .is_some_and(|since| since >= self.settle_from_ms() && self.now_ms - since >= hold_ms);
+            .is_some_and(|since| self.now_ms - since.max(self.settle_from_ms()) >= hold_ms);
         if self.now_ms > workload_end_ms && faults_done && !leaving && settled {
             self.ended = true;
         }

@@ -22,7 +22,20 @@ fn errors_name_the_key() {
             "name: x\npeers: 4\ntimeline:\n  - { at: 1s, partition: [[0, 1], [1, 2]] }\n",
             "peer 1 is in two groups",
         ),
-        ("name: x\npeers: 4\ntimeline:\n  - { at: 1s, skew: { peers: all, by: soon } }\n", "timeline[0]"),
+        (
+            "name: x\npeers: 4\ntimeline:\n  - { at: 1s, skew: { peers: all, by: soon } }\n",
+            "timeline[0].skew.by",
+        ),
+        ("name: x\npeers: 4\ntimeline:\n  - { at: 1s, skew: { peers: all, by: +50m } }\n", "clock skew"),
+        ("name: x\npeers: 4\nquiesce: { max: 2h }\n", "quiesce.max"),
+        ("name: x\npeers: 4\ntimeline:\n  - { at: 1s, add: 18446744073709551615 }\n", "allowed 1 to 100000"),
+        ("name: x\npeers: 6000\n", "topology.degree"),
+        ("name: x\npeers: 4\nworkload: { services: 100000 }\n", "workload.services"),
+        (
+            "name: x\npeers: 2\nworkload: { ingesters: [3] }\ntimeline:\n  - { at: 1s, add: 2 }\n",
+            "workload.ingesters",
+        ),
+        ("name: x\npeers: 4\ntopology: { degree: 2 }\ndifferent_settings: [0]\n", "different_settings"),
         ("name: x\npeers: 4\nsync: { interval: 1ms }\n", "sync.interval"),
         ("name: x\npeers: 4\nworkload: { edges: 500, services: 3 }\n", "workload.edges"),
         (
