@@ -17,6 +17,29 @@ fn event(from: &str, to: &str, ts_ms: i64, latency_us: u64, error: bool) -> Even
     }
 }
 
+/// Opens a data dir this process had open a moment ago. sled's flusher thread holds the
+/// dir's lock briefly after the last handle is dropped, so a lock error is retried for a
+/// few seconds (a restarted peer is a new process and never meets this).
+fn open_when_free(dir: &Path) -> observatory_store::OpenedPeer {
+    try_open_when_free(dir, Settings::default()).expect("open")
+}
+
+/// [`open_when_free`] with other settings, giving the error other than the lock's.
+fn try_open_when_free(dir: &Path, settings: Settings) -> Result<observatory_store::OpenedPeer, StoreError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match open_peer(dir, settings.clone(), Limits::default()) {
+            Err(StoreError::Open { cause, .. })
+                if cause.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn graph_calls(state: &observatory_core::FlowState, now_ms: i64) -> Vec<(String, u64, u64, u64)> {
     let view = state.graph(15 * 60 * 1000, now_ms + 1).expect("graph");
     view.edges
@@ -26,7 +49,7 @@ fn graph_calls(state: &observatory_core::FlowState, now_ms: i64) -> Vec<(String,
 }
 
 async fn ingest(dir: &Path, batches: &[Vec<Event>]) {
-    let opened = open_peer(dir, Settings::default(), Limits::default()).expect("open");
+    let opened = open_when_free(dir);
     let state = Arc::new(RwLock::new(opened.state));
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let (handle, _persist, writer) = spawn_writer(state, opened.store, WriterConfig::default(), shutdown);
@@ -58,7 +81,7 @@ async fn reopening_keeps_identity_and_cells_and_takes_a_new_incarnation() {
         })
         .collect();
     ingest(dir.path(), &batches).await;
-    let first = open_peer(dir.path(), Settings::default(), Limits::default()).expect("reopen");
+    let first = open_when_free(dir.path());
     let peer = first.origin.peer.clone();
     assert_eq!(first.origin.incarnation, 2, "the first run was incarnation 1");
     let totals = graph_calls(&first.state, now);
@@ -68,7 +91,7 @@ async fn reopening_keeps_identity_and_cells_and_takes_a_new_incarnation() {
     drop(first);
 
     ingest(dir.path(), &batches[..1]).await; // incarnation 3
-    let second = open_peer(dir.path(), Settings::default(), Limits::default()).expect("reopen");
+    let second = open_when_free(dir.path());
     assert_eq!(second.origin.peer, peer, "the identity is kept");
     assert_eq!(second.origin.incarnation, 4);
     let calls: u64 = graph_calls(&second.state, now).iter().map(|t| t.1).sum();
@@ -88,10 +111,10 @@ async fn other_settings_are_refused_and_nothing_is_lost() {
         retention_ms: Some(3_600_000),
     }])
     .unwrap();
-    let error = open_peer(dir.path(), other, Limits::default()).expect_err("other settings");
+    let error = try_open_when_free(dir.path(), other).expect_err("other settings");
     assert!(matches!(error, StoreError::SettingsChanged { .. }), "{error}");
     assert!(error.to_string().contains("resolutions"), "{error}");
-    let reopened = open_peer(dir.path(), Settings::default(), Limits::default()).expect("original settings");
+    let reopened = open_when_free(dir.path());
     assert_eq!(reopened.state.stats().edges, 1);
 }
 
@@ -106,7 +129,7 @@ async fn a_damaged_record_stops_the_open_with_a_clear_error() {
         tree.insert(key, b"\xff\x00garbage".to_vec()).unwrap();
         db.flush().unwrap();
     }
-    let error = open_peer(dir.path(), Settings::default(), Limits::default()).expect_err("damaged");
+    let error = try_open_when_free(dir.path(), Settings::default()).expect_err("damaged");
     assert!(matches!(error, StoreError::Corrupt { .. }), "{error}");
     assert!(error.to_string().contains("move the data dir away"), "{error}");
     assert!(dir.path().join("db").exists(), "nothing was deleted");
@@ -182,7 +205,7 @@ async fn sealed_buckets_are_packed_and_read_back_the_same() {
     let before = opened.state.clone();
     drop(opened);
 
-    let reopened = open_peer(dir.path(), Settings::default(), Limits::default()).expect("reopen");
+    let reopened = open_when_free(dir.path());
     assert!(reopened.state == before, "the packed state reads back the same");
     assert!(reopened.state.global_view_recomputed_matches());
     let calls: u64 = graph_calls(&reopened.state, now).iter().map(|t| t.1).sum();
