@@ -162,6 +162,12 @@ impl Resolution {
         Self { name: "total".into(), width_ms: None, retention_ms: None }
     }
 
+    /// A bucketed resolution: buckets `width_s` seconds wide, kept `retention_s` seconds
+    /// after they end.
+    pub fn bucketed(name: &str, width_s: i64, retention_s: i64) -> Self {
+        Self { name: name.into(), width_ms: Some(width_s * 1000), retention_ms: Some(retention_s * 1000) }
+    }
+
     /// Start of the bucket holding `ts_ms`.
     pub fn bucket_start(&self, ts_ms: i64) -> i64 {
         match self.width_ms {

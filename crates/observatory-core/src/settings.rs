@@ -149,12 +149,7 @@ impl Settings {
 impl Default for Settings {
     /// `10s` kept 1 h, `1m` kept 48 h, `1h` kept 35 d, plus `total`.
     fn default() -> Self {
-        const S: i64 = 1000;
-        let r = |name: &str, width: i64, retention: i64| Resolution {
-            name: name.into(),
-            width_ms: Some(width * S),
-            retention_ms: Some(retention * S),
-        };
+        let r = Resolution::bucketed;
         Self::new(vec![r("10s", 10, 3600), r("1m", 60, 48 * 3600), r("1h", 3600, 35 * 24 * 3600)])
             .expect("default resolutions are valid")
     }

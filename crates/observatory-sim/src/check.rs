@@ -194,11 +194,7 @@ fn expected_state(sim: &Simulation, group: usize) -> FlowState {
         sim.peers.iter().filter(|p| p.up && p.group == group).map(|p| &p.state).collect();
     for coverage in truth.coverage() {
         let origin = coverage.origin;
-        let writer_up = sim.origin_writer.get(&origin).is_some_and(|&(ix, _)| {
-            let peer = &sim.peers[ix as usize];
-            peer.up && peer.state.local_origin() == Some(&origin)
-        });
-        let (seq, cells) = if writer_up {
+        let (seq, cells) = if sim.writer_up(&origin) {
             (
                 coverage.seq,
                 truth.origin_cells(&origin).map(|(k, c)| (k.clone(), c.clone())).collect::<Vec<_>>(),

@@ -192,8 +192,7 @@ pub(crate) fn build(sim: &Simulation, outcome: FinalOutcome) -> Report {
         .collect();
     let first_violation = violations.iter().min_by(|a, b| a.at_s.total_cmp(&b.at_s)).cloned();
     let totals = &sim.totals;
-    let mut rounds = totals.rounds;
-    rounds = rounds.max(1);
+    let rounds = totals.rounds.max(1);
     Report {
         schema: REPORT_SCHEMA,
         scenario: sim.scenario().name.clone(),

@@ -214,12 +214,7 @@ fn link_key(a: PeerIx, b: PeerIx) -> (PeerIx, PeerIx) {
 /// The settings of peers in `different_settings`: the finest resolution is 5 s, so their
 /// fingerprint differs from the default one.
 fn different_settings() -> Settings {
-    const S: i64 = 1000;
-    let r = |name: &str, width: i64, retention: i64| Resolution {
-        name: name.into(),
-        width_ms: Some(width * S),
-        retention_ms: Some(retention * S),
-    };
+    let r = Resolution::bucketed;
     Settings::new(vec![r("5s", 5, 3600), r("1m", 60, 48 * 3600), r("1h", 3600, 35 * 24 * 3600)])
         .expect("valid resolutions")
 }
@@ -465,18 +460,25 @@ impl Simulation {
             self.totals.messages_oversized += 1;
             return;
         }
-        let network = self.scenario.network.clone();
+        let network = &self.scenario.network;
         if self.net_rng.random_bool(network.loss) {
             self.totals.messages_lost += 1;
             return;
         }
         let copies = if self.net_rng.random_bool(network.duplicate) { 2 } else { 1 };
+        let delays_ms: Vec<i64> = (0..copies)
+            .map(|_| {
+                let delay_ms = network.latency.sample_ms(&mut self.net_rng, 0);
+                let held_ms = if self.net_rng.random_bool(network.reorder) {
+                    self.net_rng.random_range(0..=network.reorder_delay.as_millis() as i64)
+                } else {
+                    0
+                };
+                delay_ms + held_ms
+            })
+            .collect();
         self.totals.messages_duplicated += copies - 1;
-        for _ in 0..copies {
-            let mut delay_ms = network.latency.sample_ms(&mut self.net_rng, 0);
-            if self.net_rng.random_bool(network.reorder) {
-                delay_ms += self.net_rng.random_range(0..=network.reorder_delay.as_millis() as i64);
-            }
+        for delay_ms in delays_ms {
             let bytes = encoded.clone();
             self.schedule(self.now_ms + delay_ms, What::Deliver { from, to, link_generation, bytes });
         }
@@ -516,17 +518,20 @@ impl Simulation {
 
     /// Runs to the end and reports. `progress` is called after every convergence sample.
     pub fn run(mut self, progress: &mut dyn FnMut(&Progress)) -> Report {
-        while let Some(next) = self.queue.pop() {
-            if next.at_ms > self.horizon_ms {
+        self.advance(i64::MAX, progress);
+        self.finish()
+    }
+
+    /// Handles scheduled events up to virtual time `until_ms`, the horizon or the end.
+    fn advance(&mut self, until_ms: i64, progress: &mut dyn FnMut(&Progress)) {
+        while let Some(next) = self.queue.peek() {
+            if next.at_ms > until_ms.min(self.horizon_ms) || self.ended {
                 break;
             }
+            let next = self.queue.pop().expect("peeked");
             self.now_ms = next.at_ms;
             self.step(next.what, progress);
-            if self.ended {
-                break;
-            }
         }
-        self.finish()
     }
 
     fn step(&mut self, what: What, progress: &mut dyn FnMut(&Progress)) {
@@ -561,9 +566,7 @@ impl Simulation {
             }
             What::Dial { a, b } => self.dial(a, b),
             What::Sample => {
-                self.sample();
-                let up = self.peers.iter().filter(|p| p.up).count();
-                let converged = self.peers.iter().filter(|p| p.up && p.converged_since_ms.is_some()).count();
+                let (up, converged) = self.sample();
                 progress(&Progress {
                     elapsed_ms: self.now_ms - START_MS,
                     horizon_ms: self.horizon_ms - START_MS,
@@ -692,12 +695,8 @@ impl Simulation {
         let origin = peer.origin();
         let before_seq = peer.state.origin_seq(&origin);
         let outcome = peer.state.apply_local(peer.now(self.now_ms), events);
-        self.totals.events_accepted += events
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !outcome.rejected.iter().any(|(r, _)| r == i))
-            .map(|(_, e)| e.count)
-            .sum::<u64>();
+        let rejected_count: u64 = outcome.rejected.iter().map(|&(i, _)| events[i].count).sum();
+        self.totals.events_accepted += events.iter().map(|e| e.count).sum::<u64>() - rejected_count;
         for (_, rejection) in &outcome.rejected {
             *self.totals.events_rejected.entry(rejection.reason_code().to_string()).or_default() += 1;
         }
@@ -895,7 +894,7 @@ impl Simulation {
     // -----------------------------------------------------------------------------------
 
     /// Whether the origin's writer is up and still writing it.
-    fn writer_up(&self, origin: &Origin) -> bool {
+    pub(crate) fn writer_up(&self, origin: &Origin) -> bool {
         self.origin_writer.get(origin).is_some_and(|&(ix, _)| {
             let peer = &self.peers[ix as usize];
             peer.up && peer.state.local_origin() == Some(origin)
@@ -932,7 +931,8 @@ impl Simulation {
             && target.iter().all(|(origin, &seq)| peer.state.origin_seq(origin) == seq)
     }
 
-    fn sample(&mut self) {
+    /// Updates who is converged; returns how many peers are up and how many converged.
+    fn sample(&mut self) -> (usize, usize) {
         // Peers that left or are decommissioned and fully replicated leave now.
         self.settle_leavers();
         let all = std::mem::take(&mut self.target_changed);
@@ -977,6 +977,7 @@ impl Simulation {
             (true, since) => since,
             (false, _) => None,
         };
+        (up, converged)
     }
 
     fn settle_leavers(&mut self) {
@@ -1082,14 +1083,7 @@ impl Simulation {
     /// Runs until virtual time `elapsed_ms` after the start (or the end of the run), then
     /// returns; [`Simulation::run`] goes on from there.
     pub fn run_until(&mut self, elapsed_ms: i64) {
-        while let Some(next) = self.queue.peek() {
-            if next.at_ms > START_MS + elapsed_ms || next.at_ms > self.horizon_ms || self.ended {
-                break;
-            }
-            let next = self.queue.pop().expect("peeked");
-            self.now_ms = next.at_ms;
-            self.step(next.what, &mut |_| {});
-        }
+        self.advance(START_MS + elapsed_ms, &mut |_| {});
     }
 
     pub(crate) fn peers_down_at_end(&self) -> Vec<usize> {
