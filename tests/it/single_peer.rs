@@ -345,6 +345,25 @@ fn send_and_graph_subcommands() {
     assert!(dot.stdout.starts_with("digraph"), "{dot}");
     assert!(dot.stdout.contains("\"checkout\" -> \"payments\""), "{dot}");
     render_with_graphviz(&dot.stdout);
+
+    let mermaid = run_observatory(&["graph", "--peer", &url, "--format", "mermaid"], &[]);
+    mermaid.assert_success("graph --format mermaid");
+    let lines: Vec<&str> = mermaid.stdout.lines().collect();
+    assert_eq!(lines.first(), Some(&"flowchart LR"), "{mermaid}");
+    let id_of = |name: &str| {
+        let line = lines
+            .iter()
+            .find(|l| l.ends_with(&format!("[\"{name}\"]")))
+            .unwrap_or_else(|| panic!("node {name} is declared\n{mermaid}"));
+        line.trim().split('[').next().expect("an id").to_string()
+    };
+    let arrow = format!("{} -->|", id_of("checkout"));
+    let to = format!("| {}", id_of("payments"));
+    assert!(
+        lines.iter().any(|l| l.trim().starts_with(&arrow) && l.ends_with(&to)),
+        "checkout -> payments is drawn\n{mermaid}"
+    );
+    assert_eq!(lines.iter().filter(|l| l.contains("-->|")).count(), expected.len(), "{mermaid}");
 }
 
 /// Renders dot text with Graphviz's `dot`, which `.ci/run` installs.

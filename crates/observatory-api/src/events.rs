@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use observatory_core::{Edge, Event, NodeName};
+use observatory_core::{Edge, EdgeKind, Event, NodeName};
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Visitor};
 
@@ -126,6 +126,8 @@ struct WireEvent<'a> {
     bytes: Option<u64>,
     #[serde(default)]
     count: Option<u64>,
+    #[serde(default, borrow)]
+    kind: Option<Cow<'a, str>>,
 }
 
 fn field_error(index: usize, field: &str, reason: impl ToString) -> EventError {
@@ -182,8 +184,14 @@ impl WireEvent<'_> {
                 ),
             ));
         }
+        let kind = match self.kind.as_deref() {
+            None => EdgeKind::Request,
+            Some(name) => EdgeKind::from_name(name).ok_or_else(|| {
+                field_error(index, "kind", format!("must be request, messaging or database, got `{name}`"))
+            })?,
+        };
         Ok(Event {
-            edge: Edge::new(from, to),
+            edge: Edge::with_kind(from, to, kind),
             ts_ms: self.ts.map_or(now_ms, |t| t.0),
             latency_us,
             error: self.error.unwrap_or(false),
@@ -402,6 +410,7 @@ fn cbor_event(
         error: None,
         bytes: None,
         count: None,
+        kind: None,
     };
     let (mut has_from, mut has_to) = (false, false);
     for (key, value) in entries {
@@ -423,6 +432,7 @@ fn cbor_event(
             "error" => wire.error = value.deserialized().map_err(bad)?,
             "bytes" => wire.bytes = value.deserialized().map_err(bad)?,
             "count" => wire.count = value.deserialized().map_err(bad)?,
+            "kind" => wire.kind = Some(Cow::Owned(value.deserialized::<String>().map_err(bad)?)),
             other => return Err(field_error(index, other, format!("unknown field `{other}`"))),
         }
     }

@@ -3,7 +3,7 @@
 //! Build an [`ApiContext`] and serve [`router`]. Routes:
 //! - `POST /api/v1/events`: native events (JSON array, NDJSON or CBOR).
 //! - `GET /api/v1/graph?window=5m&at=<time>`: the flow graph of a window.
-//! - `GET /api/v1/edges/{from}/{to}?window=1h&step=1m`: one edge's time series.
+//! - `GET /api/v1/edges/{from}/{to}?window=1h&step=1m&kind=request`: one edge's time series.
 //! - `GET /api/v1/status`, `GET /healthz`.
 //!
 //! Types in [`wire`] are the JSON answers; they are converted from core types here.
@@ -24,7 +24,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use observatory_core::{Edge, NodeName, QueryError};
+use observatory_core::{Edge, EdgeKind, NodeName, QueryError};
 use observatory_mesh::driver::MeshHandle;
 use observatory_store::{IngestError, IngestHandle, SharedState, SizeProbe, unix_now_ms};
 use serde::Deserialize;
@@ -284,7 +284,7 @@ async fn ingest(ctx: &ApiContext, headers: &HeaderMap, body: Body) -> Result<Jso
         for error in &errors {
             // Count by known field only: field names in errors can come from the client.
             let field = match error.field.as_str() {
-                known @ ("from" | "to" | "ts" | "latency_ms" | "error" | "bytes" | "count") => known,
+                known @ ("from" | "to" | "ts" | "latency_ms" | "error" | "bytes" | "count" | "kind") => known,
                 _ => "event",
             };
             *by_reason.entry(format!("invalid_{field}")).or_default() += 1;
@@ -359,6 +359,7 @@ async fn get_graph(
 #[serde(deny_unknown_fields)]
 struct SeriesParams {
     window: Option<String>,
+    kind: Option<String>,
     step: Option<String>,
     at: Option<String>,
 }
@@ -373,14 +374,19 @@ async fn get_edge_series(
     let name = |field: &str, value: &str| {
         NodeName::new(value, ctx.limits.parse.node_name_bytes_max).map_err(|e| ApiError::bad_param(field, e))
     };
-    let edge = Edge::new(name("from", &from)?, name("to", &to)?);
+    let kind = match params.kind.as_deref() {
+        None => EdgeKind::Request,
+        Some(kind) => EdgeKind::from_name(kind)
+            .ok_or_else(|| ApiError::bad_param("kind", "must be request, messaging or database"))?,
+    };
+    let edge = Edge::with_kind(name("from", &from)?, name("to", &to)?, kind);
     let (window_ms, end_ms) = window_and_end(params.window.as_deref(), params.at.as_deref(), "1h")?;
     let step = params.step.as_deref().unwrap_or("1m");
     let step_ms = time_text::parse_duration_ms(step).map_err(|e| ApiError::bad_param("step", e))?;
     let now_ms = unix_now_ms();
     let state = ctx.state.read().expect("state lock");
     if !state.has_edge(&edge) {
-        return Err(ApiError::NotFound(format!("no edge {from} -> {to} is known")));
+        return Err(ApiError::NotFound(format!("no {kind} edge {from} -> {to} is known")));
     }
     let view = state
         .series_as_of(&edge, window_ms, step_ms, end_ms, now_ms)

@@ -192,9 +192,16 @@ pub struct EdgeJson {
     pub from: String,
     /// Receiver.
     pub to: String,
+    /// `request`, `messaging` or `database`.
+    #[serde(default = "request_kind")]
+    pub kind: String,
     /// Figures over the window.
     #[serde(flatten)]
     pub figures: FiguresJson,
+}
+
+fn request_kind() -> String {
+    "request".into()
 }
 
 /// One node of the graph.
@@ -236,11 +243,15 @@ impl GraphAnswer {
             .map(|e| EdgeJson {
                 from: e.edge.from.to_string(),
                 to: e.edge.to.to_string(),
+                kind: e.edge.kind.to_string(),
                 figures: FiguresJson::from(&e.figures),
             })
             .collect();
         edges.sort_by(|a, b| {
-            b.figures.calls.cmp(&a.figures.calls).then_with(|| (&a.from, &a.to).cmp(&(&b.from, &b.to)))
+            b.figures
+                .calls
+                .cmp(&a.figures.calls)
+                .then_with(|| (&a.from, &a.to, &a.kind).cmp(&(&b.from, &b.to, &b.kind)))
         });
         GraphAnswer { window: WindowJson::new(&view.span, window_ms), nodes, edges, coverage }
     }
@@ -267,6 +278,8 @@ pub struct SeriesAnswer {
     pub from: String,
     /// Receiver.
     pub to: String,
+    /// The edge's kind.
+    pub kind: String,
     /// What was read.
     pub window: WindowJson,
     /// Step width.
@@ -283,6 +296,7 @@ impl SeriesAnswer {
         SeriesAnswer {
             from: edge.from.to_string(),
             to: edge.to.to_string(),
+            kind: edge.kind.to_string(),
             window: WindowJson::new(&view.span, window_ms),
             step: format_duration_ms(view.step_ms),
             points: view

@@ -15,7 +15,9 @@ pub mod settings;
 pub mod state;
 
 pub use histogram::{LatencyAccumulator, LatencyHistogram, LatencySummary};
-pub use model::{Cell, CellData, CellKey, Edge, Event, NodeName, NodeNameError, Origin, Resolution};
+pub use model::{
+    Cell, CellData, CellKey, Edge, EdgeKind, Event, NodeName, NodeNameError, Origin, Resolution,
+};
 pub use query::{EdgeFigures, Figures, GraphView, QueryError, SeriesPoint, SeriesView, Span};
 pub use settings::{Limits, Settings, SettingsError};
 pub use state::{

@@ -77,25 +77,85 @@ impl<'de> Deserialize<'de> for NodeName {
     }
 }
 
-/// A directed pair of nodes: information flowed from `from` to `to`.
+/// What kind of flow an edge carries. Part of the edge's identity: `a -> b` as a request
+/// and `a -> b` as messaging are two edges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EdgeKind {
+    /// A call answered by the callee (RPC, HTTP): latency is the callee's time.
+    #[default]
+    Request,
+    /// A message through a queue or topic: latency is the transit time.
+    Messaging,
+    /// A call to a database: latency is the caller's time.
+    Database,
+}
+
+impl EdgeKind {
+    /// Every kind, in order.
+    pub const ALL: [EdgeKind; 3] = [EdgeKind::Request, EdgeKind::Messaging, EdgeKind::Database];
+
+    /// The kind's name: `request`, `messaging` or `database`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EdgeKind::Request => "request",
+            EdgeKind::Messaging => "messaging",
+            EdgeKind::Database => "database",
+        }
+    }
+
+    /// The kind named `name`, if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
+    /// A small code for compact encodings (wire, store).
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The kind of a [`EdgeKind::code`], if valid.
+    pub fn from_code(code: u8) -> Option<Self> {
+        Self::ALL.get(usize::from(code)).copied()
+    }
+}
+
+impl fmt::Display for EdgeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A directed pair of nodes of one kind: information flowed from `from` to `to`.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Edge {
     /// The sending node.
     pub from: NodeName,
     /// The receiving node.
     pub to: NodeName,
+    /// What flowed.
+    #[serde(default)]
+    pub kind: EdgeKind,
 }
 
 impl Edge {
-    /// The edge `from -> to`.
+    /// The request edge `from -> to`.
     pub fn new(from: NodeName, to: NodeName) -> Self {
-        Self { from, to }
+        Self { from, to, kind: EdgeKind::Request }
+    }
+
+    /// The edge `from -> to` of `kind`.
+    pub fn with_kind(from: NodeName, to: NodeName, kind: EdgeKind) -> Self {
+        Self { from, to, kind }
     }
 }
 
 impl fmt::Debug for Edge {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} -> {}", self.from, self.to)
+        match self.kind {
+            EdgeKind::Request => write!(f, "{} -> {}", self.from, self.to),
+            kind => write!(f, "{} -> {} ({kind})", self.from, self.to),
+        }
     }
 }
 

@@ -290,6 +290,7 @@ impl OriginState {
                 {
                     buffer.extend_from_slice(part);
                 }
+                buffer.push(key.edge.kind.code());
                 buffer.push(key.resolution);
                 buffer.extend_from_slice(&key.bucket_start_ms.to_le_bytes());
                 buffer.extend_from_slice(&cell_seq.to_le_bytes());

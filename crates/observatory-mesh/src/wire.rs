@@ -9,13 +9,15 @@
 
 use std::collections::BTreeMap;
 
-use observatory_core::{Cell, CellData, CellKey, Edge, LatencyHistogram, NodeName, Origin, OriginDelta};
+use observatory_core::{
+    Cell, CellData, CellKey, Edge, EdgeKind, LatencyHistogram, NodeName, Origin, OriginDelta,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::{Hello, Message, SyncMessage};
 
 /// Version of the envelope and of everything in it. A peer refuses other versions.
-pub const WIRE_VERSION: u32 = 1;
+pub const WIRE_VERSION: u32 = 2;
 
 /// Most peers listed in one [`Body::Peers`] message.
 pub const PEERS_LISTED_MAX: usize = 256;
@@ -39,8 +41,8 @@ pub enum Body {
 pub struct WireSync {
     /// Everything of the message but the pages.
     pub head: SyncMessage,
-    /// Every edge the pages name, once.
-    pub edges: Vec<(NodeName, NodeName)>,
+    /// Every edge the pages name, once: `(from, to, kind code)`.
+    pub edges: Vec<(NodeName, NodeName, u8)>,
     /// The pages.
     pub pages: Vec<WirePage>,
 }
@@ -156,7 +158,11 @@ pub fn to_body(message: Message) -> Body {
                         .map(|(key, cell)| {
                             let next = edge_index.len() as u32;
                             let index = *edge_index.entry(key.edge.clone()).or_insert_with(|| {
-                                edges.push((key.edge.from.clone(), key.edge.to.clone()));
+                                edges.push((
+                                    key.edge.from.clone(),
+                                    key.edge.to.clone(),
+                                    key.edge.kind.code(),
+                                ));
                                 next
                             });
                             let CellData { calls, errors, bytes, latency } = cell.data;
@@ -196,7 +202,15 @@ pub fn from_body(body: Body) -> Result<Message, WireError> {
         Body::Hello(hello) => Ok(Message::Hello(hello)),
         Body::Peers(peers) => Ok(Message::Peers(peers)),
         Body::Sync(WireSync { head, edges, pages }) => {
-            let edges: Vec<Edge> = edges.into_iter().map(|(from, to)| Edge { from, to }).collect();
+            let edges = edges
+                .into_iter()
+                .map(|(from, to, code)| {
+                    let kind = EdgeKind::from_code(code).ok_or_else(|| {
+                        WireError::Malformed(format!("edge {from} -> {to} has unknown kind {code}"))
+                    })?;
+                    Ok(Edge::with_kind(from, to, kind))
+                })
+                .collect::<Result<Vec<Edge>, WireError>>()?;
             let mut deltas = Vec::with_capacity(pages.len());
             for page in pages {
                 let mut cells = Vec::with_capacity(page.cells.len());

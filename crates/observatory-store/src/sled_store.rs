@@ -7,7 +7,7 @@
 //! |---------------------------------------|-----------------------------------------|
 //! | `m` + name                            | meta: format, settings, identity, incarnation |
 //! | `o` + origin id (u32 BE)              | CBOR `(peer, incarnation, seq, changed_at_ms)` |
-//! | `e` + edge id (u32 BE)                | CBOR `(from, to)`                        |
+//! | `e` + edge id (u32 BE)                | CBOR `(from, to, kind code)` (`(from, to)`, a request edge, before edge kinds) |
 //! | `c` + origin id + edge id + resolution (u8) + bucket start (i64 BE, sign flipped) | CBOR `(seq, calls, errors, bytes, latency)` |
 //!
 //! | `s` + origin id + resolution + bucket start | a sealed bucket: CBOR array of `(edge id, seq, calls, errors, bytes, latency)` |
@@ -24,7 +24,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use libp2p_identity::Keypair;
-use observatory_core::{Cell, CellData, CellKey, Edge, LatencyHistogram, NodeName, Origin, Settings};
+use observatory_core::{
+    Cell, CellData, CellKey, Edge, EdgeKind, LatencyHistogram, NodeName, Origin, Settings,
+};
 use serde::{Deserialize, Serialize};
 
 const FORMAT_VERSION: u64 = 1;
@@ -131,6 +133,14 @@ impl WriteBatch {
     pub fn is_empty(&self) -> bool {
         self.writes == 0
     }
+}
+
+/// An `e` record: a request edge as written before edge kinds, or an edge with its kind.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum EdgeRecord {
+    Kind(NodeName, NodeName, u8),
+    Request(NodeName, NodeName),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -294,9 +304,16 @@ impl Store {
         for item in self.tree.scan_prefix(b"e") {
             let (key, value) = item.map_err(|e| self.io(e))?;
             let id = id_from(&key[1..]).ok_or_else(|| self.corrupt("edge key", "wrong length"))?;
-            let (from, to): (NodeName, NodeName) =
+            let record: EdgeRecord =
                 ciborium::from_reader(&value[..]).map_err(|e| self.corrupt(format!("edge {id}"), e))?;
-            let edge = Edge::new(from, to);
+            let edge = match record {
+                EdgeRecord::Request(from, to) => Edge::new(from, to),
+                EdgeRecord::Kind(from, to, code) => {
+                    let kind = EdgeKind::from_code(code)
+                        .ok_or_else(|| self.corrupt(format!("edge {id}"), format!("unknown kind {code}")))?;
+                    Edge::with_kind(from, to, kind)
+                }
+            };
             self.edge_ids.insert(edge.clone(), id);
             self.next_edge_id = self.next_edge_id.max(id + 1);
             edges.insert(id, edge);
@@ -377,7 +394,10 @@ impl Store {
         let id = self.next_edge_id;
         self.next_edge_id += 1;
         self.edge_ids.insert(edge.clone(), id);
-        batch.batch.insert([b"e".as_slice(), &id.to_be_bytes()].concat(), cbor(&(&edge.from, &edge.to)));
+        batch.batch.insert(
+            [b"e".as_slice(), &id.to_be_bytes()].concat(),
+            cbor(&(&edge.from, &edge.to, edge.kind.code())),
+        );
         batch.writes += 1;
         id
     }

@@ -105,6 +105,8 @@ pub enum GraphFormat {
     Json,
     /// Graphviz dot (`| dot -Tsvg > graph.svg`).
     Dot,
+    /// A Mermaid flowchart (renders in GitHub and GitLab Markdown).
+    Mermaid,
 }
 
 /// Fetches the graph of a window and prints it.
@@ -128,6 +130,7 @@ pub async fn graph(peer: &str, window: &str, at: Option<&str>, format: GraphForm
     match format {
         GraphFormat::Table => print!("{}", table(&answer)),
         GraphFormat::Dot => print!("{}", dot(&answer)),
+        GraphFormat::Mermaid => print!("{}", mermaid(&answer)),
         GraphFormat::Json => unreachable!("handled above"),
     }
     Ok(())
@@ -174,7 +177,7 @@ pub fn table(answer: &GraphAnswer) -> String {
             let f = &e.figures;
             let latency = f.latency_ms.as_ref();
             [
-                format!("{} -> {}", e.from, e.to),
+                edge_text(e),
                 format!("{:.2}", f.rate_per_s),
                 f.calls.to_string(),
                 f.errors.to_string(),
@@ -235,6 +238,29 @@ pub fn table(answer: &GraphAnswer) -> String {
     out
 }
 
+/// `from -> to`, with the kind when it is not a plain request.
+fn edge_text(edge: &EdgeJson) -> String {
+    match edge.kind.as_str() {
+        "request" => format!("{} -> {}", edge.from, edge.to),
+        kind => format!("{} -> {} ({kind})", edge.from, edge.to),
+    }
+}
+
+/// An edge's label: rate, error ratio, p95 and (unless a request) its kind, one per line.
+fn edge_label_lines(edge: &EdgeJson) -> Vec<String> {
+    let f = &edge.figures;
+    let mut lines = Vec::new();
+    if edge.kind != "request" {
+        lines.push(edge.kind.clone());
+    }
+    lines.push(format!("{:.2}/s", f.rate_per_s));
+    lines.push(format!("{:.2}% err", f.error_ratio * 100.0));
+    if let Some(latency) = &f.latency_ms {
+        lines.push(format!("p95 {} ms", ms(Some(latency.p95))));
+    }
+    lines
+}
+
 fn dot_id(name: &str) -> String {
     format!("\"{}\"", name.replace('\\', "\\\\").replace('"', "\\\""))
 }
@@ -246,19 +272,51 @@ pub fn dot(answer: &GraphAnswer) -> String {
         let _ = writeln!(out, "  {};", dot_id(&node.name));
     }
     for e in &answer.edges {
-        let f = &e.figures;
-        let p95 = f.latency_ms.as_ref().map(|l| format!("\\np95 {} ms", ms(Some(l.p95)))).unwrap_or_default();
-        let color = if f.error_ratio >= 0.05 { ", color=red" } else { "" };
+        let color = if e.figures.error_ratio >= 0.05 { ", color=red" } else { "" };
+        let style = if e.kind == "messaging" { ", style=dashed" } else { "" };
         let _ = writeln!(
             out,
-            "  {} -> {} [label=\"{:.2}/s\\n{:.2}% err{p95}\"{color}];",
+            "  {} -> {} [label={}{color}{style}];",
             dot_id(&e.from),
             dot_id(&e.to),
-            f.rate_per_s,
-            f.error_ratio * 100.0
+            dot_label(&edge_label_lines(e)),
         );
     }
     out.push_str("}\n");
+    out
+}
+
+/// A quoted dot label of several lines.
+fn dot_label(lines: &[String]) -> String {
+    let lines: Vec<String> = lines.iter().map(|l| l.replace('\\', "\\\\").replace('"', "\\\"")).collect();
+    format!("\"{}\"", lines.join("\\n"))
+}
+
+/// Text for a Mermaid label inside double quotes: quotes and angle brackets as entities.
+fn mermaid_text(text: &str) -> String {
+    text.replace('"', "#quot;").replace('<', "#lt;").replace('>', "#gt;")
+}
+
+/// The graph as a Mermaid flowchart: requests `-->`, messaging `-.->`, database calls
+/// `==>`; nodes get ids `n0`, `n1`, ... so that any name is safe.
+pub fn mermaid(answer: &GraphAnswer) -> String {
+    let mut out = String::from("flowchart LR\n");
+    let mut ids = std::collections::BTreeMap::new();
+    for (i, node) in answer.nodes.iter().enumerate() {
+        ids.insert(node.name.as_str(), format!("n{i}"));
+        let _ = writeln!(out, "  n{i}[\"{}\"]", mermaid_text(&node.name));
+    }
+    for e in &answer.edges {
+        let (Some(from), Some(to)) = (ids.get(e.from.as_str()), ids.get(e.to.as_str())) else { continue };
+        let arrow = match e.kind.as_str() {
+            "messaging" => "-.->",
+            "database" => "==>",
+            _ => "-->",
+        };
+        let label: Vec<String> = edge_label_lines(e).iter().map(|line| mermaid_text(line)).collect();
+        let label = label.join("<br/>");
+        let _ = writeln!(out, "  {from} {arrow}|\"{label}\"| {to}");
+    }
     out
 }
 

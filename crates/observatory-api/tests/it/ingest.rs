@@ -189,3 +189,43 @@ async fn error_list_is_capped_but_all_are_counted() {
     assert_eq!(answer["errors"].as_array().unwrap().len(), 5);
     assert_eq!(answer["errors_truncated"], true);
 }
+
+#[tokio::test]
+async fn edge_kinds_are_separate_edges_and_bad_kinds_are_named() {
+    let peer = TestPeer::new(ApiLimits::default());
+    let ts = now_ms();
+    let body = json!([
+        {"from": "checkout", "to": "orders", "ts": ts, "latency_ms": 2.0},
+        {"from": "checkout", "to": "orders", "ts": ts, "kind": "messaging", "count": 3},
+        {"from": "checkout", "to": "orders", "ts": ts, "kind": "database"},
+        {"from": "checkout", "to": "orders", "ts": ts, "kind": "carrier-pigeon"},
+    ]);
+    let (status, answer) = peer.post("application/json", body.to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["accepted"], 3, "{answer}");
+    assert_eq!(answer["errors"][0]["index"], 3, "{answer}");
+    assert_eq!(answer["errors"][0]["field"], "kind", "{answer}");
+
+    let (_, graph) = peer.get("/api/v1/graph?window=5m").await;
+    let mut kinds: Vec<(String, u64)> = graph["edges"]
+        .as_array()
+        .expect("edges")
+        .iter()
+        .map(|e| (e["kind"].as_str().expect("kind").to_string(), e["calls"].as_u64().expect("calls")))
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [("database".to_string(), 1), ("messaging".to_string(), 3), ("request".to_string(), 1)],
+        "{graph}"
+    );
+    let (status, series) = peer.get("/api/v1/edges/checkout/orders?window=5m&step=1m&kind=messaging").await;
+    assert_eq!(status, StatusCode::OK, "{series}");
+    assert_eq!(series["kind"], "messaging");
+    let calls: u64 =
+        series["points"].as_array().expect("points").iter().map(|p| p["calls"].as_u64().unwrap()).sum();
+    assert_eq!(calls, 3, "{series}");
+    let (status, error) = peer.get("/api/v1/edges/checkout/orders?kind=telepathy").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    assert!(error["error"]["message"].as_str().unwrap().contains("kind"), "{error}");
+}
