@@ -1,0 +1,325 @@
+//! The correlator at its boundary: spans and sightings in, events and handoffs out.
+
+use std::collections::BTreeMap;
+
+use observatory_core::{EdgeKind, Event, NodeName};
+use observatory_correlate::{
+    CorrelationConfig, Correlator, Handoff, Output, Remote, Sighting, Span, SpanKind, owner,
+};
+
+fn name(s: &str) -> NodeName {
+    NodeName::new(s, 200).expect("valid name")
+}
+
+const MS: u64 = 1_000_000;
+const T0: u64 = 1_800_000_000_000 * MS;
+
+fn span(
+    trace: u128,
+    id: u64,
+    parent: Option<u64>,
+    kind: SpanKind,
+    service: &str,
+    start_ms: u64,
+    dur_ms: u64,
+) -> Span {
+    Span {
+        trace_id: trace,
+        span_id: id,
+        parent_span_id: parent,
+        kind,
+        service: name(service),
+        start_ns: T0 + start_ms * MS,
+        end_ns: T0 + (start_ms + dur_ms) * MS,
+        error: false,
+        remote: None,
+    }
+}
+
+fn remote(node: &str, kind: EdgeKind) -> Option<Remote> {
+    Some(Remote { node: name(node), kind })
+}
+
+/// `(from, to, kind) -> (calls, errors, latency samples in µs)`.
+type Edges = BTreeMap<(String, String, EdgeKind), (u64, u64, Vec<u64>)>;
+
+fn tally(events: &[Event], into: &mut Edges) {
+    for e in events {
+        let entry = into.entry((e.edge.from.to_string(), e.edge.to.to_string(), e.edge.kind)).or_insert((
+            0,
+            0,
+            Vec::new(),
+        ));
+        entry.0 += e.count;
+        entry.1 += u64::from(e.error);
+        entry.2.extend(e.latency_us);
+    }
+}
+
+fn edges(events: &[Event]) -> Edges {
+    let mut out = Edges::new();
+    tally(events, &mut out);
+    out
+}
+
+fn key(from: &str, to: &str, kind: EdgeKind) -> (String, String, EdgeKind) {
+    (from.to_string(), to.to_string(), kind)
+}
+
+const NOW: i64 = 1_800_000_000_000;
+fn alone() -> (String, Vec<String>) {
+    ("me".to_string(), vec!["me".to_string()])
+}
+
+#[test]
+fn a_client_and_its_server_make_one_request_edge_with_the_server_latency() {
+    let (me, peers) = alone();
+    let mut c = Correlator::new(CorrelationConfig::default());
+    let client = Span { error: true, ..span(1, 10, Some(9), SpanKind::Client, "checkout", 0, 50) };
+    let server = span(1, 20, Some(10), SpanKind::Server, "payments", 5, 30);
+    let out = c.handle_spans(NOW, vec![server, client], &me, &peers);
+    assert!(out.handoffs.is_empty());
+    assert_eq!(
+        edges(&out.events),
+        Edges::from([(key("checkout", "payments", EdgeKind::Request), (1, 1, vec![30_000]))])
+    );
+    assert_eq!(out.events[0].ts_ms, (T0 / MS + 5) as i64, "the server's start");
+    assert_eq!(c.counters().spans_pending, 0);
+
+    // Halves in separate requests pair too, and a retried export is not counted twice.
+    let server = span(2, 21, Some(11), SpanKind::Server, "payments", 0, 7);
+    let first = c.handle_spans(NOW, vec![server.clone()], &me, &peers);
+    assert!(first.events.is_empty());
+    assert_eq!(c.counters().spans_pending, 1);
+    let again = c.handle_spans(NOW, vec![server], &me, &peers);
+    assert!(again.events.is_empty());
+    let client = span(2, 11, Some(1), SpanKind::Client, "checkout", 0, 9);
+    let out = c.handle_spans(NOW + 100, vec![client], &me, &peers);
+    assert_eq!(
+        edges(&out.events),
+        Edges::from([(key("checkout", "payments", EdgeKind::Request), (1, 0, vec![7_000]))])
+    );
+    let counters = c.counters();
+    assert_eq!((counters.edges_paired, counters.spans_duplicate, counters.spans_pending), (2, 1, 0));
+    assert!(c.handle_tick(NOW + 60_000).is_empty(), "nothing left to expire");
+}
+
+#[test]
+fn roots_databases_and_unanswered_clients_become_virtual_edges() {
+    let (me, peers) = alone();
+    let mut c = Correlator::new(CorrelationConfig::default());
+    let root = span(1, 1, None, SpanKind::Server, "frontend", 0, 80);
+    let db = Span {
+        remote: remote("orders-db", EdgeKind::Database),
+        ..span(1, 2, Some(1), SpanKind::Client, "frontend", 1, 4)
+    };
+    let named = Span {
+        remote: remote("stripe", EdgeKind::Request),
+        ..span(1, 3, Some(1), SpanKind::Client, "frontend", 2, 40)
+    };
+    let anonymous = span(1, 4, Some(1), SpanKind::Client, "frontend", 3, 5);
+    let internal = span(1, 5, Some(1), SpanKind::Internal, "frontend", 3, 5);
+    let orphan = span(1, 6, Some(77), SpanKind::Server, "inventory", 3, 5);
+    let out = c.handle_spans(NOW, vec![root, db, named, anonymous, internal, orphan], &me, &peers);
+    assert_eq!(
+        edges(&out.events),
+        Edges::from([
+            (key("user", "frontend", EdgeKind::Request), (1, 0, vec![80_000])),
+            (key("frontend", "orders-db", EdgeKind::Database), (1, 0, vec![4_000])),
+        ])
+    );
+    assert_eq!(c.poll_timeout(), Some(NOW + 10_000));
+    assert!(c.handle_tick(NOW + 9_999).is_empty(), "halves wait for the TTL");
+    let expired = c.handle_tick(NOW + 10_000);
+    assert_eq!(
+        edges(&expired),
+        Edges::from([(key("frontend", "stripe", EdgeKind::Request), (1, 0, vec![40_000]))])
+    );
+    let counters = c.counters();
+    assert_eq!(counters.spans_unpaired, 2, "the anonymous client and the orphan server: {counters:?}");
+    assert_eq!((counters.spans_internal, counters.edges_root, counters.edges_virtual), (1, 1, 2));
+    assert_eq!(counters.spans_pending, 0);
+}
+
+#[test]
+fn a_producer_pairs_with_every_consumer_and_latency_is_transit_time() {
+    let (me, peers) = alone();
+    let mut c = Correlator::new(CorrelationConfig::default());
+    let producer = Span {
+        remote: remote("orders-topic", EdgeKind::Messaging),
+        ..span(7, 1, Some(99), SpanKind::Producer, "checkout", 0, 2)
+    };
+    let shipping = span(7, 2, Some(1), SpanKind::Consumer, "shipping", 12, 30);
+    let billing = span(7, 3, Some(1), SpanKind::Consumer, "billing", 7, 3);
+    let out = c.handle_spans(NOW, vec![producer, shipping], &me, &peers);
+    let later = c.handle_spans(NOW + 5, vec![billing], &me, &peers);
+    let mut all = out.events;
+    all.extend(later.events);
+    all.extend(c.handle_tick(NOW + 60_000));
+    assert_eq!(
+        edges(&all),
+        Edges::from([
+            (key("checkout", "shipping", EdgeKind::Messaging), (1, 0, vec![10_000])),
+            (key("checkout", "billing", EdgeKind::Messaging), (1, 0, vec![5_000])),
+        ]),
+        "a paired producer makes no virtual edge when it expires"
+    );
+
+    // A producer nobody consumed names its destination; a consumer without a producer too.
+    let lonely = Span {
+        remote: remote("audit-topic", EdgeKind::Messaging),
+        ..span(8, 1, None, SpanKind::Producer, "checkout", 0, 1)
+    };
+    let root_consumer = Span {
+        remote: remote("audit-topic", EdgeKind::Messaging),
+        ..span(9, 5, None, SpanKind::Consumer, "auditor", 0, 1)
+    };
+    let out = c.handle_spans(NOW, vec![lonely, root_consumer], &me, &peers);
+    let mut all = out.events;
+    all.extend(c.handle_tick(NOW + 60_000));
+    assert_eq!(
+        edges(&all),
+        Edges::from([
+            (key("checkout", "audit-topic", EdgeKind::Messaging), (1, 0, vec![])),
+            (key("audit-topic", "auditor", EdgeKind::Messaging), (1, 0, vec![])),
+        ])
+    );
+}
+
+#[test]
+fn the_pending_store_is_bounded_and_gives_up_the_oldest_first() {
+    let (me, peers) = alone();
+    let config = CorrelationConfig { pending_spans_max: 10, ..CorrelationConfig::default() };
+    let mut c = Correlator::new(config);
+    let clients: Vec<Span> = (0..15)
+        .map(|i| Span {
+            remote: remote("far-away", EdgeKind::Request),
+            ..span(100 + i, 1, None, SpanKind::Client, "a", 0, 1)
+        })
+        .collect();
+    let out = c.handle_spans(NOW, clients, &me, &peers);
+    let counters = c.counters();
+    assert_eq!((counters.spans_pending, counters.spans_evicted), (10, 5), "{counters:?}");
+    assert_eq!(
+        edges(&out.events)[&key("a", "far-away", EdgeKind::Request)].0,
+        5,
+        "evicted halves still name their peer"
+    );
+    // The survivors are the newest: their servers still pair.
+    let servers: Vec<Span> =
+        (5..15).map(|i| span(100 + i, 2, Some(1), SpanKind::Server, "b", 0, 1)).collect();
+    let out = c.handle_spans(NOW, servers, &me, &peers);
+    assert_eq!(edges(&out.events)[&key("a", "b", EdgeKind::Request)].0, 10);
+}
+
+/// Three peers, each trace's spans spread over all three; handoffs delivered between them.
+#[test]
+fn halves_landing_at_different_peers_pair_exactly_once_at_the_owner() {
+    let peers: Vec<String> = ["peer-a", "peer-b", "peer-c"].map(String::from).to_vec();
+    let mut correlators: Vec<Correlator> =
+        (0..3).map(|_| Correlator::new(CorrelationConfig::default())).collect();
+    let mut all = Edges::new();
+    let deliver = |correlators: &mut Vec<Correlator>, all: &mut Edges, out: Output| {
+        tally(&out.events, all);
+        for (to, handoff) in out.handoffs {
+            let at = peers.iter().position(|p| *p == to).expect("a live peer");
+            let events = correlators[at].handle_handoff(NOW, handoff);
+            tally(&events, all);
+        }
+    };
+    let traces = 300u128;
+    for t in 0..traces {
+        // frontend (root) -> checkout -> payments; each span at a different peer.
+        let spans = [
+            span(t, 1, None, SpanKind::Server, "frontend", 0, 100),
+            span(t, 2, Some(1), SpanKind::Client, "frontend", 1, 90),
+            span(t, 3, Some(2), SpanKind::Server, "checkout", 2, 80),
+            span(t, 4, Some(3), SpanKind::Client, "checkout", 3, 50),
+            Span { error: t % 10 == 0, ..span(t, 5, Some(4), SpanKind::Server, "payments", 4, 40) },
+        ];
+        for (i, s) in spans.into_iter().enumerate() {
+            let at = (i + t as usize) % 3;
+            let out = correlators[at].handle_spans(NOW, vec![s], &peers[at], &peers);
+            deliver(&mut correlators, &mut all, out);
+        }
+    }
+    for c in &mut correlators {
+        tally(&c.handle_tick(NOW + 60_000), &mut all);
+    }
+    let calls: BTreeMap<_, _> = all.iter().map(|(k, v)| (k.clone(), (v.0, v.1))).collect();
+    assert_eq!(
+        calls,
+        BTreeMap::from([
+            (key("user", "frontend", EdgeKind::Request), (300, 0)),
+            (key("frontend", "checkout", EdgeKind::Request), (300, 0)),
+            (key("checkout", "payments", EdgeKind::Request), (300, 30)),
+        ])
+    );
+    let total: u64 = correlators.iter().map(|c| c.counters().spans_handed_off).sum();
+    assert!(total > 0, "some halves travelled");
+    for c in &correlators {
+        let counters = c.counters();
+        assert_eq!((counters.spans_unpaired, counters.spans_pending), (0, 0), "{counters:?}");
+    }
+}
+
+#[test]
+fn sightings_of_a_token_become_edges_in_time_order_once_the_token_is_idle() {
+    let peers: Vec<String> = ["peer-a", "peer-b"].map(String::from).to_vec();
+    let mut correlators =
+        [Correlator::new(CorrelationConfig::default()), Correlator::new(CorrelationConfig::default())];
+    let seen = |node: &str, ts: i64, error: bool| Sighting {
+        token: "order-42".into(),
+        node: name(node),
+        ts_ms: NOW + ts,
+        error,
+        kind: EdgeKind::Request,
+    };
+    // Out of order and at both peers.
+    let mut events = Vec::new();
+    for (at, sighting) in
+        [(0, seen("packing", 12, true)), (1, seen("web", 0, false)), (0, seen("warehouse", 5, false))]
+    {
+        let out = correlators[at].handle_sightings(NOW, vec![sighting], &peers[at], &peers);
+        events.extend(out.events);
+        for (to, handoff) in out.handoffs {
+            let to = peers.iter().position(|p| *p == to).expect("live");
+            events.extend(correlators[to].handle_handoff(NOW, handoff));
+        }
+    }
+    for c in &mut correlators {
+        events.extend(c.handle_tick(NOW + 9_999));
+    }
+    assert!(events.is_empty(), "the token is not idle yet");
+    for c in &mut correlators {
+        events.extend(c.handle_tick(NOW + 10_000));
+    }
+    assert_eq!(
+        edges(&events),
+        Edges::from([
+            (key("web", "warehouse", EdgeKind::Request), (1, 0, vec![5_000])),
+            (key("warehouse", "packing", EdgeKind::Request), (1, 1, vec![7_000])),
+        ])
+    );
+}
+
+#[test]
+fn rendezvous_ownership_moves_only_the_keys_of_a_peer_that_leaves() {
+    let three: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+    let two: Vec<String> = ["a", "c"].map(String::from).to_vec();
+    let mut owned = BTreeMap::<&str, usize>::new();
+    for k in 0u32..3_000 {
+        let key = k.to_le_bytes();
+        let before = owner(&key, &three).expect("some owner").as_str();
+        *owned.entry(before).or_default() += 1;
+        let after = owner(&key, &two).expect("some owner").as_str();
+        if before != "b" {
+            assert_eq!(before, after, "key {k} moved though its owner stayed");
+        }
+    }
+    for (peer, n) in owned {
+        assert!((800..1_200).contains(&n), "{peer} owns {n} of 3000 keys: not spread evenly");
+    }
+    assert_eq!(owner::<String>(b"x", &[]), None);
+    let _ = Handoff::default();
+}
