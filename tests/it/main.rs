@@ -7,6 +7,7 @@
 mod config;
 mod mesh;
 mod partition;
+mod prometheus;
 mod restart;
 mod sim;
 mod single_peer;

@@ -5,11 +5,15 @@
 //! - `GET /api/v1/graph?window=5m&at=<time>`: the flow graph of a window.
 //! - `GET /api/v1/edges/{from}/{to}?window=1h&step=1m&kind=request`: one edge's time series.
 //! - `GET /api/v1/status`, `GET /healthz`.
+//! - `GET /metrics`: Prometheus text format, the service graph and the peer's own metrics.
+//! - `GET /api/v2/dependencies?endTs=<ms>&lookback=<ms>`: Zipkin's dependency links.
+//! - `GET /api/dependencies?endTs=<ms>&lookback=<ms>`: Jaeger's dependency links.
 //!
 //! Types in [`wire`] are the JSON answers; they are converted from core types here.
 
 mod error;
 pub mod events;
+mod exposition;
 pub mod time_text;
 pub mod wire;
 
@@ -192,6 +196,9 @@ pub fn router(context: Arc<ApiContext>) -> Router {
         .route("/api/v1/status", get(get_status))
         .route("/api/v1/peers", get(get_peers))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(exposition::get_metrics))
+        .route("/api/v2/dependencies", get(exposition::get_zipkin_dependencies))
+        .route("/api/dependencies", get(exposition::get_jaeger_dependencies))
         .fallback(|| async { ApiError::NotFound("no such route; see /api/v1/status, /api/v1/graph".into()) })
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(context)

@@ -185,6 +185,16 @@ impl LatencyHistogram {
         self.counters().next().is_none()
     }
 
+    /// Number of samples at or below `value_us`, at the histogram's precision: every
+    /// counter up to and including the one `value_us` falls in, as hdrhistogram's
+    /// `count_between(0, value_us)`. A sample may thus exceed `value_us` by less than the
+    /// width of that counter (under 1% at 2 significant digits). For cumulative buckets
+    /// such as Prometheus' `le`.
+    pub fn count_at_or_below(&self, value_us: u64) -> u64 {
+        let last = index_for(value_us);
+        self.counters().take_while(|&(index, _)| index <= last).map(|(_, count)| count).sum()
+    }
+
     /// Number of non-zero counters.
     pub fn distinct_counters(&self) -> usize {
         self.counters().count()
@@ -636,5 +646,31 @@ impl LatencyAccumulator {
         self.low = INDEX_COUNT;
         self.high = 0;
         self.total = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn count_at_or_below_matches_hdrhistogram_count_between() {
+        let mut ours = LatencyHistogram::new();
+        let mut theirs = hdrhistogram::Histogram::<u64>::new_with_bounds(1, LATENCY_US_HIGHEST, 2).unwrap();
+        for (value_us, count) in
+            [(1, 2), (199, 1), (4_995, 3), (5_000, 4), (5_040, 5), (70_000, 6), (3_600_000_000, 7)]
+        {
+            ours.record(value_us, count).unwrap();
+            theirs.record_n(value_us, count).unwrap();
+        }
+        for value_us in [0, 1, 2, 199, 4_991, 5_000, 5_023, 5_024, 10_000, 1_000_000, u64::MAX] {
+            let expected = theirs.count_between(0, value_us.min(LATENCY_US_HIGHEST));
+            assert_eq!(ours.count_at_or_below(value_us), expected, "at {value_us} µs");
+        }
+        // 4,995 and 5,000 µs share a counter; 5,040 lies in the next one.
+        assert_eq!(ours.count_at_or_below(5_000), 2 + 1 + 3 + 4);
+        assert_eq!(ours.count_at_or_below(u64::MAX), ours.len());
+        ours.pack();
+        assert_eq!(ours.count_at_or_below(5_000), 10, "packed histograms read the same");
     }
 }

@@ -1,5 +1,6 @@
 //! The HTTP API at its boundary: requests through the router, with a real store and writer.
 
+mod exposition;
 mod ingest;
 mod query;
 
