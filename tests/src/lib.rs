@@ -246,6 +246,8 @@ pub struct Startup {
     pub data_dir: String,
     /// Multiaddrs other peers dial, with `/p2p/<peer id>`.
     pub listen: Vec<String>,
+    /// `IP:PORT` of the OTLP/HTTP listener, if it has one.
+    pub otlp: Option<String>,
 }
 
 /// How to start a peer.
@@ -297,6 +299,8 @@ impl PeerBuilder {
         if !self.no_http_flag {
             command.args(["--http", "127.0.0.1:0"]);
         }
+        // The OTLP listener's default port (4318) is one per machine.
+        command.args(["--otlp", "127.0.0.1:0"]);
         if !self.no_mesh_flags {
             // A mesh port of its own and no mDNS: tests run many peers side by side.
             command.args(["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"]);
@@ -365,7 +369,8 @@ impl PeerBuilder {
                     .as_array()
                     .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
                     .unwrap_or_default();
-                Startup { peer_id, incarnation, http, data_dir, listen }
+                let otlp = value["otlp"].as_str().map(str::to_string);
+                Startup { peer_id, incarnation, http, data_dir, listen, otlp }
             }
             _ => {
                 peer.fail(&format!("the startup line lacks event/peer_id/incarnation/http/data_dir: {line}"))

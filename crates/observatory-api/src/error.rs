@@ -40,6 +40,9 @@ pub enum ApiError {
     /// The request took longer than `http.request_timeout` (408).
     #[error("{0}")]
     Timeout(String),
+    /// Too many requests at once; retry after a second (429).
+    #[error("{0}")]
+    TooManyRequests(String),
     /// Overloaded or shutting down; retry later (503).
     #[error("{0}")]
     Unavailable(String),
@@ -64,12 +67,14 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::NotFound(_) => "not_found",
             ApiError::Timeout(_) => "timeout",
+            ApiError::TooManyRequests(_) => "too_many_requests",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
     }
 
-    fn status(&self) -> StatusCode {
+    /// The HTTP status it is answered with.
+    pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) | ApiError::BadParam { .. } | ApiError::MalformedBody { .. } => {
                 StatusCode::BAD_REQUEST
@@ -78,6 +83,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -106,7 +112,7 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         let mut response = (status, axum::Json(body)).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if matches!(status, StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS) {
             response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
         }
         response

@@ -78,7 +78,7 @@ pub struct ParsedBody {
 
 /// An event timestamp: integer milliseconds since the epoch, or an RFC 3339 string.
 #[derive(Debug, Clone, Copy)]
-struct Timestamp(i64);
+pub(crate) struct Timestamp(pub(crate) i64);
 
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

@@ -2,6 +2,8 @@
 //!
 //! Build an [`ApiContext`] and serve [`router`]. Routes:
 //! - `POST /api/v1/events`: native events (JSON array, NDJSON or CBOR).
+//! - `POST /v1/traces`: OTLP/HTTP spans (protobuf or JSON, gzip); `POST /api/v2/spans`:
+//!   Zipkin v2 spans; `POST /api/v1/sightings`: token sightings. See [`ingest_spans`].
 //! - `GET /api/v1/graph?window=5m&at=<time>`: the flow graph of a window.
 //! - `GET /api/v1/edges/{from}/{to}?window=1h&step=1m&kind=request`: one edge's time series.
 //! - `GET /api/v1/status`, `GET /healthz`.
@@ -14,8 +16,12 @@
 mod error;
 pub mod events;
 mod exposition;
+mod ingest_spans;
+pub mod otlp;
+pub mod spans;
 pub mod time_text;
 pub mod wire;
+pub mod zipkin;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -35,6 +41,8 @@ use serde::Deserialize;
 
 pub use error::ApiError;
 use events::{BodyFormat, ParseLimits, parse_body};
+pub use ingest_spans::run_correlation;
+pub use observatory_correlate::CorrelationConfig;
 use wire::{IngestAnswer, IngestErrorItem};
 
 /// What the API tells about the peer it serves.
@@ -61,9 +69,11 @@ pub struct ApiLimits {
     pub parse: ParseLimits,
     /// Longest time reading one request's body may take (408 beyond).
     pub request_timeout: std::time::Duration,
-    /// Most ingest requests read and parsed at once; more wait for a place, so memory
-    /// stays bounded by this many bodies.
+    /// Most ingest requests read and parsed at once; more wait for a place (span and
+    /// sighting requests get 429 instead), so memory stays bounded by this many bodies.
     pub ingest_requests_in_flight_max: usize,
+    /// Most spans in one OTLP or Zipkin request; the rest are refused.
+    pub spans_per_request_max: usize,
 }
 
 impl Default for ApiLimits {
@@ -71,6 +81,7 @@ impl Default for ApiLimits {
         Self {
             body_bytes_max: 8 * 1024 * 1024,
             ingest_requests_in_flight_max: 32,
+            spans_per_request_max: 100_000,
             errors_listed_max: 100,
             parse: ParseLimits {
                 events_per_request_max: 10_000,
@@ -93,11 +104,23 @@ pub struct Counters {
     pub events_rejected: Mutex<BTreeMap<String, u64>>,
     /// Requests refused whole, by reason.
     pub requests_rejected: Mutex<BTreeMap<String, u64>>,
+    /// Spans received (OTLP and Zipkin), refused ones included.
+    pub spans_received: AtomicU64,
+    /// Spans refused, by reason.
+    pub spans_rejected: Mutex<BTreeMap<String, u64>>,
+    /// Sightings received, refused ones included.
+    pub sightings_received: AtomicU64,
+    /// Sightings refused, by reason.
+    pub sightings_rejected: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Counters {
     fn count(map: &Mutex<BTreeMap<String, u64>>, reason: &str, n: u64) {
         *map.lock().expect("counters lock").entry(reason.to_string()).or_default() += n;
+    }
+
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Counts a request refused whole.
@@ -125,6 +148,8 @@ pub struct ApiContext {
     pub ingest_slots: tokio::sync::Semaphore,
     /// The mesh, if this peer runs one, with its sync interval in milliseconds.
     pub mesh: Option<(MeshHandle, i64)>,
+    /// Pairs span halves and correlates sightings.
+    pub correlator: Mutex<observatory_correlate::Correlator>,
 }
 
 impl ApiContext {
@@ -146,7 +171,13 @@ impl ApiContext {
             counters: Counters::default(),
             ingest_slots,
             mesh: None,
+            correlator: Mutex::new(observatory_correlate::Correlator::new(CorrelationConfig::default())),
         }
+    }
+
+    /// The same context, correlating spans and sightings with `config`.
+    pub fn with_correlation(self, config: CorrelationConfig) -> Self {
+        Self { correlator: Mutex::new(observatory_correlate::Correlator::new(config)), ..self }
     }
 
     /// The same context, answering for `mesh` too (`/api/v1/peers`, coverage, status).
@@ -191,6 +222,9 @@ pub fn router(context: Arc<ApiContext>) -> Router {
     let body_limit = context.limits.body_bytes_max;
     Router::new()
         .route("/api/v1/events", post(post_events))
+        .route("/v1/traces", post(ingest_spans::post_otlp_traces))
+        .route("/api/v2/spans", post(ingest_spans::post_zipkin_spans))
+        .route("/api/v1/sightings", post(ingest_spans::post_sightings))
         .route("/api/v1/graph", get(get_graph))
         .route("/api/v1/edges/{from}/{to}", get(get_edge_series))
         .route("/api/v1/status", get(get_status))
@@ -200,6 +234,18 @@ pub fn router(context: Arc<ApiContext>) -> Router {
         .route("/api/v2/dependencies", get(exposition::get_zipkin_dependencies))
         .route("/api/dependencies", get(exposition::get_jaeger_dependencies))
         .fallback(|| async { ApiError::NotFound("no such route; see /api/v1/status, /api/v1/graph".into()) })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(context)
+}
+
+/// The routes of the OTLP listener (`otlp.addr`): `POST /v1/traces` only.
+pub fn otlp_router(context: Arc<ApiContext>) -> Router {
+    let body_limit = context.limits.body_bytes_max;
+    Router::new()
+        .route("/v1/traces", post(ingest_spans::post_otlp_traces))
+        .fallback(|| async {
+            ApiError::NotFound("this listener takes OTLP/HTTP traces only: POST /v1/traces".into())
+        })
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(context)
 }
@@ -437,7 +483,12 @@ async fn get_status(State(ctx): Ctx) -> Json<wire::StatusAnswer> {
             events_accepted: counters.events_accepted.load(Ordering::Relaxed),
             events_rejected: counters.events_rejected.lock().expect("counters lock").clone(),
             requests_rejected: counters.requests_rejected.lock().expect("counters lock").clone(),
+            spans_received: counters.spans_received.load(Ordering::Relaxed),
+            spans_rejected: counters.spans_rejected.lock().expect("counters lock").clone(),
+            sightings_received: counters.sightings_received.load(Ordering::Relaxed),
+            sightings_rejected: counters.sightings_rejected.lock().expect("counters lock").clone(),
         },
+        correlation: ctx.correlator.lock().expect("no correlator call panics").counters(),
         mesh: ctx.mesh.as_ref().map(|(mesh, _)| {
             let status = mesh.status();
             serde_json::json!({

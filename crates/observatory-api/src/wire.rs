@@ -320,6 +320,18 @@ pub struct IngestCounters {
     pub events_rejected: BTreeMap<String, u64>,
     /// Requests refused whole, by reason.
     pub requests_rejected: BTreeMap<String, u64>,
+    /// Spans received (OTLP, Zipkin), refused ones included.
+    #[serde(default)]
+    pub spans_received: u64,
+    /// Spans refused, by reason.
+    #[serde(default)]
+    pub spans_rejected: BTreeMap<String, u64>,
+    /// Sightings received, refused ones included.
+    #[serde(default)]
+    pub sightings_received: u64,
+    /// Sightings refused, by reason.
+    #[serde(default)]
+    pub sightings_rejected: BTreeMap<String, u64>,
 }
 
 /// Answer to `GET /api/v1/status`.
@@ -354,4 +366,7 @@ pub struct StatusAnswer {
     /// The mesh: listen addresses, peers known and connected, counters.
     #[serde(default)]
     pub mesh: Option<serde_json::Value>,
+    /// What the correlator paired, gave up and holds (spans and sightings).
+    #[serde(default)]
+    pub correlation: observatory_correlate::CorrelationCounters,
 }

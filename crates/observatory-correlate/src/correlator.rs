@@ -460,7 +460,7 @@ impl Correlator {
 
     /// Gives up a pending entry: virtual-node edges where the attributes allow.
     fn expire(&mut self, key: Key, generation: u64, events: &mut Vec<Event>) {
-        if !self.pending.get(&key).is_some_and(|p| p.generation == generation) {
+        if self.pending.get(&key).is_none_or(|p| p.generation != generation) {
             return;
         }
         let pending = self.pending.remove(&key).expect("checked above");

@@ -18,8 +18,9 @@ use libp2p::request_response::{self, Message as RrMessage};
 use libp2p::swarm::SwarmEvent;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{Multiaddr, PeerId, Swarm, identify, mdns};
+use observatory_correlate::Handoff;
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::net::{Behaviour, BehaviourEvent, NetConfig, NetError, build_swarm};
@@ -113,16 +114,47 @@ pub struct PeerStatus {
     pub last_sync_age_ms: Option<i64>,
 }
 
+/// Most handoffs queued for sending, and most received ones waiting to be correlated.
+pub const HANDOFFS_QUEUED_MAX: usize = 1024;
+
 /// A handle on the running mesh.
 #[derive(Debug, Clone)]
 pub struct MeshHandle {
     status: Arc<Mutex<MeshStatus>>,
+    live: Arc<Mutex<Vec<String>>>,
+    handoffs_out: mpsc::Sender<(PeerId, Handoff)>,
+}
+
+/// Why a handoff was not queued; it comes back so the caller can keep it.
+#[derive(Debug)]
+pub struct HandoffRefused {
+    /// What was not sent.
+    pub handoff: Handoff,
+    /// Why.
+    pub reason: &'static str,
 }
 
 impl MeshHandle {
     /// The latest published status.
     pub fn status(&self) -> MeshStatus {
         self.status.lock().expect("no publisher panicked holding the status").clone()
+    }
+
+    /// This peer and every connected peer whose settings agree with ours (as published
+    /// last), sorted: the peers that own traces and tokens.
+    pub fn live_peers(&self) -> Vec<String> {
+        self.live.lock().expect("no publisher panicked holding the live peers").clone()
+    }
+
+    /// Queues span halves and sightings for `peer` (a peer id in text form).
+    pub fn hand_off(&self, peer: &str, handoff: Handoff) -> Result<(), HandoffRefused> {
+        let Ok(peer) = peer.parse::<PeerId>() else {
+            return Err(HandoffRefused { handoff, reason: "not a peer id" });
+        };
+        self.handoffs_out.try_send((peer, handoff)).map_err(|error| {
+            let (_, handoff) = error.into_inner();
+            HandoffRefused { handoff, reason: "the mesh's send queue is full or closed" }
+        })
     }
 }
 
@@ -133,6 +165,9 @@ pub struct StartedMesh {
     pub listen: Vec<Multiaddr>,
     /// The handle for the API.
     pub handle: MeshHandle,
+    /// Handoffs from other peers `(peer id, handoff)`, for this peer to correlate as owner.
+    /// At most [`HANDOFFS_QUEUED_MAX`] wait; more are dropped and counted.
+    pub handoffs_in: mpsc::Receiver<(String, Handoff)>,
     /// The driver task.
     pub task: JoinHandle<()>,
 }
@@ -237,7 +272,13 @@ pub async fn start<R: PeerReplica>(
         listen: listen.iter().map(ToString::to_string).collect(),
         ..MeshStatus::default()
     }));
+    let live = Arc::new(Mutex::new(vec![local.to_string()]));
+    let (handoffs_out, mut handoffs_to_send) = mpsc::channel(HANDOFFS_QUEUED_MAX);
+    let (handoffs_received, handoffs_in) = mpsc::channel(HANDOFFS_QUEUED_MAX);
     let mut driver = Driver {
+        live: live.clone(),
+        handoffs_received,
+        handoffs_dropped: 0,
         local,
         swarm,
         protocol,
@@ -267,6 +308,7 @@ pub async fn start<R: PeerReplica>(
         loop {
             tokio::select! {
                 event = driver.swarm.select_next_some() => driver.on_event(event),
+                Some((peer, handoff)) = handoffs_to_send.recv() => driver.send(peer, Message::Handoff(handoff)),
                 _ = tick.tick() => {
                     let now = unix_now_ms();
                     driver.protocol.handle_tick(now, &driver.replica);
@@ -292,7 +334,7 @@ pub async fn start<R: PeerReplica>(
         driver.save_peers();
         tracing::info!("mesh stopped");
     });
-    Ok(StartedMesh { listen, handle: MeshHandle { status }, task })
+    Ok(StartedMesh { listen, handle: MeshHandle { status, live, handoffs_out }, handoffs_in, task })
 }
 
 /// The peer id at the end of a multiaddr, if any.
@@ -314,6 +356,9 @@ fn dialable(addr: &Multiaddr) -> bool {
 
 struct Driver<R> {
     local: PeerId,
+    live: Arc<Mutex<Vec<String>>>,
+    handoffs_received: mpsc::Sender<(String, Handoff)>,
+    handoffs_dropped: u64,
     swarm: Swarm<Behaviour>,
     protocol: Protocol<PeerId>,
     replica: R,
@@ -464,6 +509,12 @@ impl<R: PeerReplica> Driver<R> {
                 self.protocol.note_bytes(&peer, true, request.len());
                 match wire::decode_message(&request) {
                     Ok(Message::Peers(peers)) => self.on_peers(peers),
+                    Ok(Message::Handoff(handoff)) => {
+                        if self.handoffs_received.try_send((peer.to_string(), handoff)).is_err() {
+                            self.handoffs_dropped += 1;
+                            tracing::warn!(%peer, "a handoff of span halves was dropped: the correlator is behind");
+                        }
+                    }
                     Ok(message) => {
                         let has_pages = matches!(&message, Message::Sync(_, pages) if !pages.is_empty());
                         if has_pages && self.replica.backlog_cells() > BACKLOG_CELLS_MAX {
@@ -610,10 +661,18 @@ impl<R: PeerReplica> Driver<R> {
                 },
             });
         }
+        let mut live: Vec<String> = peers
+            .values()
+            .filter(|p| p.report.connected && matches!(p.report.settings, Agreement::Agrees))
+            .map(|p| p.report.peer.clone())
+            .chain([self.local.to_string()])
+            .collect();
+        live.sort();
+        *self.live.lock().expect("no reader panics holding the live peers") = live;
         let status = MeshStatus {
             peer_id: self.local.to_string(),
             listen: self.listen.iter().map(ToString::to_string).collect(),
-            counters: self.protocol.counters(),
+            counters: MeshCounters { handoffs_dropped: self.handoffs_dropped, ..self.protocol.counters() },
             peers: peers.into_values().collect(),
         };
         *self.status.lock().expect("no publisher panicked holding the status") = status;

@@ -184,6 +184,9 @@ pub enum Message {
     Sync(SyncMessage, Vec<OriginDelta>),
     /// Peers the sender knows (for the driver; the protocol ignores them).
     Peers(Vec<(String, Vec<String>)>),
+    /// Span halves and sightings for the receiver to correlate as their owner (for the
+    /// driver; the protocol ignores them).
+    Handoff(observatory_correlate::Handoff),
 }
 
 /// Something the driver must do besides sending.
@@ -238,6 +241,9 @@ pub struct MeshCounters {
     pub rejected: u64,
     /// Peers disconnected for repeated offences.
     pub shunned: u64,
+    /// Handoffs of span halves received but dropped because the correlator was behind
+    /// (set by the driver).
+    pub handoffs_dropped: u64,
 }
 
 /// What this peer knows of one other peer, for `/api/v1/peers`.
@@ -516,7 +522,7 @@ impl<P: Clone + Ord + std::fmt::Display> Protocol<P> {
         match message {
             Message::Hello(hello) => self.handle_hello(from, hello),
             Message::Sync(head, pages) => self.handle_sync(now_ms, from, head, pages, replica),
-            Message::Peers(_) => {}
+            Message::Peers(_) | Message::Handoff(_) => {}
         }
     }
 

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use observatory_core::{
     Cell, CellData, CellKey, Edge, EdgeKind, LatencyHistogram, NodeName, Origin, OriginDelta,
 };
+use observatory_correlate::Handoff;
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::{Hello, Message, SyncMessage};
@@ -23,6 +24,10 @@ pub const WIRE_VERSION: u32 = 2;
 pub const PEERS_LISTED_MAX: usize = 256;
 /// Most addresses per listed peer.
 pub const ADDRS_PER_PEER_MAX: usize = 16;
+/// Most spans plus sightings in one [`Body::Handoff`].
+pub const HANDOFF_ITEMS_MAX: usize = 10_000;
+/// Longest token of a sighting, in bytes.
+pub const TOKEN_BYTES_MAX: usize = 256;
 
 /// What one message carries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,6 +39,8 @@ pub enum Body {
     /// Peers the sender knows, so that the receiver can dial them (peer id and
     /// multiaddrs, as text).
     Peers(Vec<(String, Vec<String>)>),
+    /// Span halves and sightings handed to the owner of their traces and tokens.
+    Handoff(Handoff),
 }
 
 /// A [`SyncMessage`] with its pages in compact form.
@@ -115,8 +122,10 @@ pub fn encode(body: &Body) -> Vec<u8> {
 pub fn decode(bytes: &[u8]) -> Result<Body, WireError> {
     match ciborium::from_reader::<Envelope, _>(bytes) {
         Ok(Envelope(WIRE_VERSION, body)) => {
-            if let Body::Peers(peers) = &body {
-                check_peers(peers)?;
+            match &body {
+                Body::Peers(peers) => check_peers(peers)?,
+                Body::Handoff(handoff) => check_handoff(handoff)?,
+                Body::Hello(_) | Body::Sync(_) => {}
             }
             Ok(body)
         }
@@ -126,6 +135,25 @@ pub fn decode(bytes: &[u8]) -> Result<Body, WireError> {
             _ => Err(WireError::Malformed(error.to_string())),
         },
     }
+}
+
+fn check_handoff(handoff: &Handoff) -> Result<(), WireError> {
+    let len = handoff.spans.len() + handoff.sightings.len();
+    if len > HANDOFF_ITEMS_MAX {
+        return Err(WireError::TooMany {
+            what: "spans and sightings handed off",
+            len,
+            max: HANDOFF_ITEMS_MAX,
+        });
+    }
+    if let Some(s) = handoff.sightings.iter().find(|s| s.token.is_empty() || s.token.len() > TOKEN_BYTES_MAX)
+    {
+        return Err(WireError::Malformed(format!(
+            "a sighting's token is {} bytes; tokens are 1 to {TOKEN_BYTES_MAX} bytes",
+            s.token.len()
+        )));
+    }
+    Ok(())
 }
 
 fn check_peers(peers: &[(String, Vec<String>)]) -> Result<(), WireError> {
@@ -193,6 +221,7 @@ pub fn to_body(message: Message) -> Body {
             Body::Sync(WireSync { head, edges, pages })
         }
         Message::Peers(peers) => Body::Peers(peers),
+        Message::Handoff(handoff) => Body::Handoff(handoff),
     }
 }
 
@@ -201,6 +230,7 @@ pub fn from_body(body: Body) -> Result<Message, WireError> {
     match body {
         Body::Hello(hello) => Ok(Message::Hello(hello)),
         Body::Peers(peers) => Ok(Message::Peers(peers)),
+        Body::Handoff(handoff) => Ok(Message::Handoff(handoff)),
         Body::Sync(WireSync { head, edges, pages }) => {
             let edges = edges
                 .into_iter()

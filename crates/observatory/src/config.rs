@@ -39,6 +39,38 @@ pub struct Config {
     pub resolutions: Vec<ResolutionConfig>,
     /// The mesh of peers.
     pub mesh: MeshConfig,
+    /// The OTLP/HTTP receiver's own listener.
+    pub otlp: OtlpConfig,
+    /// Pairing span halves and correlating token sightings.
+    pub correlation: CorrelationSection,
+}
+
+/// `otlp.*`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// Where OTLP/HTTP is also served (`null`: only on `http.addr`).
+    pub addr: Option<SocketAddr>,
+}
+
+/// `correlation.*`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CorrelationSection {
+    /// How long a span half waits for its other half.
+    #[serde(with = "humantime_serde")]
+    pub pending_ttl: Duration,
+    /// Most span halves waiting at once.
+    pub pending_spans_max: usize,
+    /// The node that calls root SERVER spans.
+    pub entry_node: String,
+    /// How long a token must be quiet before its sightings become edges.
+    #[serde(with = "humantime_serde")]
+    pub idle: Duration,
+    /// Most tokens tracked at once.
+    pub tokens_max: usize,
+    /// Most sightings kept per token.
+    pub sightings_per_token_max: usize,
 }
 
 /// `http.*`
@@ -103,6 +135,8 @@ pub struct LimitsConfig {
     pub event_count_max: u64,
     /// Most per-event errors listed in an ingest answer.
     pub errors_listed_max: usize,
+    /// Most spans in one OTLP or Zipkin request.
+    pub spans_per_request_max: usize,
 }
 
 /// One entry of `resolutions`.
@@ -153,6 +187,8 @@ pub struct Overrides {
     pub bootstrap: Vec<String>,
     /// `--no-mdns`
     pub no_mdns: bool,
+    /// `--otlp`
+    pub otlp_addr: Option<SocketAddr>,
 }
 
 fn duration_text(d: Duration) -> String {
@@ -185,6 +221,9 @@ impl Config {
         if !overrides.bootstrap.is_empty() {
             figment = figment.merge(Serialized::default("mesh.bootstrap", &overrides.bootstrap));
         }
+        if let Some(addr) = &overrides.otlp_addr {
+            figment = figment.merge(Serialized::default("otlp.addr", addr.to_string()));
+        }
         if overrides.no_mdns {
             figment = figment.merge(Serialized::default("mesh.mdns", false));
         }
@@ -208,6 +247,10 @@ impl Config {
             ("ingest.queue_requests_max", self.ingest.queue_requests_max as u64),
             ("mesh.fanout", self.mesh.fanout as u64),
             ("mesh.message_bytes_max", self.mesh.message_bytes_max as u64),
+            ("limits.spans_per_request_max", self.limits.spans_per_request_max as u64),
+            ("correlation.pending_spans_max", self.correlation.pending_spans_max as u64),
+            ("correlation.tokens_max", self.correlation.tokens_max as u64),
+            ("correlation.sightings_per_token_max", self.correlation.sightings_per_token_max as u64),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -221,6 +264,8 @@ impl Config {
             ("ingest.max_lateness", self.ingest.max_lateness),
             ("store.flush_interval", self.store.flush_interval),
             ("http.request_timeout", self.http.request_timeout),
+            ("correlation.pending_ttl", self.correlation.pending_ttl),
+            ("correlation.idle", self.correlation.idle),
         ] {
             if value.is_zero() {
                 bail!("invalid configuration: {key} must be longer than 0");
@@ -238,6 +283,7 @@ impl Config {
         if self.mesh.sync_interval < Duration::from_millis(10) {
             bail!("invalid configuration: mesh.sync_interval must be at least 10ms");
         }
+        self.correlation_config()?;
         self.mesh_parts()?;
         let settings = self.settings()?;
         for r in settings.resolutions() {
@@ -253,6 +299,21 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The correlator's configuration; errors name the key.
+    pub fn correlation_config(&self) -> anyhow::Result<observatory_api::CorrelationConfig> {
+        let c = &self.correlation;
+        let entry_node = observatory_core::NodeName::new(&c.entry_node, self.limits.node_name_bytes_max)
+            .map_err(|e| anyhow::anyhow!("invalid configuration: correlation.entry_node: the name {e}"))?;
+        Ok(observatory_api::CorrelationConfig {
+            pending_ttl_ms: c.pending_ttl.as_millis().min(i64::MAX as u128) as i64,
+            pending_spans_max: c.pending_spans_max,
+            entry_node,
+            idle_ms: c.idle.as_millis().min(i64::MAX as u128) as i64,
+            tokens_max: c.tokens_max,
+            sightings_per_token_max: c.sightings_per_token_max,
+        })
     }
 
     /// The mesh-wide settings.

@@ -61,6 +61,10 @@ enum Command {
         /// Do not look for peers on the local network with mDNS (sets mesh.mdns: false).
         #[arg(long)]
         no_mdns: bool,
+        /// Address of the OTLP/HTTP listener as IP:PORT (overrides otlp.addr).
+        /// Default: 127.0.0.1:4318; port 0 picks one.
+        #[arg(long, value_name = "ADDR")]
+        otlp: Option<SocketAddr>,
     },
     /// Send events from a file of NDJSON (one event per line) or a JSON array.
     ///
@@ -158,9 +162,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Peer { config, data_dir, http, listen, bootstrap, no_mdns } => {
+        Command::Peer { config, data_dir, http, listen, bootstrap, no_mdns, otlp } => {
             init_logging();
-            let overrides = Overrides { data_dir, http_addr: http, listen, bootstrap, no_mdns };
+            let overrides =
+                Overrides { data_dir, http_addr: http, listen, bootstrap, no_mdns, otlp_addr: otlp };
             let config = Config::load(config.as_deref(), &overrides)?;
             runtime()?.block_on(peer::run(config))?;
             Ok(ExitCode::SUCCESS)

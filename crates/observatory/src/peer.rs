@@ -30,6 +30,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         )
     })?;
     let http_addr = listener.local_addr().context("reading the HTTP listen address")?;
+    let otlp_listener = match config.otlp.addr {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!(
+                "cannot listen for OTLP/HTTP on {addr}; is another peer or collector running there? \
+                 choose another address with --otlp (or otlp.addr: null to serve OTLP on http.addr only)"
+            )
+        })?),
+        None => None,
+    };
+    let otlp_addr = match &otlp_listener {
+        Some(listener) => Some(listener.local_addr().context("reading the OTLP listen address")?),
+        None => None,
+    };
     let opened = open_peer(&data_dir, settings, config.core_limits())?;
     let store_size = opened.store.size_probe();
     let peer_id = opened.origin.peer.to_string();
@@ -57,7 +70,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         spawn_writer(state.clone(), opened.store, writer_config, writer_shutdown);
 
     let (stop_mesh, mesh_shutdown) = watch::channel(false);
-    let mesh =
+    let mut mesh =
         start_mesh(&config, opened.keypair, opened.known_peers, &state, persist, mesh_shutdown).await?;
 
     let limits = &config.limits;
@@ -81,11 +94,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     event_count_max: limits.event_count_max,
                 },
                 request_timeout: config.http.request_timeout,
+                spans_per_request_max: limits.spans_per_request_max,
             },
             store_size,
         )
-        .with_mesh(mesh.handle.clone(), config.mesh.sync_interval.as_millis() as i64),
+        .with_mesh(mesh.handle.clone(), config.mesh.sync_interval.as_millis() as i64)
+        .with_correlation(config.correlation_config()?),
     );
+    let (stop_correlation, correlation_shutdown) = watch::channel(false);
+    let handoffs_in = std::mem::replace(&mut mesh.handoffs_in, tokio::sync::mpsc::channel(1).1);
+    let correlation = tokio::spawn(observatory_api::run_correlation(
+        context.clone(),
+        Some(handoffs_in),
+        correlation_shutdown,
+    ));
 
     let stop_signals = StopSignals::listen()?;
     // One JSON line on stdout says where we listen, for people and for scripts.
@@ -94,6 +116,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "peer_id": peer_id,
         "incarnation": incarnation,
         "http": http_addr.to_string(),
+        "otlp": otlp_addr.map(|a| a.to_string()),
         "listen": mesh.listen.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "data_dir": data_dir.display().to_string(),
     });
@@ -102,8 +125,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     drop(stdout);
     tracing::info!(%http_addr, "HTTP API listening");
 
-    let app = observatory_api::router(context);
+    let app = observatory_api::router(context.clone());
     let (stopping, mut stopping_seen) = watch::channel(false);
+    let mut otlp_stopping = stopping.subscribe();
+    let otlp_server = otlp_listener.map(|listener| {
+        tracing::info!(otlp_addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "OTLP/HTTP listening");
+        let app = observatory_api::otlp_router(context.clone());
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = otlp_stopping.wait_for(|stopping| *stopping).await;
+                })
+                .await
+        })
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         stop_signals.recv().await;
         let _ = stopping.send(true);
@@ -129,6 +164,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
 
+    if let Some(otlp_server) = otlp_server {
+        // It stops with the HTTP server; a stalled client is cut off after the grace.
+        if tokio::time::timeout(grace, otlp_server).await.is_err() {
+            tracing::warn!("OTLP requests still open after http.shutdown_grace; closing them");
+        }
+    }
+    // Waiting span halves are given up (to virtual nodes where they name one) and applied.
+    let _ = stop_correlation.send(true);
+    let _ = correlation.await;
     tracing::info!("HTTP stopped; stopping the mesh and waiting for the writer to finish");
     let _ = stop_mesh.send(true);
     let _ = mesh.task.await;

@@ -3,6 +3,7 @@
 mod exposition;
 mod ingest;
 mod query;
+mod spans;
 
 use std::sync::{Arc, RwLock};
 
@@ -27,6 +28,11 @@ pub struct TestPeer {
 
 impl TestPeer {
     pub fn new(limits: ApiLimits) -> Self {
+        Self::with_correlation(limits, None)
+    }
+
+    /// A peer whose correlator runs with `config` (its clock task too, when given).
+    pub fn with_correlation(limits: ApiLimits, config: Option<observatory_api::CorrelationConfig>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let opened = open_peer(dir.path(), Settings::default(), Limits::default()).expect("open peer");
         let store_size = opened.store.size_probe();
@@ -40,7 +46,12 @@ impl TestPeer {
             version: "test".into(),
             data_dir: dir.path().display().to_string(),
         };
-        let context = Arc::new(ApiContext::new(state, ingest, info, limits, store_size));
+        let mut context = ApiContext::new(state, ingest, info, limits, store_size);
+        if let Some(config) = config {
+            context = context.with_correlation(config);
+        }
+        let context = Arc::new(context);
+        tokio::spawn(observatory_api::run_correlation(context.clone(), None, shutdown.subscribe()));
         Self { app: router(context.clone()), context, _dir: dir, _shutdown: shutdown }
     }
 

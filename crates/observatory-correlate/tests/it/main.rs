@@ -3,9 +3,7 @@
 use std::collections::BTreeMap;
 
 use observatory_core::{EdgeKind, Event, NodeName};
-use observatory_correlate::{
-    CorrelationConfig, Correlator, Handoff, Output, Remote, Sighting, Span, SpanKind, owner,
-};
+use observatory_correlate::{CorrelationConfig, Correlator, Output, Remote, Sighting, Span, SpanKind, owner};
 
 fn name(s: &str) -> NodeName {
     NodeName::new(s, 200).expect("valid name")
@@ -321,5 +319,4 @@ fn rendezvous_ownership_moves_only_the_keys_of_a_peer_that_leaves() {
         assert!((800..1_200).contains(&n), "{peer} owns {n} of 3000 keys: not spread evenly");
     }
     assert_eq!(owner::<String>(b"x", &[]), None);
-    let _ = Handoff::default();
 }

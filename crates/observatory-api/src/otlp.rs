@@ -1,0 +1,449 @@
+//! OTLP/HTTP traces (`POST /v1/traces`): protobuf and JSON bodies to [`Span`]s, and the
+//! answers the OTLP specification asks for.
+//!
+//! The protobuf messages below declare only the fields the flow graph needs; protobuf
+//! skips the others. Strings are read as byte slices of the request body (no copy) and
+//! checked as UTF-8 only where used. JSON follows the OTLP/JSON rules: lowerCamelCase
+//! keys, ids in hex, enums as integers (names are accepted too), 64-bit integers as
+//! strings or numbers, unknown keys ignored.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use observatory_correlate::{Span, SpanKind};
+use prost::Message;
+use serde::Deserialize;
+
+use crate::spans::{self, DecodedSpans, SpanLimits, SpanRejection};
+
+/// `opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest`, lean.
+#[derive(Clone, PartialEq, Message)]
+pub struct ExportTraceServiceRequest {
+    /// Spans grouped by resource.
+    #[prost(message, repeated, tag = "1")]
+    pub resource_spans: Vec<ResourceSpans>,
+}
+
+/// `ResourceSpans`, lean.
+#[derive(Clone, PartialEq, Message)]
+pub struct ResourceSpans {
+    /// The resource (its `service.name`).
+    #[prost(message, optional, tag = "1")]
+    pub resource: Option<Resource>,
+    /// Spans grouped by instrumentation scope.
+    #[prost(message, repeated, tag = "2")]
+    pub scope_spans: Vec<ScopeSpans>,
+}
+
+/// `Resource`, lean.
+#[derive(Clone, PartialEq, Message)]
+pub struct Resource {
+    /// Its attributes.
+    #[prost(message, repeated, tag = "1")]
+    pub attributes: Vec<KeyValue>,
+}
+
+/// `ScopeSpans`, lean.
+#[derive(Clone, PartialEq, Message)]
+pub struct ScopeSpans {
+    /// The spans.
+    #[prost(message, repeated, tag = "2")]
+    pub spans: Vec<ProtoSpan>,
+}
+
+/// `Span`, lean.
+#[derive(Clone, PartialEq, Message)]
+pub struct ProtoSpan {
+    /// 16 bytes.
+    #[prost(bytes = "bytes", tag = "1")]
+    pub trace_id: Bytes,
+    /// 8 bytes.
+    #[prost(bytes = "bytes", tag = "2")]
+    pub span_id: Bytes,
+    /// 8 bytes, or empty for a root span.
+    #[prost(bytes = "bytes", tag = "4")]
+    pub parent_span_id: Bytes,
+    /// `SpanKind` enum value.
+    #[prost(int32, tag = "6")]
+    pub kind: i32,
+    /// Start, ns since the epoch.
+    #[prost(fixed64, tag = "7")]
+    pub start_time_unix_nano: u64,
+    /// End, ns since the epoch.
+    #[prost(fixed64, tag = "8")]
+    pub end_time_unix_nano: u64,
+    /// Attributes.
+    #[prost(message, repeated, tag = "9")]
+    pub attributes: Vec<KeyValue>,
+    /// Status.
+    #[prost(message, optional, tag = "15")]
+    pub status: Option<Status>,
+}
+
+/// `Status` of a span, lean.
+#[derive(Clone, PartialEq, Message)]
+pub struct Status {
+    /// 0 unset, 1 ok, 2 error.
+    #[prost(int32, tag = "3")]
+    pub code: i32,
+}
+
+/// `KeyValue`, lean: the key, and the value if it is a string.
+#[derive(Clone, PartialEq, Message)]
+pub struct KeyValue {
+    /// UTF-8 key (read as bytes).
+    #[prost(bytes = "bytes", tag = "1")]
+    pub key: Bytes,
+    /// The value.
+    #[prost(message, optional, tag = "2")]
+    pub value: Option<AnyValue>,
+}
+
+/// `AnyValue`, lean: only `string_value` (other kinds name no node).
+#[derive(Clone, PartialEq, Message)]
+pub struct AnyValue {
+    /// UTF-8 string (read as bytes).
+    #[prost(bytes = "bytes", optional, tag = "1")]
+    pub string_value: Option<Bytes>,
+}
+
+/// `ExportTraceServiceResponse`.
+#[derive(Clone, PartialEq, Message)]
+pub struct ExportTraceServiceResponse {
+    /// Set when some spans were refused.
+    #[prost(message, optional, tag = "1")]
+    pub partial_success: Option<ExportTracePartialSuccess>,
+}
+
+/// `ExportTracePartialSuccess`.
+#[derive(Clone, PartialEq, Message)]
+pub struct ExportTracePartialSuccess {
+    /// How many spans were refused.
+    #[prost(int64, tag = "1")]
+    pub rejected_spans: i64,
+    /// Why (the first few reasons).
+    #[prost(string, tag = "2")]
+    pub error_message: String,
+}
+
+/// `google.rpc.Status`, the body of OTLP error answers.
+#[derive(Clone, PartialEq, Message)]
+pub struct RpcStatus {
+    /// A gRPC status code.
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    /// What went wrong.
+    #[prost(string, tag = "2")]
+    pub message: String,
+}
+
+fn string_attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    attributes
+        .iter()
+        .find(|kv| kv.key.as_ref() == key.as_bytes())
+        .and_then(|kv| kv.value.as_ref()?.string_value.as_deref())
+        .and_then(|v| std::str::from_utf8(v).ok())
+}
+
+/// Decodes a protobuf body. `Err` when the body is not an `ExportTraceServiceRequest`.
+pub fn decode_protobuf(body: Bytes, limits: &SpanLimits) -> Result<DecodedSpans, String> {
+    let request = ExportTraceServiceRequest::decode(body)
+        .map_err(|e| format!("not an OTLP ExportTraceServiceRequest: {e}"))?;
+    let mut out = DecodedSpans::default();
+    let mut index = 0usize;
+    for resource_spans in &request.resource_spans {
+        let service = spans::service(
+            resource_spans.resource.as_ref().and_then(|r| string_attribute(&r.attributes, "service.name")),
+            limits,
+        );
+        for span in resource_spans.scope_spans.iter().flat_map(|s| &s.spans) {
+            let converted = if index >= limits.spans_per_request_max {
+                Err(too_many(limits))
+            } else {
+                service.clone().and_then(|service| proto_span(span, service, limits))
+            };
+            push(&mut out, index, converted);
+            index += 1;
+        }
+    }
+    Ok(out)
+}
+
+fn too_many(limits: &SpanLimits) -> SpanRejection {
+    SpanRejection::new(
+        "too_many_spans",
+        format!(
+            "more than limits.spans_per_request_max ({}) spans in one request",
+            limits.spans_per_request_max
+        ),
+    )
+}
+
+fn push(out: &mut DecodedSpans, index: usize, span: Result<Option<Span>, SpanRejection>) {
+    match span {
+        Ok(Some(span)) => out.spans.push(span),
+        Ok(None) => {}
+        Err(rejection) => out.rejected.push((index, rejection)),
+    }
+}
+
+/// Internal spans are dropped here already (`Ok(None)`): they are never edges, and
+/// most spans of a trace are internal.
+fn proto_span(
+    span: &ProtoSpan,
+    service: observatory_core::NodeName,
+    limits: &SpanLimits,
+) -> Result<Option<Span>, SpanRejection> {
+    let kind = spans::otlp_kind(i64::from(span.kind))?;
+    let trace_id = spans::trace_id(&span.trace_id, "traceId")?;
+    let span_id = spans::span_id(&span.span_id, "spanId", "invalid_span_id")?;
+    let parent_span_id = spans::parent_span_id(&span.parent_span_id, "parentSpanId")?;
+    let (start_ns, end_ns) = spans::times(span.start_time_unix_nano, span.end_time_unix_nano)?;
+    if kind == SpanKind::Internal {
+        return Ok(None);
+    }
+    let remote =
+        spans::remote(kind, |key| string_attribute(&span.attributes, key).map(Cow::Borrowed), limits);
+    Ok(Some(Span {
+        trace_id,
+        span_id,
+        parent_span_id,
+        kind,
+        service,
+        start_ns,
+        end_ns,
+        error: span.status.as_ref().is_some_and(|s| s.code == 2),
+        remote,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonRequest<'a> {
+    #[serde(default, borrow)]
+    resource_spans: Vec<JsonResourceSpans<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonResourceSpans<'a> {
+    #[serde(default, borrow)]
+    resource: Option<JsonResource<'a>>,
+    #[serde(default, borrow)]
+    scope_spans: Vec<JsonScopeSpans<'a>>,
+}
+
+#[derive(Deserialize)]
+struct JsonResource<'a> {
+    #[serde(default, borrow)]
+    attributes: Vec<JsonKeyValue<'a>>,
+}
+
+#[derive(Deserialize)]
+struct JsonScopeSpans<'a> {
+    #[serde(default, borrow)]
+    spans: Vec<JsonSpan<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonSpan<'a> {
+    #[serde(default, borrow)]
+    trace_id: Cow<'a, str>,
+    #[serde(default, borrow)]
+    span_id: Cow<'a, str>,
+    #[serde(default, borrow)]
+    parent_span_id: Cow<'a, str>,
+    #[serde(default)]
+    kind: JsonEnum,
+    #[serde(default)]
+    start_time_unix_nano: JsonU64,
+    #[serde(default)]
+    end_time_unix_nano: JsonU64,
+    #[serde(default, borrow)]
+    attributes: Vec<JsonKeyValue<'a>>,
+    #[serde(default)]
+    status: Option<JsonStatus>,
+}
+
+#[derive(Deserialize)]
+struct JsonStatus {
+    #[serde(default)]
+    code: JsonEnum,
+}
+
+#[derive(Deserialize)]
+struct JsonKeyValue<'a> {
+    #[serde(borrow)]
+    key: Cow<'a, str>,
+    #[serde(default, borrow)]
+    value: Option<JsonAnyValue<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonAnyValue<'a> {
+    #[serde(default, borrow)]
+    string_value: Option<Cow<'a, str>>,
+}
+
+/// An enum value: an integer as the spec says, or its name (`SPAN_KIND_SERVER`,
+/// `STATUS_CODE_ERROR`), as some clients send.
+#[derive(Default)]
+struct JsonEnum(i64);
+
+impl<'de> Deserialize<'de> for JsonEnum {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw<'a> {
+            Number(i64),
+            Name(Cow<'a, str>),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Number(n) => Ok(JsonEnum(n)),
+            Raw::Name(name) => {
+                const NAMES: [(&str, i64); 9] = [
+                    ("SPAN_KIND_UNSPECIFIED", 0),
+                    ("SPAN_KIND_INTERNAL", 1),
+                    ("SPAN_KIND_SERVER", 2),
+                    ("SPAN_KIND_CLIENT", 3),
+                    ("SPAN_KIND_PRODUCER", 4),
+                    ("SPAN_KIND_CONSUMER", 5),
+                    ("STATUS_CODE_UNSET", 0),
+                    ("STATUS_CODE_OK", 1),
+                    ("STATUS_CODE_ERROR", 2),
+                ];
+                NAMES
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| JsonEnum(*v))
+                    .ok_or_else(|| serde::de::Error::custom(format_args!("unknown enum name `{name}`")))
+            }
+        }
+    }
+}
+
+/// A 64-bit integer as a JSON string (proto3 JSON) or number.
+#[derive(Default)]
+struct JsonU64(u64);
+
+impl<'de> Deserialize<'de> for JsonU64 {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw<'a> {
+            Number(u64),
+            Text(Cow<'a, str>),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Number(n) => Ok(JsonU64(n)),
+            Raw::Text(text) => text.parse().map(JsonU64).map_err(|_| {
+                serde::de::Error::custom(format_args!("`{text}` is not a 64-bit unsigned integer"))
+            }),
+        }
+    }
+}
+
+fn json_attribute<'a>(attributes: &'a [JsonKeyValue<'a>], key: &str) -> Option<Cow<'a, str>> {
+    attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref()?.string_value.as_deref())
+        .map(Cow::Borrowed)
+}
+
+fn hex_id<const N: usize>(text: &str) -> Option<[u8; N]> {
+    let mut out = [0u8; N];
+    spans::hex(text, &mut out).then_some(out)
+}
+
+/// Decodes a JSON body. `Err` (with where) when it is not OTLP/JSON.
+pub fn decode_json(body: &[u8], limits: &SpanLimits) -> Result<DecodedSpans, String> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let request: JsonRequest<'_> = serde_path_to_error::deserialize(&mut deserializer)
+        .map_err(|e| format!("not an OTLP/JSON ExportTraceServiceRequest at {}: {}", e.path(), e.inner()))?;
+    let mut out = DecodedSpans::default();
+    let mut index = 0usize;
+    for resource_spans in &request.resource_spans {
+        let service_name =
+            resource_spans.resource.as_ref().and_then(|r| json_attribute(&r.attributes, "service.name"));
+        let service = spans::service(service_name.as_deref(), limits);
+        for span in resource_spans.scope_spans.iter().flat_map(|s| &s.spans) {
+            let converted = if index >= limits.spans_per_request_max {
+                Err(too_many(limits))
+            } else {
+                service.clone().and_then(|service| json_span(span, service, limits))
+            };
+            push(&mut out, index, converted);
+            index += 1;
+        }
+    }
+    Ok(out)
+}
+
+fn json_span(
+    span: &JsonSpan<'_>,
+    service: observatory_core::NodeName,
+    limits: &SpanLimits,
+) -> Result<Option<Span>, SpanRejection> {
+    let kind = spans::otlp_kind(span.kind.0)?;
+    let trace = hex_id::<16>(&span.trace_id)
+        .ok_or_else(|| SpanRejection::new("invalid_trace_id", "traceId is not 32 hex digits"))?;
+    let trace_id = spans::trace_id(&trace, "traceId")?;
+    let id = hex_id::<8>(&span.span_id)
+        .ok_or_else(|| SpanRejection::new("invalid_span_id", "spanId is not 16 hex digits"))?;
+    let span_id = spans::span_id(&id, "spanId", "invalid_span_id")?;
+    let parent_span_id = if span.parent_span_id.is_empty() {
+        None
+    } else {
+        let parent = hex_id::<8>(&span.parent_span_id).ok_or_else(|| {
+            SpanRejection::new("invalid_parent_span_id", "parentSpanId is not 16 hex digits")
+        })?;
+        spans::parent_span_id(&parent, "parentSpanId")?
+    };
+    let (start_ns, end_ns) = spans::times(span.start_time_unix_nano.0, span.end_time_unix_nano.0)?;
+    if kind == SpanKind::Internal {
+        return Ok(None);
+    }
+    let remote = spans::remote(kind, |key| json_attribute(&span.attributes, key), limits);
+    Ok(Some(Span {
+        trace_id,
+        span_id,
+        parent_span_id,
+        kind,
+        service,
+        start_ns,
+        end_ns,
+        error: span.status.as_ref().is_some_and(|s| s.code.0 == 2),
+        remote,
+    }))
+}
+
+/// The success answer: empty, or `partial_success` naming how many spans were refused.
+pub fn response(rejected: usize, message: &str, json: bool) -> Vec<u8> {
+    let partial = (rejected > 0).then(|| ExportTracePartialSuccess {
+        rejected_spans: rejected as i64,
+        error_message: message.to_string(),
+    });
+    if json {
+        let body = match partial {
+            Some(p) => {
+                serde_json::json!({"partialSuccess": {"rejectedSpans": p.rejected_spans.to_string(), "errorMessage": p.error_message}})
+            }
+            None => serde_json::json!({}),
+        };
+        body.to_string().into_bytes()
+    } else {
+        ExportTraceServiceResponse { partial_success: partial }.encode_to_vec()
+    }
+}
+
+/// An error answer's body: a `google.rpc.Status` in the request's encoding.
+pub fn error_status(grpc_code: i32, message: &str, json: bool) -> Vec<u8> {
+    if json {
+        serde_json::json!({"code": grpc_code, "message": message}).to_string().into_bytes()
+    } else {
+        RpcStatus { code: grpc_code, message: message.to_string() }.encode_to_vec()
+    }
+}

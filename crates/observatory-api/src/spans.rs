@@ -1,0 +1,164 @@
+//! What OTLP and Zipkin spans have in common at the boundary: the checks every span
+//! passes before it reaches the correlator, the reasons a span is refused (counted by
+//! reason), and the attribute rules that name a virtual node.
+
+use std::borrow::Cow;
+
+use observatory_core::{EdgeKind, NodeName};
+use observatory_correlate::{Remote, Span, SpanKind};
+
+/// Why one span was refused. The code counts refusals; the text goes to the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpanRejection {
+    /// Stable code, e.g. `invalid_trace_id`.
+    pub code: &'static str,
+    /// What was wrong, naming the field.
+    pub reason: String,
+}
+
+impl SpanRejection {
+    pub(crate) fn new(code: &'static str, reason: impl Into<String>) -> Self {
+        Self { code, reason: reason.into() }
+    }
+}
+
+/// Spans decoded from one request: the good ones, and the refused ones by index.
+#[derive(Debug, Default)]
+pub struct DecodedSpans {
+    /// Valid spans.
+    pub spans: Vec<Span>,
+    /// `(index of the span in the request, why)`.
+    pub rejected: Vec<(usize, SpanRejection)>,
+}
+
+/// Limits on spans.
+#[derive(Debug, Clone, Copy)]
+pub struct SpanLimits {
+    /// Longest service (node) name in bytes.
+    pub node_name_bytes_max: usize,
+    /// Most spans in one request; the rest are refused.
+    pub spans_per_request_max: usize,
+}
+
+/// A trace id from its bytes: 16 bytes (Zipkin's 8 are widened), not all zero.
+pub(crate) fn trace_id(bytes: &[u8], field: &str) -> Result<u128, SpanRejection> {
+    let id = match bytes.len() {
+        16 => u128::from_be_bytes(bytes.try_into().expect("16 bytes")),
+        8 => u128::from(u64::from_be_bytes(bytes.try_into().expect("8 bytes"))),
+        n => return Err(SpanRejection::new("invalid_trace_id", format!("{field} is {n} bytes, not 16"))),
+    };
+    if id == 0 {
+        return Err(SpanRejection::new("invalid_trace_id", format!("{field} is all zeros")));
+    }
+    Ok(id)
+}
+
+/// A span id from its bytes: 8 bytes, not all zero.
+pub(crate) fn span_id(bytes: &[u8], field: &str, code: &'static str) -> Result<u64, SpanRejection> {
+    let Ok(bytes) = <[u8; 8]>::try_from(bytes) else {
+        return Err(SpanRejection::new(code, format!("{field} is {} bytes, not 8", bytes.len())));
+    };
+    match u64::from_be_bytes(bytes) {
+        0 => Err(SpanRejection::new(code, format!("{field} is all zeros"))),
+        id => Ok(id),
+    }
+}
+
+/// A parent span id: empty (or all zeros, as some SDKs send) means a root span.
+pub(crate) fn parent_span_id(bytes: &[u8], field: &str) -> Result<Option<u64>, SpanRejection> {
+    if bytes.is_empty() || bytes.iter().all(|b| *b == 0) {
+        return Ok(None);
+    }
+    span_id(bytes, field, "invalid_parent_span_id").map(Some)
+}
+
+/// Decodes lower- or upper-case hex into `out`, which must match its length.
+pub(crate) fn hex(text: &str, out: &mut [u8]) -> bool {
+    let digits = text.as_bytes();
+    if digits.len() != out.len() * 2 {
+        return false;
+    }
+    let nibble = |d: u8| match d {
+        b'0'..=b'9' => Some(d - b'0'),
+        b'a'..=b'f' => Some(d - b'a' + 10),
+        b'A'..=b'F' => Some(d - b'A' + 10),
+        _ => None,
+    };
+    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        match (nibble(pair[0]), nibble(pair[1])) {
+            (Some(high), Some(low)) => *byte = high << 4 | low,
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// The service's node name, checked once per resource.
+pub(crate) fn service(name: Option<&str>, limits: &SpanLimits) -> Result<NodeName, SpanRejection> {
+    let name = name.ok_or_else(|| {
+        SpanRejection::new(
+            "invalid_service",
+            "the resource has no service.name attribute (Zipkin: localEndpoint.serviceName)",
+        )
+    })?;
+    NodeName::new(name, limits.node_name_bytes_max)
+        .map_err(|e| SpanRejection::new("invalid_service", format!("service name {e}")))
+}
+
+/// Start and end in nanoseconds: both set, end not before start.
+pub(crate) fn times(start_ns: u64, end_ns: u64) -> Result<(u64, u64), SpanRejection> {
+    if start_ns == 0 {
+        return Err(SpanRejection::new("invalid_time", "startTimeUnixNano is missing or zero"));
+    }
+    if end_ns < start_ns {
+        return Err(SpanRejection::new("invalid_time", "the span ends before it starts"));
+    }
+    Ok((start_ns, end_ns))
+}
+
+/// The OpenTelemetry span kind of an OTLP enum value; 0 (unspecified) counts as internal.
+pub(crate) fn otlp_kind(code: i64) -> Result<SpanKind, SpanRejection> {
+    Ok(match code {
+        0 | 1 => SpanKind::Internal,
+        2 => SpanKind::Server,
+        3 => SpanKind::Client,
+        4 => SpanKind::Producer,
+        5 => SpanKind::Consumer,
+        other => {
+            return Err(SpanRejection::new(
+                "invalid_kind",
+                format!("kind {other} is not a span kind (0 to 5)"),
+            ));
+        }
+    })
+}
+
+/// The node on the other side of a span, from its attributes (OpenTelemetry semantic
+/// conventions, old and new names): a database for a CLIENT with `db.system`, the
+/// destination of a PRODUCER or CONSUMER, else `peer.service` or `server.address` of a
+/// CLIENT. Names that are not valid node names are ignored.
+pub(crate) fn remote<'a>(
+    kind: SpanKind,
+    attribute: impl Fn(&str) -> Option<Cow<'a, str>>,
+    limits: &SpanLimits,
+) -> Option<Remote> {
+    let first = |keys: &[&str]| keys.iter().find_map(|k| attribute(k)).filter(|v| !v.is_empty());
+    let (node, kind) = match kind {
+        SpanKind::Client => match first(&["db.system", "db.system.name"]) {
+            Some(system) => (first(&["db.namespace", "db.name"]).unwrap_or(system), EdgeKind::Database),
+            None => (first(&["peer.service", "server.address", "net.peer.name"])?, EdgeKind::Request),
+        },
+        SpanKind::Producer | SpanKind::Consumer => (
+            first(&[
+                "messaging.destination.name",
+                "messaging.destination",
+                "peer.service",
+                "messaging.system",
+            ])?,
+            EdgeKind::Messaging,
+        ),
+        SpanKind::Server | SpanKind::Internal => return None,
+    };
+    let node = NodeName::new(&node, limits.node_name_bytes_max).ok()?;
+    Some(Remote { node, kind })
+}

@@ -1,0 +1,395 @@
+//! Spans and sightings in through the router: OTLP protobuf and JSON (gzip too), Zipkin
+//! v2, token sightings; edges with their kinds in the graph; refusals named and counted.
+
+use std::io::Write;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use observatory_api::ApiLimits;
+use observatory_api::otlp::{
+    AnyValue, ExportTraceServiceRequest, ExportTraceServiceResponse, KeyValue, ProtoSpan, Resource,
+    ResourceSpans, RpcStatus, ScopeSpans, Status,
+};
+use prost::Message;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use crate::{TestPeer, now_ms};
+
+fn attr(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        value: Some(AnyValue { string_value: Some(Bytes::copy_from_slice(value.as_bytes())) }),
+    }
+}
+
+/// A protobuf span of `kind` (OTLP enum value), started `at_ms` after now-1s.
+fn proto_span(
+    trace: u8,
+    id: u8,
+    parent: Option<u8>,
+    kind: i32,
+    at_ms: u64,
+    dur_ms: u64,
+    attributes: Vec<KeyValue>,
+) -> ProtoSpan {
+    let start = (now_ms() as u64 - 1_000 + at_ms) * 1_000_000;
+    ProtoSpan {
+        trace_id: Bytes::from(vec![trace; 16]),
+        span_id: Bytes::from(vec![id; 8]),
+        parent_span_id: parent.map_or_else(Bytes::new, |p| Bytes::from(vec![p; 8])),
+        kind,
+        start_time_unix_nano: start,
+        end_time_unix_nano: start + dur_ms * 1_000_000,
+        attributes,
+        status: None,
+    }
+}
+
+fn resource(service: &str, spans: Vec<ProtoSpan>) -> ResourceSpans {
+    ResourceSpans {
+        resource: Some(Resource { attributes: vec![attr("service.name", service), attr("host.name", "h1")] }),
+        scope_spans: vec![ScopeSpans { spans }],
+    }
+}
+
+async fn post_raw(
+    peer: &TestPeer,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (StatusCode, Vec<u8>, String) {
+    let mut request = Request::post(uri);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let response =
+        peer.app.clone().oneshot(request.body(Body::from(body)).expect("request")).await.expect("answer");
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap_or("").to_string())
+        .unwrap_or_default();
+    let bytes = response.into_body().collect().await.expect("body").to_bytes().to_vec();
+    (status, bytes, content_type)
+}
+
+/// `(from, to, kind) -> (calls, errors, latency samples)` of the last 5 minutes.
+async fn graph_edges(peer: &TestPeer) -> Vec<(String, String, String, u64, u64, u64)> {
+    let (status, graph) = peer.get("/api/v1/graph?window=5m").await;
+    assert_eq!(status, StatusCode::OK, "{graph}");
+    let mut edges: Vec<_> = graph["edges"]
+        .as_array()
+        .expect("edges")
+        .iter()
+        .map(|e| {
+            (
+                e["from"].as_str().unwrap().to_string(),
+                e["to"].as_str().unwrap().to_string(),
+                e["kind"].as_str().unwrap().to_string(),
+                e["calls"].as_u64().unwrap(),
+                e["errors"].as_u64().unwrap(),
+                e["latency_ms"]["samples"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    edges.sort();
+    edges
+}
+
+fn edge(
+    from: &str,
+    to: &str,
+    kind: &str,
+    calls: u64,
+    errors: u64,
+    samples: u64,
+) -> (String, String, String, u64, u64, u64) {
+    (from.into(), to.into(), kind.into(), calls, errors, samples)
+}
+
+/// Waits (up to 5 s) until the graph has `expected`.
+async fn wait_for_edges(peer: &TestPeer, expected: &[(String, String, String, u64, u64, u64)]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let edges = graph_edges(peer).await;
+        if edges == expected {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "graph is\n{edges:?}\nexpected\n{expected:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Latency histograms keep two significant digits: within 1%.
+fn assert_close(value: &Value, expected_ms: f64, what: &str, edge: &Value) {
+    let value = value.as_f64().unwrap_or_else(|| panic!("{what}: no number in {edge}"));
+    assert!(
+        (value - expected_ms).abs() <= expected_ms / 100.0,
+        "{what}: {value} ms, expected {expected_ms}: {edge}"
+    );
+}
+
+fn fast_correlation() -> Option<observatory_api::CorrelationConfig> {
+    Some(observatory_api::CorrelationConfig {
+        pending_ttl_ms: 300,
+        idle_ms: 300,
+        ..observatory_api::CorrelationConfig::default()
+    })
+}
+
+#[tokio::test]
+async fn otlp_protobuf_spans_become_request_database_and_messaging_edges() {
+    let peer = TestPeer::new(ApiLimits::default());
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![
+            resource(
+                "frontend",
+                vec![
+                    proto_span(1, 1, None, 2, 0, 100, vec![]),
+                    proto_span(1, 2, Some(1), 3, 5, 60, vec![attr("http.method", "GET")]),
+                    proto_span(1, 9, Some(1), 1, 5, 1, vec![]),
+                ],
+            ),
+            resource(
+                "checkout",
+                vec![
+                    ProtoSpan {
+                        status: Some(Status { code: 2 }),
+                        ..proto_span(1, 3, Some(2), 2, 10, 40, vec![])
+                    },
+                    proto_span(
+                        1,
+                        4,
+                        Some(3),
+                        3,
+                        12,
+                        3,
+                        vec![attr("db.system", "postgresql"), attr("db.name", "orders")],
+                    ),
+                    proto_span(
+                        1,
+                        5,
+                        Some(3),
+                        4,
+                        20,
+                        1,
+                        vec![attr("messaging.destination.name", "shipments")],
+                    ),
+                ],
+            ),
+            resource("shipping", vec![proto_span(1, 6, Some(5), 5, 30, 5, vec![])]),
+        ],
+    };
+    let (status, body, content_type) =
+        post_raw(&peer, "/v1/traces", &[("content-type", "application/x-protobuf")], request.encode_to_vec())
+            .await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(content_type, "application/x-protobuf");
+    let answer = ExportTraceServiceResponse::decode(&body[..]).expect("an ExportTraceServiceResponse");
+    assert_eq!(answer.partial_success, None, "nothing refused");
+    // Everything paired within the request: no wait.
+    assert_eq!(
+        graph_edges(&peer).await,
+        vec![
+            edge("checkout", "orders", "database", 1, 0, 1),
+            edge("checkout", "shipping", "messaging", 1, 0, 1),
+            edge("frontend", "checkout", "request", 1, 1, 1),
+            edge("user", "frontend", "request", 1, 0, 1),
+        ]
+    );
+    let (_, graph) = peer.get("/api/v1/graph?window=5m").await;
+    let checkout = graph["edges"].as_array().unwrap().iter().find(|e| e["to"] == "checkout").expect("edge");
+    assert_close(&checkout["latency_ms"]["mean"], 40.0, "the server's duration", checkout);
+    let shipping = graph["edges"].as_array().unwrap().iter().find(|e| e["to"] == "shipping").expect("edge");
+    assert_close(&shipping["latency_ms"]["mean"], 9.0, "transit: consumer start - producer end", shipping);
+    let (_, status) = peer.get("/api/v1/status").await;
+    assert_eq!(status["ingest"]["spans_received"], 6, "{status}");
+    assert_eq!(
+        status["correlation"]["spans_internal"], 0,
+        "internal spans never reach the correlator: {status}"
+    );
+}
+
+#[tokio::test]
+async fn otlp_json_gzip_halves_in_separate_requests_pair_and_bad_spans_are_named() {
+    let peer = TestPeer::with_correlation(ApiLimits::default(), fast_correlation());
+    let start = (now_ms() - 1_000) as u64 * 1_000_000;
+    let span = |service: &str, trace: &str, id: &str, parent: &str, kind: Value, attributes: Value| {
+        json!({"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": service}}]},
+               "scopeSpans": [{"scope": {"name": "test"}, "spans": [{
+                   "traceId": trace, "spanId": id, "parentSpanId": parent, "name": "op", "kind": kind,
+                   "startTimeUnixNano": start.to_string(), "endTimeUnixNano": (start + 25_000_000),
+                   "attributes": attributes, "status": {"code": 0}}]}]})
+    };
+    let trace = "5b8efff798038103d269b633813fc60c";
+    let client = json!({"resourceSpans": [
+        span("cart", trace, "eee19b7ec3c1b174", "eee19b7ec3c1b173", json!(3), json!([])),
+        span("cart", trace, "eee19b7ec3c1b175", "", json!("SPAN_KIND_CLIENT"), json!([{"key": "peer.service", "value": {"stringValue": "legacy-billing"}}])),
+        span("cart", "not-hex", "eee19b7ec3c1b176", "", json!(2), json!([])),
+    ]});
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(client.to_string().as_bytes()).expect("gzip");
+    let (status, body, content_type) = post_raw(
+        &peer,
+        "/v1/traces",
+        &[("content-type", "application/json"), ("content-encoding", "gzip")],
+        gz.finish().expect("gzip"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(content_type, "application/json");
+    let answer: Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(answer["partialSuccess"]["rejectedSpans"], "1", "{answer}");
+    assert!(
+        answer["partialSuccess"]["errorMessage"].as_str().unwrap().contains("span 2: traceId"),
+        "{answer}"
+    );
+
+    let server = json!({"resourceSpans": [span("inventory", trace, "00f067aa0ba902b7", "eee19b7ec3c1b174", json!(2), json!([]))]});
+    let (status, body, _) = post_raw(
+        &peer,
+        "/v1/traces",
+        &[("content-type", "application/json")],
+        server.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(serde_json::from_slice::<Value>(&body).unwrap(), json!({}));
+    // The pair at once; the client nobody answered becomes an edge to its peer.service
+    // once its time is up.
+    wait_for_edges(
+        &peer,
+        &[edge("cart", "inventory", "request", 1, 0, 1), edge("cart", "legacy-billing", "request", 1, 0, 1)],
+    )
+    .await;
+    let (_, status) = peer.get("/api/v1/status").await;
+    assert_eq!(status["ingest"]["spans_rejected"]["invalid_trace_id"], 1, "{status}");
+    assert_eq!(status["correlation"]["edges_virtual"], 1, "{status}");
+}
+
+#[tokio::test]
+async fn otlp_errors_are_status_messages_in_the_request_encoding() {
+    let peer = TestPeer::new(ApiLimits { body_bytes_max: 4096, ..ApiLimits::default() });
+    let (status, body, _) =
+        post_raw(&peer, "/v1/traces", &[("content-type", "application/x-protobuf")], vec![0xff, 0xff, 0xff])
+            .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let rpc = RpcStatus::decode(&body[..]).expect("a google.rpc.Status");
+    assert!(rpc.message.contains("ExportTraceServiceRequest"), "{rpc:?}");
+
+    let (status, body, _) =
+        post_raw(&peer, "/v1/traces", &[("content-type", "text/xml")], b"<spans/>".to_vec()).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(String::from_utf8_lossy(&body).contains("application/x-protobuf"));
+
+    // A gzip bomb is cut off at the body limit, after decompression.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&vec![b' '; 1 << 20]).expect("gzip");
+    let (status, body, _) = post_raw(
+        &peer,
+        "/v1/traces",
+        &[("content-type", "application/json"), ("content-encoding", "gzip")],
+        gz.finish().expect("gzip"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{}", String::from_utf8_lossy(&body));
+    let message: Value = serde_json::from_slice(&body).expect("JSON status");
+    assert!(message["message"].as_str().unwrap().contains("decompresses"), "{message}");
+
+    let (_, status) = peer.get("/api/v1/status").await;
+    assert_eq!(status["ingest"]["requests_rejected"]["malformed_body"], Value::Null);
+    assert_eq!(status["ingest"]["requests_rejected"]["bad_request"], 1, "{status}");
+    assert_eq!(status["ingest"]["requests_rejected"]["too_large"], 1, "{status}");
+}
+
+#[tokio::test]
+async fn zipkin_v2_spans_answer_202_and_pair_including_shared_ids() {
+    let peer = TestPeer::new(ApiLimits::default());
+    let ts = (now_ms() - 1_000) * 1_000;
+    let spans = json!([
+        {"traceId": "463ac35c9f6413ad", "id": "a2fb4a1d1a96d312", "kind": "CLIENT", "timestamp": ts, "duration": 9000,
+         "localEndpoint": {"serviceName": "web"}},
+        {"traceId": "463ac35c9f6413ad", "id": "b2fb4a1d1a96d312", "parentId": "a2fb4a1d1a96d312", "kind": "SERVER",
+         "timestamp": ts + 1000, "duration": 7000, "localEndpoint": {"serviceName": "api"}, "tags": {"error": "boom"}},
+        {"traceId": "463ac35c9f6413ad48485a3953bb6124", "id": "c2fb4a1d1a96d312", "kind": "CLIENT", "timestamp": ts,
+         "duration": 3000, "localEndpoint": {"serviceName": "api"}, "tags": {"db.system": "redis"}},
+        {"traceId": "463ac35c9f6413ad48485a3953bb6125", "id": "d2fb4a1d1a96d312", "kind": "CLIENT", "timestamp": ts,
+         "duration": 3000, "localEndpoint": {"serviceName": "api"}},
+        {"traceId": "463ac35c9f6413ad48485a3953bb6125", "id": "d2fb4a1d1a96d312", "kind": "SERVER", "shared": true,
+         "timestamp": ts, "duration": 2000, "localEndpoint": {"serviceName": "auth"}},
+        {"traceId": "463ac35c9f6413ad", "id": "bad", "kind": "CLIENT", "timestamp": ts, "localEndpoint": {"serviceName": "web"}},
+    ]);
+    let (status, body, _) = post_raw(
+        &peer,
+        "/api/v2/spans",
+        &[("content-type", "application/json")],
+        spans.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        graph_edges(&peer).await,
+        vec![
+            edge("api", "auth", "request", 1, 0, 1),
+            edge("api", "redis", "database", 1, 0, 1),
+            edge("web", "api", "request", 1, 1, 1),
+        ]
+    );
+    let (_, status) = peer.get("/api/v1/status").await;
+    assert_eq!(status["ingest"]["spans_rejected"]["invalid_span_id"], 1, "{status}");
+
+    let (status, body, _) = post_raw(
+        &peer,
+        "/api/v2/spans",
+        &[("content-type", "application/json")],
+        b"{\"not\": \"a list\"}".to_vec(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&body).contains("Zipkin v2"), "{}", String::from_utf8_lossy(&body));
+}
+
+#[tokio::test]
+async fn sightings_become_edges_between_consecutive_nodes_once_idle() {
+    let peer = TestPeer::with_correlation(ApiLimits::default(), fast_correlation());
+    let ts = now_ms() - 2_000;
+    let body = json!([
+        {"token": "parcel-1", "node": "sorting", "ts": ts + 400},
+        {"token": "parcel-1", "node": "intake", "ts": ts},
+        {"token": "parcel-1", "node": "truck", "ts": ts + 1_000, "error": true, "kind": "messaging"},
+        {"token": "parcel-2", "node": "intake", "ts": ts},
+        {"token": "", "node": "intake", "ts": ts},
+        {"token": "parcel-3", "node": "intake"},
+    ]);
+    let (status, answer) = peer
+        .request(
+            Request::post("/api/v1/sightings")
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["accepted"], 4, "{answer}");
+    let fields: Vec<(u64, &str)> = answer["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["index"].as_u64().unwrap(), e["field"].as_str().unwrap()))
+        .collect();
+    assert_eq!(fields, [(4, "token"), (5, "ts")], "{answer}");
+    assert!(graph_edges(&peer).await.is_empty(), "no edge before the token is idle");
+    wait_for_edges(
+        &peer,
+        &[edge("intake", "sorting", "request", 1, 0, 1), edge("sorting", "truck", "messaging", 1, 1, 1)],
+    )
+    .await;
+    let (_, graph) = peer.get("/api/v1/graph?window=5m").await;
+    let truck = graph["edges"].as_array().unwrap().iter().find(|e| e["to"] == "truck").expect("edge");
+    assert_close(&truck["latency_ms"]["mean"], 600.0, "transit time between the sightings", truck);
+}
