@@ -170,6 +170,7 @@ fn counter_by(
 /// The metrics about the peer itself, one line each.
 fn peer_families(ctx: &ApiContext, stats: &StateStats) -> Vec<PeerFamily> {
     let counters = &ctx.counters;
+    let correlation = ctx.correlator.lock().expect("no correlator call panics").counters();
     let mut families = vec![
         counter(
             "observatory_ingest_requests_total",
@@ -207,6 +208,70 @@ fn peer_families(ctx: &ApiContext, stats: &StateStats) -> Vec<PeerFamily> {
         gauge("observatory_nodes", "Nodes of the flow graph.", stats.nodes as u64),
         gauge("observatory_edges", "Edges of the flow graph.", stats.edges as u64),
         gauge("observatory_store_bytes", "Bytes the store takes on disk.", ctx.store_size.size_on_disk()),
+        counter(
+            "observatory_spans_received_total",
+            "Spans received (OTLP and Zipkin), refused ones included.",
+            counters.spans_received.load(Ordering::Relaxed),
+        ),
+        counter_by(
+            "observatory_spans_rejected_total",
+            "Spans refused, by reason.",
+            "reason",
+            &counters.spans_rejected,
+        ),
+        counter(
+            "observatory_sightings_received_total",
+            "Token sightings received, refused ones included.",
+            counters.sightings_received.load(Ordering::Relaxed),
+        ),
+        counter_by(
+            "observatory_sightings_rejected_total",
+            "Token sightings refused, by reason.",
+            "reason",
+            &counters.sightings_rejected,
+        ),
+        gauge(
+            "observatory_spans_pending",
+            "Span halves waiting for their other half here.",
+            correlation.spans_pending,
+        ),
+        counter(
+            "observatory_spans_unpaired_total",
+            "Span halves given up with nothing to name the other side (lost to the graph).",
+            correlation.spans_unpaired,
+        ),
+        counter(
+            "observatory_spans_evicted_total",
+            "Span halves given up early because correlation.pending_spans_max was reached.",
+            correlation.spans_evicted,
+        ),
+        counter(
+            "observatory_spans_handed_off_total",
+            "Span halves sent to their trace's owner.",
+            correlation.spans_handed_off,
+        ),
+        counter(
+            "observatory_spans_handed_in_total",
+            "Span halves received from other peers as their trace's owner.",
+            correlation.spans_handed_in,
+        ),
+        counter("observatory_edges_paired_total", "Edges from a span pair.", correlation.edges_paired),
+        counter(
+            "observatory_edges_virtual_total",
+            "Edges to or from a virtual node.",
+            correlation.edges_virtual,
+        ),
+        counter(
+            "observatory_edges_root_total",
+            "Edges from the entry node to a root span.",
+            correlation.edges_root,
+        ),
+        counter(
+            "observatory_edges_from_tokens_total",
+            "Edges from token sightings.",
+            correlation.edges_from_tokens,
+        ),
+        gauge("observatory_tokens_pending", "Tokens waiting to go idle here.", correlation.tokens_pending),
     ];
     if let Some((mesh, _)) = &ctx.mesh {
         let status = mesh.status();
