@@ -6,6 +6,7 @@
 
 mod config;
 mod mesh;
+mod otel;
 mod partition;
 mod prometheus;
 mod restart;
