@@ -4,14 +4,13 @@
 //! run (machines are noisy; ratios travel better than absolute numbers).
 
 use std::alloc::System;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use observatory_api::events::{BodyFormat, ParseLimits, parse_body};
-use observatory_api::{ApiContext, ApiLimits, PeerInfo};
-use observatory_bench::{core_events, median_time, rate_per_s, thousands};
+use observatory_bench::{ServedPeer, core_events, median_time, rate_per_s, thousands};
 use observatory_core::{Edge, Event, FlowState, LatencyHistogram, Limits, NodeName, Origin, Settings};
-use observatory_store::{AckMode, Store, WriteBatch, WriterConfig, open_peer, spawn_writer, unix_now_ms};
+use observatory_store::{AckMode, Store, WriteBatch, unix_now_ms};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rustc_hash::FxHashMap;
@@ -116,25 +115,8 @@ fn bench_ingest() {
 }
 
 async fn ingest_end_to_end(payloads: &[Vec<u8>], format: BodyFormat, ack: AckMode) -> f64 {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let opened = open_peer(dir.path(), Settings::default(), Limits::default()).expect("open");
-    let store_size = opened.store.size_probe();
-    let state = Arc::new(RwLock::new(opened.state));
-    let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let (ingest, _persist, writer) =
-        spawn_writer(state.clone(), opened.store, WriterConfig { ack, ..WriterConfig::default() }, shutdown);
-    let info = PeerInfo {
-        peer_id: "bench".into(),
-        incarnation: 1,
-        version: "bench".into(),
-        data_dir: String::new(),
-    };
-    let context = Arc::new(ApiContext::new(state, ingest, info, ApiLimits::default(), store_size));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let server = tokio::spawn(async move {
-        axum::serve(listener, observatory_api::router(context)).await.expect("serve");
-    });
+    let peer = ServedPeer::serve(ack).await;
+    let addr = peer.addr;
     let content_type = if format == BodyFormat::Cbor { "application/cbor" } else { "application/x-ndjson" };
     let client = reqwest::Client::new();
     let url = format!("http://{addr}/api/v1/events");
@@ -175,9 +157,7 @@ async fn ingest_end_to_end(payloads: &[Vec<u8>], format: BodyFormat, ack: AckMod
         accepted += task.await.expect("client task");
     }
     let rate = accepted as f64 / start.elapsed().as_secs_f64();
-    server.abort();
-    let _ = stop.send(true);
-    let _ = writer.await;
+    peer.stop().await;
     rate
 }
 

@@ -10,15 +10,13 @@
 //!
 //! `cargo bench -p observatory-bench --bench otlp [-- ingest|pairing]`
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use observatory_api::spans::SpanLimits;
-use observatory_api::{ApiContext, ApiLimits, PeerInfo};
-use observatory_bench::{rate_per_s, thousands};
-use observatory_core::{Limits, Settings};
+use observatory_bench::{ServedPeer, rate_per_s, thousands};
 use observatory_correlate::{CorrelationConfig, Correlator, Handoff, Span};
-use observatory_store::{AckMode, WriterConfig, open_peer, spawn_writer, unix_now_ms};
+use observatory_store::{AckMode, unix_now_ms};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -242,26 +240,8 @@ fn bench_ingest() {
 }
 
 async fn ingest_end_to_end(payloads: &[Vec<u8>], ack: AckMode) -> (f64, u64) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let opened = open_peer(dir.path(), Settings::default(), Limits::default()).expect("open");
-    let store_size = opened.store.size_probe();
-    let state = Arc::new(RwLock::new(opened.state));
-    let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let (ingest, _persist, writer) =
-        spawn_writer(state.clone(), opened.store, WriterConfig { ack, ..WriterConfig::default() }, shutdown);
-    let info = PeerInfo {
-        peer_id: "bench".into(),
-        incarnation: 1,
-        version: "bench".into(),
-        data_dir: String::new(),
-    };
-    let context = Arc::new(ApiContext::new(state, ingest, info, ApiLimits::default(), store_size));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let served = context.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, observatory_api::router(served)).await.expect("serve");
-    });
+    let peer = ServedPeer::serve(ack).await;
+    let addr = peer.addr;
     let client = reqwest::Client::new();
     let url = format!("http://{addr}/v1/traces");
     let payloads: Arc<Vec<Vec<u8>>> = Arc::new(payloads.to_vec());
@@ -298,10 +278,8 @@ async fn ingest_end_to_end(payloads: &[Vec<u8>], ack: AckMode) -> (f64, u64) {
         spans += task.await.expect("worker");
     }
     let rate = spans as f64 / start.elapsed().as_secs_f64();
-    let edges = context.counters.events_accepted.load(std::sync::atomic::Ordering::Relaxed);
-    server.abort();
-    let _ = stop.send(true);
-    let _ = writer.await;
+    let edges = peer.context.counters.events_accepted.load(std::sync::atomic::Ordering::Relaxed);
+    peer.stop().await;
     (rate, edges)
 }
 

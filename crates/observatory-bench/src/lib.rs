@@ -66,3 +66,56 @@ pub fn thousands(value: f64) -> String {
     }
     out
 }
+
+/// One peer for the HTTP benchmarks: a fresh data dir, the writer with `ack`, and the
+/// API router served on a loopback port. Stop it with [`ServedPeer::stop`].
+#[derive(Debug)]
+pub struct ServedPeer {
+    /// The API's context (counters, state).
+    pub context: std::sync::Arc<observatory_api::ApiContext>,
+    /// Where the API listens.
+    pub addr: std::net::SocketAddr,
+    server: tokio::task::JoinHandle<()>,
+    stop_writer: tokio::sync::watch::Sender<bool>,
+    writer: tokio::task::JoinHandle<Result<(), observatory_store::StoreError>>,
+    _dir: tempfile::TempDir,
+}
+
+impl ServedPeer {
+    /// Opens and serves the peer.
+    pub async fn serve(ack: observatory_store::AckMode) -> Self {
+        use std::sync::{Arc, RwLock};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let settings = observatory_core::Settings::default();
+        let opened = observatory_store::open_peer(dir.path(), settings, observatory_core::Limits::default())
+            .expect("open");
+        let store_size = opened.store.size_probe();
+        let state = Arc::new(RwLock::new(opened.state));
+        let (stop_writer, shutdown) = tokio::sync::watch::channel(false);
+        let config = observatory_store::WriterConfig { ack, ..observatory_store::WriterConfig::default() };
+        let (ingest, _persist, writer) =
+            observatory_store::spawn_writer(state.clone(), opened.store, config, shutdown);
+        let info = observatory_api::PeerInfo {
+            peer_id: "bench".into(),
+            incarnation: 1,
+            version: "bench".into(),
+            data_dir: String::new(),
+        };
+        let limits = observatory_api::ApiLimits::default();
+        let context = Arc::new(observatory_api::ApiContext::new(state, ingest, info, limits, store_size));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let router = observatory_api::router(context.clone());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, router).await.expect("serve");
+        });
+        Self { context, addr, server, stop_writer, writer, _dir: dir }
+    }
+
+    /// Stops serving and waits for the writer to finish.
+    pub async fn stop(self) {
+        self.server.abort();
+        let _ = self.stop_writer.send(true);
+        let _ = self.writer.await;
+    }
+}
