@@ -311,7 +311,6 @@ fn bench_pairing() {
         }
         assert!(events > 0);
     });
-    let mut handed = 0usize;
     let three_peers = rate_per_s(spans_total, Duration::from_secs(3), || {
         let mut correlators: Vec<Correlator> =
             (0..3).map(|_| Correlator::new(CorrelationConfig::default())).collect();
@@ -321,7 +320,6 @@ fn bench_pairing() {
             let out = correlators[at].handle_spans(now, batch.clone(), &peers[at], &peers);
             events += out.events.len();
             for (to, handoff) in out.handoffs {
-                handed += handoff.spans.len();
                 let mut bytes = Vec::new();
                 ciborium::into_writer(&handoff, &mut bytes).expect("encode");
                 let handoff: Handoff = ciborium::from_reader(&bytes[..]).expect("decode");
@@ -337,6 +335,5 @@ fn bench_pairing() {
         thousands(three_peers),
         three_peers / one_peer
     );
-    let _ = handed;
     println!();
 }

@@ -271,7 +271,7 @@ impl Correlator {
             }
         }
         for sighting in handoff.sightings {
-            self.take_sighting(now_ms, sighting, &mut events);
+            self.take_sighting(now_ms, sighting);
         }
         self.evict(&mut events);
         events
@@ -291,7 +291,7 @@ impl Correlator {
         for sighting in sightings {
             let owner = owner(sighting.token.as_bytes(), peers).map_or(local, String::as_str);
             if owner == local || self.tokens.contains_key(&sighting.token) {
-                self.take_sighting(now_ms, sighting, &mut out.events);
+                self.take_sighting(now_ms, sighting);
             } else {
                 by_owner.entry(owner).or_default().sightings.push(sighting);
             }
@@ -514,7 +514,7 @@ impl Correlator {
         }
     }
 
-    fn take_sighting(&mut self, now_ms: i64, sighting: Sighting, events: &mut Vec<Event>) {
+    fn take_sighting(&mut self, now_ms: i64, sighting: Sighting) {
         let generation = self.next_generation;
         self.next_generation += 1;
         let limit = self.config.sightings_per_token_max;
@@ -535,7 +535,6 @@ impl Correlator {
             let tokens = &self.tokens;
             self.token_idles.retain(|(_, t, g)| tokens.get(t).is_some_and(|e| e.generation == *g));
         }
-        let _ = events;
     }
 
     /// A quiet token: edges between consecutive nodes in time order.
