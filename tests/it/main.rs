@@ -2,8 +2,10 @@
 //!
 //! Every test starts its own peers on temporary data dirs and port 0, so they run in
 //! parallel. Build the binary first (`cargo build -p observatory`), or run
-//! `cargo test --workspace`, which does.
+//! `cargo test --workspace`, which does. `architecture` checks the invariants of
+//! ARCHITECTURE.md on the workspace itself.
 
+mod architecture;
 mod config;
 mod mesh;
 mod otel;

@@ -17,19 +17,17 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
-use std::sync::atomic::Ordering;
 
 use axum::Json;
+use axum::extract::Query;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use observatory_core::histogram::median_value_at;
 use observatory_core::{EdgeKind, FlowState, QueryError, StateStats};
-use observatory_store::unix_now_ms;
 use serde::{Deserialize, Serialize};
 
-use crate::{ApiContext, ApiError, Ctx};
+use crate::{Api, ApiError, Counters, Ctx, PeerApi};
 
 /// The content type of Prometheus' text format, version 0.0.4.
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -55,14 +53,11 @@ const LATENCY_BUCKETS: [(&str, u64); 11] = [
 const DEPENDENCIES_LOOKBACK_MS_DEFAULT: i64 = 86_400_000;
 
 /// `GET /metrics`.
-pub(crate) async fn get_metrics(State(ctx): Ctx) -> Response {
-    let state = ctx.state.read().expect("state lock");
-    let edges = service_graph(&state);
-    let stats = state.stats();
-    drop(state);
+pub(crate) async fn get_metrics<P: PeerApi>(axum::extract::State(api): Ctx<P>) -> Response {
+    let (edges, stats) = api.peer.read(|state| (service_graph(state), state.stats()));
     let mut text = MetricsText::default();
     text.service_graph(&edges);
-    for family in peer_families(&ctx, &stats) {
+    for family in peer_families(&api, &stats) {
         text.peer_family(&family);
     }
     ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], text.out).into_response()
@@ -160,39 +155,43 @@ fn counter_by(
     name: &'static str,
     help: &'static str,
     label: &'static str,
-    values: &std::sync::Mutex<BTreeMap<String, u64>>,
+    values: BTreeMap<String, u64>,
 ) -> PeerFamily {
-    let values = values.lock().expect("counters lock").clone();
     let samples = values.into_iter().map(|(value, n)| (Some((label, value)), n)).collect();
     PeerFamily { name, kind: "counter", help, samples }
 }
 
 /// The metrics about the peer itself, one line each.
-fn peer_families(ctx: &ApiContext, stats: &StateStats) -> Vec<PeerFamily> {
-    let counters = &ctx.counters;
-    let correlation = ctx.correlator.lock().expect("no correlator call panics").counters();
+fn peer_families<P: PeerApi>(api: &Api<P>, stats: &StateStats) -> Vec<PeerFamily> {
+    let counters = &api.counters;
+    let correlation = api.peer.correlation();
+    let applied = api.peer.applied();
+    let mut events_rejected = counters.events_invalid.snapshot();
+    for (reason, n) in applied.events_rejected {
+        *events_rejected.entry(reason).or_default() += n;
+    }
     let mut families = vec![
         counter(
             "observatory_ingest_requests_total",
             "Ingest requests answered 200.",
-            counters.ingest_requests.load(Ordering::Relaxed),
+            Counters::get(&counters.ingest_requests),
         ),
         counter(
             "observatory_events_ingested_total",
             "Events applied to the flow graph.",
-            counters.events_accepted.load(Ordering::Relaxed),
+            applied.events_accepted,
         ),
         counter_by(
             "observatory_events_rejected_total",
             "Events refused, by reason.",
             "reason",
-            &counters.events_rejected,
+            events_rejected,
         ),
         counter_by(
             "observatory_requests_rejected_total",
             "Requests refused whole, by reason.",
             "reason",
-            &counters.requests_rejected,
+            counters.requests_rejected.snapshot(),
         ),
         gauge(
             "observatory_origins",
@@ -207,28 +206,28 @@ fn peer_families(ctx: &ApiContext, stats: &StateStats) -> Vec<PeerFamily> {
         ),
         gauge("observatory_nodes", "Nodes of the flow graph.", stats.nodes as u64),
         gauge("observatory_edges", "Edges of the flow graph.", stats.edges as u64),
-        gauge("observatory_store_bytes", "Bytes the store takes on disk.", ctx.store_size.size_on_disk()),
+        gauge("observatory_store_bytes", "Bytes the store takes on disk.", api.peer.store_bytes()),
         counter(
             "observatory_spans_received_total",
             "Spans received (OTLP and Zipkin), refused ones included.",
-            counters.spans_received.load(Ordering::Relaxed),
+            Counters::get(&counters.spans_received),
         ),
         counter_by(
             "observatory_spans_rejected_total",
             "Spans refused, by reason.",
             "reason",
-            &counters.spans_rejected,
+            counters.spans_rejected.snapshot(),
         ),
         counter(
             "observatory_sightings_received_total",
             "Token sightings received, refused ones included.",
-            counters.sightings_received.load(Ordering::Relaxed),
+            Counters::get(&counters.sightings_received),
         ),
         counter_by(
             "observatory_sightings_rejected_total",
             "Token sightings refused, by reason.",
             "reason",
-            &counters.sightings_rejected,
+            counters.sightings_rejected.snapshot(),
         ),
         gauge(
             "observatory_spans_pending",
@@ -273,8 +272,8 @@ fn peer_families(ctx: &ApiContext, stats: &StateStats) -> Vec<PeerFamily> {
         ),
         gauge("observatory_tokens_pending", "Tokens waiting to go idle here.", correlation.tokens_pending),
     ];
-    if let Some((mesh, _)) = &ctx.mesh {
-        let status = mesh.status();
+    if let Some(mesh) = api.peer.mesh() {
+        let status = mesh.status;
         let sync = &status.counters;
         let connected = status.peers.iter().filter(|p| p.report.connected).count();
         families.extend([
@@ -444,8 +443,8 @@ struct Link {
 }
 
 /// The links of `[end_ms - lookback_ms, end_ms)` by `(parent, child)`.
-fn dependency_links(
-    ctx: &ApiContext,
+fn dependency_links<P: PeerApi>(
+    api: &Api<P>,
     params: &DependencyParams,
     end_ms_default: Option<i64>,
 ) -> Result<BTreeMap<(String, String), Link>, ApiError> {
@@ -460,15 +459,14 @@ fn dependency_links(
         Some(text) => positive_ms("lookback", text)?,
         None => DEPENDENCIES_LOOKBACK_MS_DEFAULT,
     };
-    let state = ctx.state.read().expect("state lock");
-    let view = state.graph_as_of(lookback_ms, end_ms, unix_now_ms()).map_err(|e| {
+    let now_ms = api.peer.now_ms();
+    let view = api.peer.read(|state| state.graph_as_of(lookback_ms, end_ms, now_ms)).map_err(|e| {
         let param = match e {
             QueryError::EndOutOfRange => "endTs",
             _ => "lookback",
         };
         ApiError::bad_param(param, e)
     })?;
-    drop(state);
     let mut links: BTreeMap<(String, String), Link> = BTreeMap::new();
     for edge in view.edges {
         let link = links.entry((edge.edge.from.to_string(), edge.edge.to.to_string())).or_default();
@@ -489,12 +487,12 @@ pub(crate) struct ZipkinLink {
 }
 
 /// `GET /api/v2/dependencies?endTs=<ms>&lookback=<ms>`: Zipkin's dependency links.
-pub(crate) async fn get_zipkin_dependencies(
-    State(ctx): Ctx,
+pub(crate) async fn get_zipkin_dependencies<P: PeerApi>(
+    axum::extract::State(api): Ctx<P>,
     params: Result<Query<DependencyParams>, QueryRejection>,
 ) -> Result<Json<Vec<ZipkinLink>>, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let links = dependency_links(&ctx, &params, None)?;
+    let links = dependency_links(&api, &params, None)?;
     let links = links
         .into_iter()
         .map(|((parent, child), link)| ZipkinLink {
@@ -529,12 +527,12 @@ pub(crate) struct JaegerAnswer {
 
 /// `GET /api/dependencies?endTs=<ms>&lookback=<ms>`: Jaeger's dependency links. As in
 /// Jaeger, `endTs` defaults to now.
-pub(crate) async fn get_jaeger_dependencies(
-    State(ctx): Ctx,
+pub(crate) async fn get_jaeger_dependencies<P: PeerApi>(
+    axum::extract::State(api): Ctx<P>,
     params: Result<Query<DependencyParams>, QueryRejection>,
 ) -> Result<Json<JaegerAnswer>, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let links = dependency_links(&ctx, &params, Some(unix_now_ms()))?;
+    let links = dependency_links(&api, &params, Some(api.peer.now_ms()))?;
     let data: Vec<JaegerLink> = links
         .into_iter()
         .map(|((parent, child), link)| JaegerLink {

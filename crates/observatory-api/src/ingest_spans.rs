@@ -1,185 +1,123 @@
 //! Spans and sightings in: OTLP/HTTP `POST /v1/traces`, Zipkin `POST /api/v2/spans` and
-//! `POST /api/v1/sightings`, and the glue between the [`Correlator`], the mesh (handoffs
-//! to owners) and the writer.
+//! `POST /api/v1/sightings`.
 //!
-//! What the correlator pairs at once is applied before the answer (so with
-//! `ingest.ack: durable` it is on disk then); halves that wait for their other half live
-//! in memory only, at most `correlation.pending_ttl`, and are lost if the peer dies.
+//! Bodies may be gzip-compressed: tower-http's request decompression reads them as a
+//! stream, and the same `limits.body_bytes_max` bounds the body as sent (its declared
+//! length) and as decompressed (reading stops one byte past it), so a gzip bomb costs
+//! no more memory than a plain body. Decoded spans go to the peer, which pairs them; what
+//! it pairs at once is applied before the answer (so with `ingest.ack: durable` it is on
+//! disk then), while halves that wait for their other half live in memory only.
 
 use std::borrow::Cow;
-use std::io::Read;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
 
-use axum::Json;
-use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::body::Body;
+use axum::extract::{Extension, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use observatory_core::{EdgeKind, Event, NodeName};
-use observatory_correlate::{Handoff, Output, Sighting};
-use observatory_mesh::wire::{HANDOFF_ITEMS_MAX, TOKEN_BYTES_MAX};
-use observatory_store::{IngestError, unix_now_ms};
+use axum::routing::{MethodRouter, post};
+use axum::{Json, middleware};
+use observatory_core::{EdgeKind, NodeName};
+use observatory_correlate::Sighting;
+use observatory_sync::wire::TOKEN_BYTES_MAX;
 use serde::Deserialize;
-use tokio::sync::{mpsc, watch};
+use tower_http::decompression::RequestDecompressionLayer;
 
 use crate::events::Timestamp;
+use crate::ingest::{Declared, media_type, read_body};
 use crate::spans::{DecodedSpans, SpanLimits};
 use crate::wire::{IngestAnswer, IngestErrorItem};
-use crate::{ApiContext, ApiError, Counters, otlp, read_body, zipkin};
+use crate::{Api, ApiError, Counters, PeerApi, otlp, zipkin};
 
-/// How often the correlation task looks for expired halves and idle tokens at least.
-const TICK: Duration = Duration::from_millis(250);
-
-impl ApiContext {
-    /// This peer and the live peers of the mesh: the candidates to own a trace.
-    fn live_peers(&self) -> Vec<String> {
-        match &self.mesh {
-            Some((mesh, _)) => mesh.live_peers(),
-            None => vec![self.info.peer_id.clone()],
-        }
-    }
-
-    /// Sends handoffs to their owners; what the mesh cannot take is correlated here.
-    fn dispatch(&self, now_ms: i64, output: Output) -> Vec<Event> {
-        let mut events = output.events;
-        for (peer, handoff) in output.handoffs {
-            for handoff in split(handoff) {
-                let refused = match &self.mesh {
-                    Some((mesh, _)) => mesh.hand_off(&peer, handoff).err().map(|r| r.handoff),
-                    None => Some(handoff),
-                };
-                if let Some(handoff) = refused {
-                    tracing::debug!(%peer, "handoff not queued; correlating here");
-                    events.extend(self.correlator().handle_handoff(now_ms, handoff));
-                }
-            }
-        }
-        events
-    }
-
-    fn correlator(&self) -> std::sync::MutexGuard<'_, observatory_correlate::Correlator> {
-        self.correlator.lock().expect("no correlator call panics")
-    }
-
-    /// Applies derived events; refusals are counted by reason like native events'.
-    async fn apply_derived(&self, events: Vec<Event>) -> Result<(), IngestError> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        let reply = self.ingest.submit(events).await?;
-        self.counters.events_accepted.fetch_add(reply.accepted as u64, Ordering::Relaxed);
-        let mut by_reason = self.counters.events_rejected.lock().expect("counters lock");
-        for (_, rejection) in &reply.rejected {
-            *by_reason.entry(rejection.reason_code().to_string()).or_default() += 1;
-        }
-        Ok(())
-    }
+/// A route that reads gzip bodies decompressed, noting first how the body came.
+fn decompressing<P: PeerApi>(route: MethodRouter<Arc<Api<P>>>) -> MethodRouter<Arc<Api<P>>> {
+    route
+        .layer(RequestDecompressionLayer::new().pass_through_unaccepted(true))
+        .layer(middleware::map_request(note_encoding))
 }
 
-/// Splits a handoff so that each fits in one mesh message.
-fn split(handoff: Handoff) -> Vec<Handoff> {
-    let chunk = HANDOFF_ITEMS_MAX / 2;
-    if handoff.spans.len() + handoff.sightings.len() <= HANDOFF_ITEMS_MAX {
-        return vec![handoff];
+/// Notes the declared length and encoding before the decompression layer drops them, and
+/// names gzip the one way that layer knows (`x-gzip`, any case, spaces around).
+async fn note_encoding(mut request: Request) -> Request {
+    let mut declared = Declared::of(request.headers());
+    let encoding = request
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_ascii_lowercase());
+    match encoding.as_deref() {
+        Some("gzip" | "x-gzip") => {
+            declared.gzip = true;
+            request.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        }
+        Some("identity" | "") => {
+            request.headers_mut().remove(header::CONTENT_ENCODING);
+        }
+        _ => {}
     }
-    let mut out: Vec<Handoff> =
-        handoff.spans.chunks(chunk).map(|s| Handoff { spans: s.to_vec(), sightings: Vec::new() }).collect();
-    out.extend(handoff.sightings.chunks(chunk).map(|s| Handoff { spans: Vec::new(), sightings: s.to_vec() }));
-    out
+    request.extensions_mut().insert(declared);
+    request
 }
 
-/// Runs the correlator's clock and takes handoffs from other peers, until `shutdown`.
-/// On the way out, every waiting half and token is given up (virtual-node edges where
-/// their attributes allow), since another peer will own their traces from now on.
-pub async fn run_correlation(
-    ctx: Arc<ApiContext>,
-    mut handoffs_in: Option<mpsc::Receiver<(String, Handoff)>>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let events = tokio::select! {
-            _ = tick.tick() => ctx.correlator().handle_tick(unix_now_ms()),
-            Some((peer, handoff)) = async { handoffs_in.as_mut()?.recv().await } => {
-                tracing::trace!(%peer, spans = handoff.spans.len(), sightings = handoff.sightings.len(), "handoff received");
-                ctx.correlator().handle_handoff(unix_now_ms(), handoff)
-            }
-            _ = shutdown.changed() => break,
-        };
-        if let Err(error) = ctx.apply_derived(events).await {
-            tracing::warn!(%error, "edges from spans could not be applied and are lost");
-        }
-    }
-    let events = ctx.correlator().handle_tick(i64::MAX);
-    if let Err(error) = ctx.apply_derived(events).await {
-        tracing::warn!(%error, "edges from the last waiting spans could not be applied and are lost");
-    }
-}
-
-/// Reads a body, decompressing `Content-Encoding: gzip`; `body_bytes_max` bounds both the
-/// body as sent and as decompressed.
-async fn read_encoded_body(ctx: &ApiContext, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
-    let limit = ctx.limits.body_bytes_max;
-    let raw = read_body(limit, ctx.limits.request_timeout, headers, body).await?;
-    let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity");
-    match encoding.trim().to_ascii_lowercase().as_str() {
-        "identity" | "" => Ok(raw),
-        "gzip" | "x-gzip" => {
-            let mut out = Vec::new();
-            flate2::read::GzDecoder::new(&raw[..])
-                .take(limit as u64 + 1)
-                .read_to_end(&mut out)
-                .map_err(|e| ApiError::BadRequest(format!("the gzip body does not decompress: {e}")))?;
-            if out.len() > limit {
-                return Err(ApiError::PayloadTooLarge(format!(
-                    "the body decompresses to more than limits.body_bytes_max ({limit} bytes)"
-                )));
-            }
-            Ok(out.into())
-        }
-        other => Err(ApiError::UnsupportedMediaType(format!(
-            "Content-Encoding `{other}` is not supported; use gzip or none"
+/// The encoding left on a request after decompression: one we do not take.
+fn check_encoding(headers: &HeaderMap) -> Result<(), ApiError> {
+    match headers.get(header::CONTENT_ENCODING) {
+        None => Ok(()),
+        Some(other) => Err(ApiError::UnsupportedMediaType(format!(
+            "Content-Encoding `{}` is not supported; use gzip or none",
+            String::from_utf8_lossy(other.as_bytes())
         ))),
     }
 }
 
-fn essence(headers: &HeaderMap) -> String {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
+pub(crate) fn otlp_route<P: PeerApi>() -> MethodRouter<Arc<Api<P>>> {
+    decompressing(post(post_otlp_traces::<P>))
 }
 
-fn span_limits(ctx: &ApiContext) -> SpanLimits {
+pub(crate) fn zipkin_route<P: PeerApi>() -> MethodRouter<Arc<Api<P>>> {
+    decompressing(post(post_zipkin_spans::<P>))
+}
+
+pub(crate) fn sightings_route<P: PeerApi>() -> MethodRouter<Arc<Api<P>>> {
+    decompressing(post(post_sightings::<P>))
+}
+
+fn span_limits<P>(api: &Api<P>) -> SpanLimits {
     SpanLimits {
-        node_name_bytes_max: ctx.limits.parse.node_name_bytes_max,
-        spans_per_request_max: ctx.limits.spans_per_request_max,
+        node_name_bytes_max: api.limits.parse.node_name_bytes_max,
+        spans_per_request_max: api.limits.spans_per_request_max,
     }
 }
 
 /// Takes a place among the requests in flight, or answers 429 at once: span exporters
 /// retry with backoff, which is better than a queue of waiting bodies.
-fn ingest_place(ctx: &ApiContext) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
-    ctx.ingest_slots.try_acquire().map_err(|error| match error {
+fn ingest_place<P>(api: &Api<P>) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+    api.ingest_slots.try_acquire().map_err(|error| match error {
         tokio::sync::TryAcquireError::Closed => ApiError::Unavailable("the peer is shutting down".into()),
         tokio::sync::TryAcquireError::NoPermits => ApiError::TooManyRequests(format!(
             "limits.ingest_requests_in_flight_max ({}) requests are being taken; retry shortly",
-            ctx.limits.ingest_requests_in_flight_max
+            api.limits.ingest_requests_in_flight_max
         )),
     })
 }
 
-/// Counts the refused spans by reason and correlates the good ones. Returns the
+/// Reads a span or sighting body: its encoding checked, then read decompressed.
+async fn read_spans_body<P>(
+    api: &Api<P>,
+    declared: Declared,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<axum::body::Bytes, ApiError> {
+    check_encoding(headers)?;
+    read_body(api.limits.body_bytes_max, api.limits.request_timeout, declared, body).await
+}
+
+/// Counts the refused spans by reason and hands the good ones to the peer. Returns the
 /// number refused and a message naming the first few.
-async fn take_spans(ctx: &ApiContext, decoded: DecodedSpans) -> Result<(usize, String), ApiError> {
+async fn take_spans<P: PeerApi>(api: &Api<P>, decoded: DecodedSpans) -> Result<(usize, String), ApiError> {
     let DecodedSpans { spans, rejected } = decoded;
-    Counters::add(&ctx.counters.spans_received, (spans.len() + rejected.len()) as u64);
-    {
-        let mut by_reason = ctx.counters.spans_rejected.lock().expect("counters lock");
-        for (_, rejection) in &rejected {
-            *by_reason.entry(rejection.code.to_string()).or_default() += 1;
-        }
+    Counters::add(&api.counters.spans_received, (spans.len() + rejected.len()) as u64);
+    for (_, rejection) in &rejected {
+        api.counters.spans_rejected.add(rejection.code, 1);
     }
     let message = rejected
         .iter()
@@ -188,44 +126,41 @@ async fn take_spans(ctx: &ApiContext, decoded: DecodedSpans) -> Result<(usize, S
         .collect::<Vec<_>>()
         .join("; ");
     if !spans.is_empty() {
-        let now_ms = unix_now_ms();
-        let peers = ctx.live_peers();
-        let output = ctx.correlator().handle_spans(now_ms, spans, &ctx.info.peer_id, &peers);
-        let events = ctx.dispatch(now_ms, output);
-        ctx.apply_derived(events).await?;
+        api.peer.submit_spans(spans).await?;
     }
     Ok((rejected.len(), message))
 }
 
 /// `POST /v1/traces`: OTLP/HTTP, protobuf or JSON, optionally gzipped.
-pub(crate) async fn post_otlp_traces(
-    State(ctx): State<Arc<ApiContext>>,
+async fn post_otlp_traces<P: PeerApi>(
+    State(api): State<Arc<Api<P>>>,
+    Extension(declared): Extension<Declared>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let json = essence(&headers) == "application/json";
+    let format = media_type(&headers);
+    let json = format == "application/json";
     let result = async {
-        let format = essence(&headers);
         if !matches!(format.as_str(), "application/x-protobuf" | "application/protobuf" | "application/json")
         {
             return Err(ApiError::UnsupportedMediaType(format!(
                 "Content-Type `{format}` is not OTLP; use application/x-protobuf or application/json"
             )));
         }
-        let _place = ingest_place(&ctx)?;
-        let body = read_encoded_body(&ctx, &headers, body).await?;
-        let limits = span_limits(&ctx);
+        let _place = ingest_place(&api)?;
+        let body = read_spans_body(&api, declared, &headers, body).await?;
+        let limits = span_limits(&api);
         let decoded =
             if json { otlp::decode_json(&body, &limits) } else { otlp::decode_protobuf(body, &limits) }
                 .map_err(ApiError::BadRequest)?;
-        take_spans(&ctx, decoded).await
+        take_spans(&api, decoded).await
     }
     .await;
     let content_type = if json { "application/json" } else { "application/x-protobuf" };
     let (status, body) = match result {
         Ok((rejected, message)) => (StatusCode::OK, otlp::response(rejected, &message, json)),
         Err(error) => {
-            ctx.counters.request_rejected(error.code());
+            api.counters.requests_rejected.add(error.code(), 1);
             // gRPC codes: INVALID_ARGUMENT for what retrying cannot fix, UNAVAILABLE else.
             let grpc = if error.status().is_client_error() && error.status() != StatusCode::TOO_MANY_REQUESTS
             {
@@ -244,22 +179,23 @@ pub(crate) async fn post_otlp_traces(
 }
 
 /// `POST /api/v2/spans`: Zipkin v2 JSON, optionally gzipped; answers 202.
-pub(crate) async fn post_zipkin_spans(
-    State(ctx): State<Arc<ApiContext>>,
+async fn post_zipkin_spans<P: PeerApi>(
+    State(api): State<Arc<Api<P>>>,
+    Extension(declared): Extension<Declared>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
     let result = async {
-        let format = essence(&headers);
+        let format = media_type(&headers);
         if !matches!(format.as_str(), "application/json" | "" | "text/plain") {
             return Err(ApiError::UnsupportedMediaType(format!(
                 "Content-Type `{format}` is not supported; Zipkin spans are taken as application/json"
             )));
         }
-        let _place = ingest_place(&ctx)?;
-        let body = read_encoded_body(&ctx, &headers, body).await?;
-        let decoded = zipkin::decode_json(&body, &span_limits(&ctx)).map_err(ApiError::BadRequest)?;
-        let (rejected, message) = take_spans(&ctx, decoded).await?;
+        let _place = ingest_place(&api)?;
+        let body = read_spans_body(&api, declared, &headers, body).await?;
+        let decoded = zipkin::decode_json(&body, &span_limits(&api)).map_err(ApiError::BadRequest)?;
+        let (rejected, message) = take_spans(&api, decoded).await?;
         if rejected > 0 {
             tracing::debug!(rejected, %message, "Zipkin spans refused");
         }
@@ -267,7 +203,7 @@ pub(crate) async fn post_zipkin_spans(
     }
     .await;
     if let Err(error) = &result {
-        ctx.counters.request_rejected(error.code());
+        api.counters.requests_rejected.add(error.code(), 1);
     }
     result
 }
@@ -289,7 +225,7 @@ struct WireSighting<'a> {
 fn sighting(
     index: usize,
     value: &serde_json::value::RawValue,
-    ctx: &ApiContext,
+    node_name_bytes_max: usize,
 ) -> Result<Sighting, IngestErrorItem> {
     let error = |field: &str, reason: String| IngestErrorItem { index, field: field.to_string(), reason };
     let wire: WireSighting<'_> = serde_json::from_str(value.get()).map_err(|e| {
@@ -306,8 +242,7 @@ fn sighting(
             format!("must be 1 to {TOKEN_BYTES_MAX} bytes, got {}", wire.token.len()),
         ));
     }
-    let node = NodeName::new(&wire.node, ctx.limits.parse.node_name_bytes_max)
-        .map_err(|e| error("node", e.to_string()))?;
+    let node = NodeName::new(&wire.node, node_name_bytes_max).map_err(|e| error("node", e.to_string()))?;
     let kind = match wire.kind.as_deref() {
         None => EdgeKind::Request,
         Some(name) => EdgeKind::from_name(name)
@@ -316,72 +251,71 @@ fn sighting(
     Ok(Sighting { token: wire.token.into_owned(), node, ts_ms: wire.ts.0, error: wire.error, kind })
 }
 
+/// The items of a JSON array or NDJSON body, each still raw.
+fn json_items(text: &str) -> Result<Vec<&serde_json::value::RawValue>, ApiError> {
+    if text.trim_start().starts_with('[') {
+        return serde_json::from_str(text).map_err(|e| ApiError::MalformedBody {
+            location: format!("line {} column {}", e.line(), e.column()),
+            message: e.to_string(),
+        });
+    }
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, line)| {
+            serde_json::from_str(line).map_err(|e| ApiError::MalformedBody {
+                location: format!("line {}", i + 1),
+                message: e.to_string(),
+            })
+        })
+        .collect()
+}
+
 /// `POST /api/v1/sightings`: a JSON array (or NDJSON) of `{token, node, ts, error?, kind?}`.
-pub(crate) async fn post_sightings(
-    State(ctx): State<Arc<ApiContext>>,
+async fn post_sightings<P: PeerApi>(
+    State(api): State<Arc<Api<P>>>,
+    Extension(declared): Extension<Declared>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<IngestAnswer>, ApiError> {
     let result = async {
-        let _place = ingest_place(&ctx)?;
-        let body = read_encoded_body(&ctx, &headers, body).await?;
+        let _place = ingest_place(&api)?;
+        let body = read_spans_body(&api, declared, &headers, body).await?;
         let text = std::str::from_utf8(&body)
             .map_err(|e| ApiError::BadRequest(format!("the body is not UTF-8: {e}")))?;
-        let items: Vec<&serde_json::value::RawValue> = if text.trim_start().starts_with('[') {
-            serde_json::from_str(text).map_err(|e| ApiError::MalformedBody {
-                location: format!("line {} column {}", e.line(), e.column()),
-                message: e.to_string(),
-            })?
-        } else {
-            text.lines()
-                .filter(|l| !l.trim().is_empty())
-                .enumerate()
-                .map(|(i, line)| {
-                    serde_json::from_str(line).map_err(|e| ApiError::MalformedBody {
-                        location: format!("line {}", i + 1),
-                        message: e.to_string(),
-                    })
-                })
-                .collect::<Result<_, _>>()?
-        };
-        if items.len() > ctx.limits.parse.events_per_request_max {
+        let items = json_items(text)?;
+        let limits = &api.limits;
+        if items.len() > limits.parse.events_per_request_max {
             return Err(ApiError::PayloadTooLarge(format!(
                 "{} sightings in one request, more than limits.events_per_request_max ({})",
                 items.len(),
-                ctx.limits.parse.events_per_request_max
+                limits.parse.events_per_request_max
             )));
         }
         let mut sightings = Vec::with_capacity(items.len());
         let mut errors = Vec::new();
         for (index, item) in items.into_iter().enumerate() {
-            match sighting(index, item, &ctx) {
+            match sighting(index, item, limits.parse.node_name_bytes_max) {
                 Ok(s) => sightings.push(s),
                 Err(e) => errors.push(e),
             }
         }
-        Counters::add(&ctx.counters.sightings_received, (sightings.len() + errors.len()) as u64);
-        {
-            let mut by_reason = ctx.counters.sightings_rejected.lock().expect("counters lock");
-            for e in &errors {
-                *by_reason.entry(format!("invalid_{}", e.field)).or_default() += 1;
-            }
+        Counters::add(&api.counters.sightings_received, (sightings.len() + errors.len()) as u64);
+        for e in &errors {
+            api.counters.sightings_rejected.add(&format!("invalid_{}", e.field), 1);
         }
         let accepted = sightings.len();
         if !sightings.is_empty() {
-            let now_ms = unix_now_ms();
-            let peers = ctx.live_peers();
-            let output = ctx.correlator().handle_sightings(now_ms, sightings, &ctx.info.peer_id, &peers);
-            let events = ctx.dispatch(now_ms, output);
-            ctx.apply_derived(events).await?;
+            api.peer.submit_sightings(sightings).await?;
         }
         let rejected = errors.len();
-        let truncated = rejected > ctx.limits.errors_listed_max;
-        errors.truncate(ctx.limits.errors_listed_max);
+        let truncated = rejected > limits.errors_listed_max;
+        errors.truncate(limits.errors_listed_max);
         Ok(Json(IngestAnswer { accepted, rejected, errors, errors_truncated: truncated }))
     }
     .await;
     if let Err(error) = &result {
-        ctx.counters.request_rejected(error.code());
+        api.counters.requests_rejected.add(error.code(), 1);
     }
     result
 }

@@ -1,8 +1,12 @@
-//! JSON answers of the API, converted from core types at the edge.
+//! JSON answers of the API: the types clients (and the command line) read, converted at
+//! the edge from the core's, the correlator's and the mesh's own types. Field names are
+//! the API; a change to one is a change clients see.
 
 use std::collections::BTreeMap;
 
 use observatory_core::{Edge, Figures, GraphView, LatencySummary, OriginCoverage, SeriesView, Span};
+use observatory_correlate::CorrelationCounters;
+use observatory_sync::{Agreement, Completeness, MeshCounters, MeshStatus, PeerStatus};
 use serde::{Deserialize, Serialize};
 
 use crate::time_text::{format_duration_ms, format_time};
@@ -163,6 +167,18 @@ pub struct MeshCoverage {
     /// Whether every known peer is in sync: the answer then holds everything the mesh
     /// held `fresh_ms` ago (events sent since may still be on their way).
     pub complete: bool,
+}
+
+impl From<Completeness> for MeshCoverage {
+    fn from(c: Completeness) -> Self {
+        MeshCoverage {
+            peers_known: c.peers_known,
+            peers_connected: c.peers_connected,
+            peers_in_sync: c.peers_in_sync,
+            fresh_ms: c.fresh_ms,
+            complete: c.complete,
+        }
+    }
 }
 
 impl Coverage {
@@ -334,6 +350,261 @@ pub struct IngestCounters {
     pub sightings_rejected: BTreeMap<String, u64>,
 }
 
+/// The mesh's counters since start (in `/api/v1/status` and `/api/v1/peers`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MeshCountersJson {
+    /// Rounds started.
+    pub rounds: u64,
+    /// Sessions opened.
+    pub sessions: u64,
+    /// Messages received and handled.
+    pub messages_in: u64,
+    /// Messages queued for sending.
+    pub messages_out: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Pages that changed something here.
+    pub deltas_applied: u64,
+    /// Cells taken from peers.
+    pub cells_applied: u64,
+    /// Messages rejected (malformed, oversized or corrupt).
+    pub rejected: u64,
+    /// Peers disconnected for repeated offences.
+    pub shunned: u64,
+    /// Messages with cells dropped unread because the writer was behind.
+    #[serde(default)]
+    pub pages_dropped_backlog: u64,
+    /// Handoffs received but dropped because the correlator was behind.
+    pub handoffs_dropped: u64,
+}
+
+impl From<MeshCounters> for MeshCountersJson {
+    fn from(c: MeshCounters) -> Self {
+        MeshCountersJson {
+            rounds: c.rounds,
+            sessions: c.sessions,
+            messages_in: c.messages_in,
+            messages_out: c.messages_out,
+            bytes_in: c.bytes_in,
+            bytes_out: c.bytes_out,
+            deltas_applied: c.deltas_applied,
+            cells_applied: c.cells_applied,
+            rejected: c.rejected,
+            shunned: c.shunned,
+            pages_dropped_backlog: c.pages_dropped_backlog,
+            handoffs_dropped: c.handoffs_dropped,
+        }
+    }
+}
+
+/// Whether a peer's settings agree with ours.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum AgreementJson {
+    /// No hello from it yet.
+    Unknown,
+    /// Same fingerprint.
+    Agrees,
+    /// Another fingerprint: not synced with.
+    Differs {
+        /// Its fingerprint.
+        theirs: String,
+        /// What differs, in words.
+        reason: String,
+    },
+}
+
+impl From<&Agreement> for AgreementJson {
+    fn from(agreement: &Agreement) -> Self {
+        match agreement {
+            Agreement::Unknown => AgreementJson::Unknown,
+            Agreement::Agrees => AgreementJson::Agrees,
+            Agreement::Differs { theirs, reason } => {
+                AgreementJson::Differs { theirs: theirs.clone(), reason: reason.clone() }
+            }
+        }
+    }
+}
+
+/// One known peer in `/api/v1/peers`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PeerJson {
+    /// Its peer id.
+    pub peer: String,
+    /// Its addresses.
+    pub addresses: Vec<String>,
+    /// Whether a connection is up.
+    pub connected: bool,
+    /// Whether its settings agree with ours.
+    pub settings: AgreementJson,
+    /// When we last held everything it had for us (ms since the epoch).
+    pub last_sync_ms: Option<i64>,
+    /// Milliseconds since then.
+    pub last_sync_age_ms: Option<i64>,
+    /// How far we are behind it: seqs and cells.
+    pub we_lack_seqs: Option<u64>,
+    /// See `we_lack_seqs`.
+    pub we_lack_cells: Option<u64>,
+    /// How far it is behind us: seqs and cells.
+    pub it_lacks_seqs: Option<u64>,
+    /// See `it_lacks_seqs`.
+    pub it_lacks_cells: Option<u64>,
+    /// Messages from it that were rejected.
+    pub rejected: u64,
+    /// The last rejection, in words.
+    pub last_rejection: Option<String>,
+    /// Until when it is shunned, if it is.
+    pub shunned_until_ms: Option<i64>,
+    /// Bytes received from it.
+    pub bytes_in: u64,
+    /// Bytes sent to it.
+    pub bytes_out: u64,
+}
+
+impl From<&PeerStatus> for PeerJson {
+    fn from(p: &PeerStatus) -> Self {
+        let r = &p.report;
+        PeerJson {
+            peer: r.peer.clone(),
+            addresses: p.addresses.clone(),
+            connected: r.connected,
+            settings: AgreementJson::from(&r.settings),
+            last_sync_ms: r.last_sync_ms,
+            last_sync_age_ms: p.last_sync_age_ms,
+            we_lack_seqs: r.we_lack_seqs,
+            we_lack_cells: r.we_lack_cells,
+            it_lacks_seqs: r.it_lacks_seqs,
+            it_lacks_cells: r.it_lacks_cells,
+            rejected: r.rejected,
+            last_rejection: r.last_rejection.clone(),
+            shunned_until_ms: r.shunned_until_ms,
+            bytes_in: r.bytes_in,
+            bytes_out: r.bytes_out,
+        }
+    }
+}
+
+/// Answer to `GET /api/v1/peers`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PeersAnswer {
+    /// This peer's id.
+    pub peer_id: String,
+    /// Addresses other peers can dial.
+    pub listen: Vec<String>,
+    /// The mesh's counters.
+    pub counters: MeshCountersJson,
+    /// How complete this peer's picture is.
+    pub coverage: MeshCoverage,
+    /// Every known peer.
+    pub peers: Vec<PeerJson>,
+}
+
+impl PeersAnswer {
+    /// From the mesh's status, with rounds every `sync_interval_ms`.
+    pub fn new(status: &MeshStatus, sync_interval_ms: i64) -> Self {
+        PeersAnswer {
+            peer_id: status.peer_id.clone(),
+            listen: status.listen.clone(),
+            counters: status.counters.into(),
+            coverage: status.completeness(sync_interval_ms).into(),
+            peers: status.peers.iter().map(PeerJson::from).collect(),
+        }
+    }
+}
+
+/// The mesh in `/api/v1/status`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StatusMesh {
+    /// Addresses other peers can dial.
+    pub listen: Vec<String>,
+    /// Peers known.
+    pub peers_known: usize,
+    /// Of those, connected.
+    pub peers_connected: usize,
+    /// The mesh's counters.
+    pub counters: MeshCountersJson,
+}
+
+impl From<&MeshStatus> for StatusMesh {
+    fn from(status: &MeshStatus) -> Self {
+        StatusMesh {
+            listen: status.listen.clone(),
+            peers_known: status.peers.len(),
+            peers_connected: status.peers.iter().filter(|p| p.report.connected).count(),
+            counters: status.counters.into(),
+        }
+    }
+}
+
+/// What the correlator paired, gave up and holds (in `/api/v1/status`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct CorrelationJson {
+    /// Spans taken from clients (not handoffs).
+    pub spans_in: u64,
+    /// INTERNAL spans, which are never edges.
+    pub spans_internal: u64,
+    /// Spans already held (exporters retry).
+    pub spans_duplicate: u64,
+    /// Edges from a caller half paired with its callee half.
+    pub edges_paired: u64,
+    /// Edges from a root SERVER span.
+    pub edges_root: u64,
+    /// Edges to or from a virtual node.
+    pub edges_virtual: u64,
+    /// Halves given up with nothing to name the other side.
+    pub spans_unpaired: u64,
+    /// Halves given up early because the pending store was full.
+    pub spans_evicted: u64,
+    /// Halves waiting now.
+    pub spans_pending: u64,
+    /// Halves sent to their trace's owner.
+    pub spans_handed_off: u64,
+    /// Halves received from other peers as their trace's owner.
+    pub spans_handed_in: u64,
+    /// Sightings taken from clients.
+    pub sightings_in: u64,
+    /// Sightings received from other peers.
+    pub sightings_handed_in: u64,
+    /// Sightings sent to their token's owner.
+    pub sightings_handed_off: u64,
+    /// Sightings beyond `sightings_per_token_max`.
+    pub sightings_dropped: u64,
+    /// Edges from consecutive sightings of a token.
+    pub edges_from_tokens: u64,
+    /// Tokens turned into edges early because `tokens_max` was reached.
+    pub tokens_evicted: u64,
+    /// Tokens tracked now.
+    pub tokens_pending: u64,
+}
+
+impl From<CorrelationCounters> for CorrelationJson {
+    fn from(c: CorrelationCounters) -> Self {
+        CorrelationJson {
+            spans_in: c.spans_in,
+            spans_internal: c.spans_internal,
+            spans_duplicate: c.spans_duplicate,
+            edges_paired: c.edges_paired,
+            edges_root: c.edges_root,
+            edges_virtual: c.edges_virtual,
+            spans_unpaired: c.spans_unpaired,
+            spans_evicted: c.spans_evicted,
+            spans_pending: c.spans_pending,
+            spans_handed_off: c.spans_handed_off,
+            spans_handed_in: c.spans_handed_in,
+            sightings_in: c.sightings_in,
+            sightings_handed_in: c.sightings_handed_in,
+            sightings_handed_off: c.sightings_handed_off,
+            sightings_dropped: c.sightings_dropped,
+            edges_from_tokens: c.edges_from_tokens,
+            tokens_evicted: c.tokens_evicted,
+            tokens_pending: c.tokens_pending,
+        }
+    }
+}
+
 /// Answer to `GET /api/v1/status`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct StatusAnswer {
@@ -365,8 +636,8 @@ pub struct StatusAnswer {
     pub ingest: IngestCounters,
     /// The mesh: listen addresses, peers known and connected, counters.
     #[serde(default)]
-    pub mesh: Option<serde_json::Value>,
+    pub mesh: Option<StatusMesh>,
     /// What the correlator paired, gave up and holds (spans and sightings).
     #[serde(default)]
-    pub correlation: observatory_correlate::CorrelationCounters,
+    pub correlation: CorrelationJson,
 }

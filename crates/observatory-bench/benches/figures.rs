@@ -7,10 +7,14 @@ use std::alloc::System;
 use std::sync::Arc;
 use std::time::Duration;
 
-use observatory_api::events::{BodyFormat, ParseLimits, parse_body};
-use observatory_bench::{ServedPeer, core_events, median_time, rate_per_s, thousands};
-use observatory_core::{Edge, Event, FlowState, LatencyHistogram, Limits, NodeName, Origin, Settings};
-use observatory_store::{AckMode, Store, WriteBatch, unix_now_ms};
+use observatory_api::events::{BodyFormat, parse_body};
+use observatory_bench::{
+    NetIdentity, ServedPeer, core_events, default_limits, default_settings, median_time, rate_per_s,
+    thousands, unix_now_ms,
+};
+use observatory_core::commit::AckMode;
+use observatory_core::{Edge, Event, FlowState, LatencyHistogram, Limits, NodeName, Origin};
+use observatory_store::{Store, WriteBatch};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rustc_hash::FxHashMap;
@@ -39,7 +43,7 @@ fn main() {
 }
 
 fn fresh_state() -> FlowState {
-    let mut state = FlowState::new(Settings::default(), Limits::default());
+    let mut state = FlowState::new(default_settings(), default_limits());
     state.set_local(Origin::new("bench", 1));
     state
 }
@@ -78,8 +82,7 @@ fn bench_ingest() {
     println!("== HTTP ingest end to end, batches of 1,000 events, 8 requests in flight");
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    let limits =
-        ParseLimits { events_per_request_max: 10_000, node_name_bytes_max: 200, event_count_max: 1_000_000 };
+    let limits = observatory_api::ApiLimits::from_config(observatory_config::Config::defaults()).parse;
     for ack in [AckMode::Durable, AckMode::Accepted] {
         for format in [BodyFormat::Ndjson, BodyFormat::Cbor] {
             let now = unix_now_ms();
@@ -171,8 +174,8 @@ fn log_normal_us(rng: &mut StdRng, median_us: f64, sigma: f64) -> u64 {
 
 fn synthetic_state(n_edges: usize, events_per_bucket: usize, buckets: i64) -> FlowState {
     let mut state = FlowState::new(
-        Settings::default(),
-        Limits { edges_max: 1_000_000, nodes_max: 1_000_000, ..Limits::default() },
+        default_settings(),
+        Limits { edges_max: 1_000_000, nodes_max: 1_000_000, ..default_limits() },
     );
     state.set_local(Origin::new("bench", 1));
     let mut rng = StdRng::seed_from_u64(3);
@@ -279,7 +282,7 @@ fn bench_cells() {
 /// Memory per cell once every sealed bucket is packed (three hours later).
 fn report_sealed_memory(mut state: FlowState, memory: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let (mut store, _) = Store::open(dir.path(), &Settings::default()).expect("store");
+    let (mut store, _) = Store::open(dir.path(), &default_settings(), &NetIdentity).expect("store");
     let cells = state.stats().cells;
     let before = ALLOCATOR.allocated();
     let mut batch = WriteBatch::default();
@@ -302,7 +305,7 @@ fn report_cells(name: &str, state: &FlowState, memory: usize) {
     let samples: u64 = cells.iter().map(|(_, c)| c.data.latency.len()).sum();
 
     let dir = tempfile::tempdir().unwrap();
-    let (mut store, _) = Store::open(dir.path(), &Settings::default()).expect("store");
+    let (mut store, _) = Store::open(dir.path(), &default_settings(), &NetIdentity).expect("store");
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let empty = store.size_on_disk();
     for chunk in cells.chunks(1000) {
@@ -325,7 +328,7 @@ fn report_cells(name: &str, state: &FlowState, memory: usize) {
     let packed_in_place = store.size_on_disk().saturating_sub(empty);
     drop(store);
     let fresh_dir = tempfile::tempdir().unwrap();
-    let (mut fresh, _) = Store::open(fresh_dir.path(), &Settings::default()).expect("store");
+    let (mut fresh, _) = Store::open(fresh_dir.path(), &default_settings(), &NetIdentity).expect("store");
     let fresh_empty = fresh.size_on_disk();
     let mut sealed_state = state.clone();
     let mut batch = WriteBatch::default();

@@ -15,10 +15,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
-use observatory_bench::{core_events, owned_core_events, thousands};
-use observatory_core::{CellKey, Edge, Event, FlowState, Limits, NodeName, Origin, OriginDelta, Settings};
-use observatory_mesh::wire;
-use observatory_mesh::{Message, Protocol, ProtocolConfig, SyncMessage};
+use observatory_bench::{
+    core_events, default_limits, default_protocol, default_settings, owned_core_events, thousands,
+};
+use observatory_core::{CellKey, Edge, Event, FlowState, Limits, NodeName, Origin, OriginDelta};
+use observatory_sync::wire::{self, MeshMessage};
+use observatory_sync::{Message, Protocol, ProtocolConfig, SyncMessage};
 
 /// Virtual time at the start (ms since the epoch, aligned to the hour).
 const START_MS: i64 = 1_800_000_000_000;
@@ -96,7 +98,7 @@ impl Mesh {
 
     fn flush(&mut self, from: usize) {
         while let Some((to, message)) = self.peers[from].protocol.poll_transmit() {
-            let bytes = wire::encode_message(message);
+            let bytes = wire::encode(message);
             self.peers[from].protocol.note_bytes(&to, false, bytes.len());
             self.bytes_sent += bytes.len() as u64;
             self.messages_sent += 1;
@@ -114,7 +116,10 @@ impl Mesh {
             self.oversized += 1;
             peer.protocol.handle_malformed(now, from, "message larger than message_bytes_max");
         } else {
-            let message = wire::decode_message(&bytes).expect("messages of honest peers decode");
+            let message = match wire::decode(&bytes).expect("messages of honest peers decode") {
+                MeshMessage::Protocol(message) => message,
+                other => panic!("the protocol sent {other:?}"),
+            };
             peer.protocol.handle_message(now, from, message, &mut peer.state);
         }
         self.flush(to);
@@ -150,11 +155,11 @@ impl Mesh {
 }
 
 fn limits() -> Limits {
-    Limits { edges_max: 1_000_000, nodes_max: 1_000_000, ..Limits::default() }
+    Limits { edges_max: 1_000_000, nodes_max: 1_000_000, ..default_limits() }
 }
 
 fn fresh_state(peer: &str) -> FlowState {
-    let mut state = FlowState::new(Settings::default(), limits());
+    let mut state = FlowState::new(default_settings(), limits());
     state.set_local(Origin::new(peer, 1));
     state
 }
@@ -182,14 +187,14 @@ fn one_page_bytes(
         })
         .collect();
     let head = SyncMessage {
-        fingerprint: Settings::default().fingerprint(),
+        fingerprint: default_settings().fingerprint(),
         session: 1,
         step: 1,
         reply: true,
         want: None,
         lag_cells: None,
     };
-    wire::encode_message(Message::Sync(head, pages)).len()
+    wire::encode(Message::Sync(head, pages)).len()
 }
 
 /// The CBOR size of every `(key, cell)` on its own.
@@ -220,7 +225,7 @@ fn pair_bytes(
 type Traffic = Box<dyn FnMut(usize, i64, i64) -> Vec<Event>>;
 
 fn bench_delta() {
-    let interval_ms = ProtocolConfig::default().sync_interval_ms;
+    let interval_ms = default_protocol().sync_interval_ms;
     for n_peers in [3, 5] {
         let mut shops: Vec<_> =
             (0..n_peers).map(|i| observatory_examples::Shop::new(40 + i as u64)).collect();
@@ -247,7 +252,7 @@ fn bench_delta() {
 fn delta_run(name: &str, n_peers: usize, interval_ms: i64, mut traffic: Traffic) {
     println!("== delta efficiency: {name}, fanout 2, a round every {interval_ms} ms");
     let states = (0..n_peers).map(|i| fresh_state(&format!("peer-{i}"))).collect();
-    let mut mesh = Mesh::new(states, ProtocolConfig::default());
+    let mut mesh = Mesh::new(states, default_protocol());
     let owner: BTreeMap<Origin, usize> = mesh
         .peers
         .iter()
@@ -315,7 +320,7 @@ fn delta_run(name: &str, n_peers: usize, interval_ms: i64, mut traffic: Traffic)
 fn converged_state(origins: usize, cells: usize) -> FlowState {
     let names = observatory_examples::synthetic_edges(cells / 4);
     let edges: Vec<Edge> = names.iter().map(|(from, to)| Edge::new(node(from), node(to))).collect();
-    let mut merged = FlowState::new(Settings::default(), limits());
+    let mut merged = FlowState::new(default_settings(), limits());
     for o in 0..origins {
         let mut state = fresh_state(&format!("origin-{o}"));
         let events: Vec<Event> = edges
@@ -356,7 +361,7 @@ fn idle_bytes_per_peer_per_round(origins: usize, cells: usize) -> (f64, f64) {
             state
         })
         .collect();
-    let mut mesh = Mesh::new(states, ProtocolConfig::default());
+    let mut mesh = Mesh::new(states, default_protocol());
     let interval_ms = mesh.config.sync_interval_ms;
     mesh.run_for(5 * interval_ms);
     let rounds = 20;

@@ -13,10 +13,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use observatory_api::PeerApi;
 use observatory_api::spans::SpanLimits;
+use observatory_bench::unix_now_ms;
 use observatory_bench::{ServedPeer, rate_per_s, thousands};
-use observatory_correlate::{CorrelationConfig, Correlator, Handoff, Span};
-use observatory_store::{AckMode, unix_now_ms};
+use observatory_core::commit::AckMode;
+use observatory_correlate::{Correlator, Span};
+use observatory_sync::wire::{self, MeshMessage};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -278,7 +281,7 @@ async fn ingest_end_to_end(payloads: &[Vec<u8>], ack: AckMode) -> (f64, u64) {
         spans += task.await.expect("worker");
     }
     let rate = spans as f64 / start.elapsed().as_secs_f64();
-    let edges = peer.context.counters.events_accepted.load(std::sync::atomic::Ordering::Relaxed);
+    let edges = peer.peer.applied().events_accepted;
     peer.stop().await;
     (rate, edges)
 }
@@ -304,7 +307,7 @@ fn bench_pairing() {
         + (batches.len() / 3 * SPANS_PER_REQUEST / SPANS_PER_TRACE * 2) as u64; // internal spans, dropped at decode
     let peers: Vec<String> = ["peer-a", "peer-b", "peer-c"].map(String::from).to_vec();
     let one_peer = rate_per_s(spans_total, Duration::from_secs(3), || {
-        let mut c = Correlator::new(CorrelationConfig::default());
+        let mut c = Correlator::new(observatory_config::Config::defaults().correlation().expect("valid"));
         let mut events = 0;
         for batch in &batches {
             events += c.handle_spans(now, batch.clone(), &peers[0], &peers[..1]).events.len();
@@ -312,17 +315,19 @@ fn bench_pairing() {
         assert!(events > 0);
     });
     let three_peers = rate_per_s(spans_total, Duration::from_secs(3), || {
-        let mut correlators: Vec<Correlator> =
-            (0..3).map(|_| Correlator::new(CorrelationConfig::default())).collect();
+        let mut correlators: Vec<Correlator> = (0..3)
+            .map(|_| Correlator::new(observatory_config::Config::defaults().correlation().expect("valid")))
+            .collect();
         let mut events = 0;
         for (i, batch) in batches.iter().enumerate() {
             let at = i % 3;
             let out = correlators[at].handle_spans(now, batch.clone(), &peers[at], &peers);
             events += out.events.len();
             for (to, handoff) in out.handoffs {
-                let mut bytes = Vec::new();
-                ciborium::into_writer(&handoff, &mut bytes).expect("encode");
-                let handoff: Handoff = ciborium::from_reader(&bytes[..]).expect("decode");
+                let bytes = wire::encode(MeshMessage::Handoff(handoff));
+                let Ok(MeshMessage::Handoff(handoff)) = wire::decode(&bytes) else {
+                    panic!("a handoff decodes")
+                };
                 let to = peers.iter().position(|p| *p == to).expect("peer");
                 events += correlators[to].handle_handoff(now, handoff).len();
             }

@@ -67,55 +67,80 @@ pub fn thousands(value: f64) -> String {
     out
 }
 
-/// One peer for the HTTP benchmarks: a fresh data dir, the writer with `ack`, and the
-/// API router served on a loopback port. Stop it with [`ServedPeer::stop`].
+/// The mesh-wide settings of a peer with the documented defaults.
+pub fn default_settings() -> observatory_core::Settings {
+    observatory_config::Config::defaults().settings().expect("the default settings are valid")
+}
+
+/// The limits of a peer with the documented defaults.
+pub fn default_limits() -> observatory_core::Limits {
+    observatory_config::Config::defaults().core_limits()
+}
+
+/// A store identity for benchmarks that open a store directly: the network's keypair.
+#[derive(Debug, Clone, Copy)]
+pub struct NetIdentity;
+
+impl observatory_store::IdentityScheme for NetIdentity {
+    fn generate(&self) -> Vec<u8> {
+        observatory_net::identity::generate()
+    }
+
+    fn peer_id(&self, identity: &[u8]) -> Result<String, String> {
+        observatory_net::identity::peer_id(identity)
+    }
+}
+
+/// The protocol's settings in the documented defaults.
+pub fn default_protocol() -> observatory_sync::ProtocolConfig {
+    observatory_config::Config::defaults().protocol()
+}
+
+/// The system clock, as a peer is given it.
+pub fn unix_now_ms() -> i64 {
+    use observatory_core::Clock;
+    observatory_peer::SystemClock.now_ms()
+}
+
+/// One peer for the HTTP benchmarks: the real application (a fresh data dir, the writer
+/// with `ack`, a mesh on loopback with no other peer) serving its HTTP API on a loopback
+/// port. Stop it with [`ServedPeer::stop`].
 #[derive(Debug)]
 pub struct ServedPeer {
-    /// The API's context (counters, state).
-    pub context: std::sync::Arc<observatory_api::ApiContext>,
+    /// The peer (its counters, its state).
+    pub peer: observatory_peer::Peer,
     /// Where the API listens.
     pub addr: std::net::SocketAddr,
-    server: tokio::task::JoinHandle<()>,
-    stop_writer: tokio::sync::watch::Sender<bool>,
-    writer: tokio::task::JoinHandle<Result<(), observatory_store::StoreError>>,
+    stop: tokio_util::sync::CancellationToken,
+    run: tokio::task::JoinHandle<Result<(), observatory_peer::RunError>>,
     _dir: tempfile::TempDir,
 }
 
 impl ServedPeer {
     /// Opens and serves the peer.
-    pub async fn serve(ack: observatory_store::AckMode) -> Self {
-        use std::sync::{Arc, RwLock};
+    pub async fn serve(ack: observatory_core::commit::AckMode) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let settings = observatory_core::Settings::default();
-        let opened = observatory_store::open_peer(dir.path(), settings, observatory_core::Limits::default())
-            .expect("open");
-        let store_size = opened.store.size_probe();
-        let state = Arc::new(RwLock::new(opened.state));
-        let (stop_writer, shutdown) = tokio::sync::watch::channel(false);
-        let config = observatory_store::WriterConfig { ack, ..observatory_store::WriterConfig::default() };
-        let (ingest, _persist, writer) =
-            observatory_store::spawn_writer(state.clone(), opened.store, config, shutdown);
-        let info = observatory_api::PeerInfo {
-            peer_id: "bench".into(),
-            incarnation: 1,
-            version: "bench".into(),
-            data_dir: String::new(),
-        };
-        let limits = observatory_api::ApiLimits::default();
-        let context = Arc::new(observatory_api::ApiContext::new(state, ingest, info, limits, store_size));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let router = observatory_api::router(context.clone());
-        let server = tokio::spawn(async move {
-            axum::serve(listener, router).await.expect("serve");
-        });
-        Self { context, addr, server, stop_writer, writer, _dir: dir }
+        let yaml = format!(
+            "http: {{addr: 127.0.0.1:0}}\notlp: {{addr: null}}\nstore: {{path: {}}}\n\
+             mesh: {{listen: [/ip4/127.0.0.1/tcp/0], mdns: false}}\n",
+            dir.path().display()
+        );
+        let mut config = observatory_config::Config::from_yaml(&yaml).expect("a valid config");
+        config.ingest.ack = ack;
+        let running =
+            observatory_peer::start(&config, std::sync::Arc::new(observatory_peer::SystemClock), "bench")
+                .await
+                .expect("the peer starts");
+        let addr = running.listening.http;
+        let peer = running.peer.clone();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let run = tokio::spawn(running.run_until(stop.clone()));
+        Self { peer, addr, stop, run, _dir: dir }
     }
 
-    /// Stops serving and waits for the writer to finish.
+    /// Stops serving and waits for the peer to finish.
     pub async fn stop(self) {
-        self.server.abort();
-        let _ = self.stop_writer.send(true);
-        let _ = self.writer.await;
+        self.stop.cancel();
+        let _ = self.run.await;
     }
 }

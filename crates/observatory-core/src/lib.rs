@@ -5,15 +5,20 @@
 //! origin and cell key, the cell with the larger seq; the *global view* (the sum over
 //! origins) is maintained incrementally and is what queries read.
 //!
-//! This crate performs no IO and never reads the clock: callers pass `now_ms`.
-//! Start at [`FlowState`].
+//! This crate performs no IO and never reads the clock: callers pass `now_ms` (a
+//! [`Clock`] is only a trait here; the application owns the one that reads the time).
+//! Start at [`FlowState`]; [`commit`] is the group commit that the writer and the
+//! simulator drive.
 
+pub mod clock;
+pub mod commit;
 pub mod histogram;
 pub mod model;
 pub mod query;
 pub mod settings;
 pub mod state;
 
+pub use clock::{Clock, ManualClock};
 pub use histogram::{LatencyAccumulator, LatencyHistogram, LatencySummary};
 pub use model::{
     Cell, CellData, CellKey, Edge, EdgeKind, Event, NodeName, NodeNameError, Origin, Resolution,

@@ -146,16 +146,8 @@ impl Settings {
     }
 }
 
-impl Default for Settings {
-    /// `10s` kept 1 h, `1m` kept 48 h, `1h` kept 35 d, plus `total`.
-    fn default() -> Self {
-        let r = Resolution::bucketed;
-        Self::new(vec![r("10s", 10, 3600), r("1m", 60, 48 * 3600), r("1h", 3600, 35 * 24 * 3600)])
-            .expect("default resolutions are valid")
-    }
-}
-
-/// Local limits of a peer: what it accepts from its clients.
+/// Local limits of a peer: what it accepts from its clients (`limits.*` and `ingest.*` in
+/// the configuration, which holds the defaults).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Most distinct nodes in the graph; events that would add more are rejected.
@@ -169,16 +161,4 @@ pub struct Limits {
     /// Most cells one seq may touch; a larger batch takes several seqs, so that deltas
     /// can be paged at seq boundaries.
     pub cells_per_seq_max: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            nodes_max: 10_000,
-            edges_max: 100_000,
-            max_clock_skew_ms: 5 * 60 * 1000,
-            max_lateness_ms: 15 * 60 * 1000,
-            cells_per_seq_max: 1024,
-        }
-    }
 }

@@ -5,12 +5,12 @@ use std::collections::VecDeque;
 
 use observatory_core::{Edge, EdgeKind, Event, NodeName};
 use rustc_hash::FxHashMap;
-use serde::{Deserialize, Serialize};
 
 use crate::owner::owner;
 use crate::span::{Remote, Sighting, Span, SpanKind};
 
-/// How the correlator pairs and how much it may hold.
+/// How the correlator pairs and how much it may hold (`correlation.*` in the
+/// configuration, which holds the defaults).
 #[derive(Debug, Clone)]
 pub struct CorrelationConfig {
     /// How long an unpaired half waits for its other half.
@@ -27,21 +27,8 @@ pub struct CorrelationConfig {
     pub sightings_per_token_max: usize,
 }
 
-impl Default for CorrelationConfig {
-    fn default() -> Self {
-        Self {
-            pending_ttl_ms: 10_000,
-            pending_spans_max: 200_000,
-            entry_node: NodeName::new("user", 16).expect("a valid name"),
-            idle_ms: 10_000,
-            tokens_max: 100_000,
-            sightings_per_token_max: 64,
-        }
-    }
-}
-
 /// What the correlator did since start.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CorrelationCounters {
     /// Spans taken from clients (not handoffs).
     pub spans_in: u64,
@@ -82,7 +69,7 @@ pub struct CorrelationCounters {
 }
 
 /// Halves and sightings for one other peer, the owner of their traces and tokens.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Handoff {
     /// Spans to pair there.
     pub spans: Vec<Span>,

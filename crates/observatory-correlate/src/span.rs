@@ -2,10 +2,9 @@
 //! keep of a span, already validated (ids non-zero, names valid node names).
 
 use observatory_core::{EdgeKind, NodeName};
-use serde::{Deserialize, Serialize};
 
 /// The role of a span in a call, as OpenTelemetry (and Zipkin) name them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SpanKind {
     /// Work inside one service; never an edge.
     Internal,
@@ -22,7 +21,7 @@ pub enum SpanKind {
 /// The node a span says it talks to when no span of that node answers: from
 /// `peer.service`, `server.address`, `db.name`/`db.system`, `messaging.destination.name`
 /// (OpenTelemetry) or `remoteEndpoint.serviceName` (Zipkin).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Remote {
     /// The virtual node.
     pub node: NodeName,
@@ -31,7 +30,7 @@ pub struct Remote {
 }
 
 /// One span, reduced to what the flow graph needs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Span {
     /// The trace (16 bytes, not all zero).
     pub trace_id: u128,
@@ -66,7 +65,7 @@ impl Span {
 }
 
 /// One sighting of a propagated token at a node (`POST /api/v1/sightings`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sighting {
     /// The token the observed system propagates (a request id, a message id).
     pub token: String,

@@ -92,14 +92,18 @@ pub struct SyncSettings {
     pub message_bytes_max: usize,
 }
 
+// The peer's own settings default as a peer's do: from the documented configuration.
+fn defaults() -> &'static observatory_config::Config {
+    observatory_config::Config::defaults()
+}
 fn default_interval() -> Duration {
-    Duration::from_secs(1)
+    defaults().mesh.sync_interval
 }
 fn default_fanout() -> usize {
-    2
+    defaults().mesh.fanout
 }
 fn default_message_bytes_max() -> usize {
-    4 << 20
+    defaults().mesh.message_bytes_max
 }
 
 impl Default for SyncSettings {
@@ -112,17 +116,13 @@ impl Default for SyncSettings {
     }
 }
 
-/// When a client's event counts as accepted.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AckMode {
-    /// After the batch holding it is on disk (`ingest.ack: durable`): a crash loses
-    /// nothing that was accepted.
-    #[default]
-    Durable,
-    /// At once (`ingest.ack: accepted`): the last flush interval of a crashed peer may be
-    /// lost, unless it reached another peer first.
-    Accepted,
+/// When a client's event counts as accepted (`ingest.ack`): `durable`, after the batch
+/// holding it is on disk (a crash loses nothing accepted), or `accepted`, at once (the
+/// last flush interval of a crashed peer may be lost, unless it reached another peer).
+pub use observatory_core::commit::AckMode;
+
+fn default_ack() -> AckMode {
+    defaults().ingest.ack
 }
 
 /// How peers take and persist events.
@@ -130,7 +130,7 @@ pub enum AckMode {
 #[serde(deny_unknown_fields)]
 pub struct IngestSettings {
     /// When an event counts as accepted.
-    #[serde(default)]
+    #[serde(default = "default_ack")]
     pub ack: AckMode,
     /// Group commit: events are applied and written in batches this far apart.
     #[serde(with = "humantime_serde", default = "default_flush_interval")]
@@ -143,7 +143,7 @@ fn default_flush_interval() -> Duration {
 
 impl Default for IngestSettings {
     fn default() -> Self {
-        Self { ack: AckMode::default(), flush_interval: default_flush_interval() }
+        Self { ack: default_ack(), flush_interval: default_flush_interval() }
     }
 }
 
@@ -239,13 +239,13 @@ fn default_reorder_delay() -> Duration {
     Duration::from_millis(50)
 }
 fn default_failure_detect() -> Duration {
-    Duration::from_secs(10)
+    defaults().mesh.request_timeout
 }
 fn default_redial_min() -> Duration {
-    Duration::from_secs(1)
+    defaults().mesh.redial_min
 }
 fn default_redial_max() -> Duration {
-    Duration::from_secs(60)
+    defaults().mesh.redial_max
 }
 
 impl Default for NetworkModel {

@@ -1,10 +1,15 @@
 //! The simulation: many peers, one virtual clock, a simulated network.
 //!
-//! Every peer is a real [`FlowState`] driven by a real [`Protocol`], exactly as a peer
-//! process drives them, but all IO is simulated: messages are encoded with the real wire
-//! format (for their size) and delivered after a sampled delay, unless the network model
-//! loses them; connections come and go with partitions and crashes; a peer's disk is a
-//! second `FlowState` that takes what the peer flushes. Everything happens in the order of
+//! Every peer is a real [`FlowState`] driven by the real sans-IO state machines of a peer
+//! process: the anti-entropy [`Protocol`], the [`PeerBook`] (dials, redial backoff,
+//! shunning) and the [`CommitQueue`] (group commit: which acks wait for which flush). All
+//! IO is simulated: messages are encoded with the real wire format (for their size) and
+//! delivered after a sampled delay, unless the network model loses them; a dial the book
+//! asks for succeeds at once when both peers are up, linked by the topology and not cut
+//! apart; a peer's disk is a second `FlowState` that takes the peer's state at every flush
+//! the commit queue asks for. Peers know their topology links from the start (the book's
+//! lists of peers for other peers are not delivered, so a random topology stays as the
+//! scenario says). Everything happens in the order of
 //! a single event queue keyed by `(virtual time, order of scheduling)`, and every random
 //! choice comes from RNGs seeded by the run's seed, so a run is reproducible bit for bit.
 //!
@@ -14,11 +19,16 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
+use observatory_core::commit::{Changes, CommitConfig, CommitOutput, CommitQueue, Write};
 use observatory_core::{
-    Edge, Event, FlowState, Limits, NodeName, Origin, OriginDelta, Resolution, Settings, Transfer,
+    Edge, Event, FlowState, Limits, MergeError, MergeOutcome, NodeName, Origin, OriginDelta, Resolution,
+    Settings, SyncRequest, Transfer, VersionVector,
 };
-use observatory_mesh::protocol::{Action, Message, Protocol, ProtocolConfig};
-use observatory_mesh::wire;
+use observatory_sync::protocol::{
+    Action, Message, Protocol, ProtocolConfig, Replica, merge_pages_into, wire_cost,
+};
+use observatory_sync::wire::{self, MeshMessage};
+use observatory_sync::{BookOutput, PeerBook, PeerBookConfig};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -63,10 +73,6 @@ enum What {
         a: PeerIx,
         b: PeerIx,
         link_generation: u64,
-    },
-    Dial {
-        a: PeerIx,
-        b: PeerIx,
     },
     Sample,
     Check,
@@ -113,6 +119,11 @@ pub(crate) struct SimPeer {
     skew_ms: i64,
     pub(crate) state: FlowState,
     protocol: Protocol<PeerIx>,
+    /// The peers it knows and when to dial them (peers are named by index, which is
+    /// their address too).
+    book: PeerBook<PeerIx, PeerIx>,
+    /// Group commit of its writer.
+    commit: CommitQueue<()>,
     /// What it has flushed (only kept when the scenario crashes peers).
     disk: Option<FlowState>,
     tick_at_ms: Option<i64>,
@@ -137,8 +148,52 @@ impl SimPeer {
 struct Link {
     up: bool,
     generation: u64,
-    dial_at_ms: Option<i64>,
-    backoff_ms: i64,
+}
+
+/// The protocol's view of a simulated peer's state: merges go through the commit queue,
+/// as a peer's go through its writer. The simulated disk takes the whole state at every
+/// flush, so a merge hands the queue only its origins (enough to ask for a flush).
+struct SimReplica<'a> {
+    state: &'a mut FlowState,
+    commit: &'a mut CommitQueue<()>,
+}
+
+impl Replica for SimReplica<'_> {
+    fn sync_request(&self, transfer: &Transfer) -> SyncRequest {
+        self.state.sync_request(transfer)
+    }
+
+    fn page_for(&self, request: &SyncRequest, bytes_max: usize) -> Vec<OriginDelta> {
+        self.state.delta_within(request, bytes_max, wire_cost)
+    }
+
+    fn lag_behind(&self, known: &VersionVector) -> (u64, u64) {
+        self.state.lag_behind(known)
+    }
+
+    fn version_vector(&self) -> VersionVector {
+        self.state.version_vector()
+    }
+
+    fn merge_pages(
+        &mut self,
+        now_ms: i64,
+        pages: Vec<OriginDelta>,
+        transfer: &mut Transfer,
+    ) -> Result<Vec<MergeOutcome>, MergeError> {
+        let origins: Vec<Origin> = pages.iter().map(|p| p.origin.clone()).collect();
+        let outcomes = merge_pages_into(self.state, now_ms, pages, transfer)?;
+        let mut changes = Changes::default();
+        for (origin, outcome) in origins.into_iter().zip(&outcomes) {
+            if !outcome.changed.is_empty() || outcome.advanced {
+                let seq = self.state.origin_seq(&origin);
+                let changed_at_ms = self.state.origin_changed_at_ms(&origin);
+                changes.origins.push((origin, seq, changed_at_ms));
+            }
+        }
+        self.commit.persist(changes);
+        Ok(outcomes)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -211,6 +266,11 @@ fn link_key(a: PeerIx, b: PeerIx) -> (PeerIx, PeerIx) {
     (a.min(b), a.max(b))
 }
 
+/// The limits of every simulated peer: a peer's defaults.
+fn limits() -> Limits {
+    observatory_config::Config::defaults().core_limits()
+}
+
 /// The settings of peers in `different_settings`: the finest resolution is 5 s, so their
 /// fingerprint differs from the default one.
 fn different_settings() -> Settings {
@@ -249,7 +309,10 @@ impl Simulation {
             links: BTreeMap::new(),
             partition: None,
             partition_groups: 0,
-            settings: vec![Settings::default(), different_settings()],
+            settings: vec![
+                observatory_config::Config::defaults().settings().expect("the default settings are valid"),
+                different_settings(),
+            ],
             edges,
             truth: Vec::new(),
             origin_writer: BTreeMap::new(),
@@ -269,7 +332,7 @@ impl Simulation {
             sample_ms: (interval_ms / 10).clamp(1, 100),
             ended: false,
         };
-        sim.truth = sim.settings.iter().map(|s| FlowState::new(s.clone(), Limits::default())).collect();
+        sim.truth = sim.settings.iter().map(|s| FlowState::new(s.clone(), limits())).collect();
         let different: BTreeSet<usize> = scenario
             .different_settings
             .as_ref()
@@ -306,12 +369,36 @@ impl Simulation {
             sync_interval_ms: self.interval_ms(),
             fanout: self.scenario.sync.fanout,
             message_bytes_max: self.scenario.sync.message_bytes_max,
-            ..ProtocolConfig::default()
+            ..observatory_config::Config::defaults().protocol()
         };
         let settings = &self.settings[group];
         let seed =
             mix_seed(self.seed, 3 + u64::from(ix), (u64::from(generation) << 32) | u64::from(incarnation));
         Protocol::new(config, settings.fingerprint(), settings.canonical(), seed)
+    }
+
+    /// A new process's peer book: it knows its topology links and dials them at once.
+    fn book_for(&self, ix: PeerIx) -> PeerBook<PeerIx, PeerIx> {
+        let network = &self.scenario.network;
+        let config = PeerBookConfig {
+            redial_min_ms: network.redial_min.as_millis() as i64,
+            redial_max_ms: network.redial_max.as_millis() as i64,
+            ..observatory_config::Config::defaults().peer_book()
+        };
+        let mut book = PeerBook::new(config, ix);
+        let now = self.peers.get(ix as usize).map_or(self.now_ms, |p| p.now(self.now_ms));
+        for &other in self.neighbours.get(ix as usize).into_iter().flatten() {
+            book.learn_pinned(now, other, vec![other]);
+        }
+        book
+    }
+
+    fn commit_queue(&self) -> CommitQueue<()> {
+        CommitQueue::new(CommitConfig {
+            ack: self.scenario.ingest.ack,
+            flush_interval_ms: self.scenario.ingest.flush_interval.as_millis() as i64,
+            ..observatory_config::Config::defaults().commit()
+        })
     }
 
     fn origin_name(ix: PeerIx, generation: u32) -> String {
@@ -321,12 +408,14 @@ impl Simulation {
     /// Starts a new peer (not yet linked to anyone).
     fn add_peer(&mut self, group: usize, ingests: bool) -> PeerIx {
         let ix = self.peers.len() as PeerIx;
-        let mut state = FlowState::new(self.settings[group].clone(), Limits::default());
+        let mut state = FlowState::new(self.settings[group].clone(), limits());
         let origin = Origin::new(&Self::origin_name(ix, 0), 1);
         state.set_local(origin.clone());
         self.origin_writer.insert(origin, (ix, group));
-        let disk = self.keep_disks.then(|| FlowState::new(self.settings[group].clone(), Limits::default()));
+        let disk = self.keep_disks.then(|| FlowState::new(self.settings[group].clone(), limits()));
         let protocol = self.protocol_for(ix, 0, 1, group);
+        let book = self.book_for(ix);
+        let commit = self.commit_queue();
         self.peers.push(SimPeer {
             up: true,
             leaving: false,
@@ -337,6 +426,8 @@ impl Simulation {
             skew_ms: 0,
             state,
             protocol,
+            book,
+            commit,
             disk,
             tick_at_ms: None,
             dirty: true,
@@ -378,24 +469,17 @@ impl Simulation {
         for (a, b) in pairs {
             if self.neighbours[a as usize].insert(b) {
                 self.neighbours[b as usize].insert(a);
-                let redial_min = self.scenario.network.redial_min.as_millis() as i64;
-                self.links.insert(
-                    link_key(a, b),
-                    Link { up: false, generation: 0, dial_at_ms: None, backoff_ms: redial_min },
-                );
-                self.dial_soon(a, b, self.now_ms);
+                self.links.insert(link_key(a, b), Link { up: false, generation: 0 });
+                // Both learn the other and dial it at once.
+                for (x, y) in [(a, b), (b, a)] {
+                    let peer = &mut self.peers[x as usize];
+                    let now = peer.now(self.now_ms);
+                    peer.book.learn_pinned(now, y, vec![y]);
+                    peer.tick_at_ms = None;
+                    self.schedule_tick(x);
+                }
             }
         }
-    }
-
-    fn dial_soon(&mut self, a: PeerIx, b: PeerIx, at_ms: i64) {
-        let link = self.links.get_mut(&link_key(a, b)).expect("dialled links exist");
-        if link.up || link.dial_at_ms.is_some_and(|t| t <= at_ms) {
-            return;
-        }
-        link.dial_at_ms = Some(at_ms);
-        let (a, b) = link_key(a, b);
-        self.schedule(at_ms, What::Dial { a, b });
     }
 
     fn reachable(&self, a: PeerIx, b: PeerIx) -> bool {
@@ -410,7 +494,7 @@ impl Simulation {
         if !peer.up || peer.tick_at_ms.is_some() {
             return;
         }
-        let wanted = peer.protocol.poll_timeout();
+        let wanted = peer.protocol.poll_timeout().min(peer.book.poll_timeout());
         let at_ms = if wanted == i64::MIN { self.now_ms } else { (wanted - peer.skew_ms).max(self.now_ms) };
         self.peers[ix as usize].tick_at_ms = Some(at_ms);
         self.schedule(at_ms, What::Tick(ix));
@@ -428,13 +512,19 @@ impl Simulation {
         while let Some(action) = self.peers[ix as usize].protocol.poll_action() {
             match action {
                 Action::Shun { peer, until_ms } => {
-                    let until_true_ms = until_ms - self.peers[ix as usize].skew_ms;
+                    let now = self.peers[ix as usize].now(self.now_ms);
+                    self.peers[ix as usize].book.shun(now, peer, until_ms);
                     self.link_down(ix, peer);
-                    if let Some(link) = self.links.get_mut(&link_key(ix, peer)) {
-                        link.dial_at_ms = None;
-                    }
-                    self.dial_soon(ix, peer, until_true_ms.max(self.now_ms));
                 }
+            }
+        }
+        while let Some(output) = self.peers[ix as usize].book.poll_output() {
+            match output {
+                BookOutput::Dial { peer, .. } => self.dial(ix, peer),
+                BookOutput::Disconnect(peer) => self.link_down(ix, peer),
+                BookOutput::Forgotten(peer) => self.peers[ix as usize].protocol.forget(&peer),
+                // Peers know their links from the start; the simulated disk keeps no book.
+                BookOutput::Gossip { .. } | BookOutput::Save(_) | BookOutput::DialAddress(_) => {}
             }
         }
     }
@@ -446,7 +536,7 @@ impl Simulation {
         };
         let link_generation = link.generation;
         let hello = matches!(message, Message::Hello(_));
-        let encoded: std::rc::Rc<[u8]> = wire::encode_message(message).into();
+        let encoded: std::rc::Rc<[u8]> = wire::encode(message).into();
         let bytes = encoded.len();
         self.totals.messages_sent += 1;
         self.totals.bytes_sent += bytes as u64;
@@ -484,12 +574,28 @@ impl Simulation {
         }
     }
 
+    /// A connection comes up, unless one side's book refuses it (a shunned peer).
     fn link_up(&mut self, a: PeerIx, b: PeerIx) {
+        let mut refused = false;
+        for (x, y) in [(a, b), (b, a)] {
+            let peer = &mut self.peers[x as usize];
+            let now = peer.now(self.now_ms);
+            refused |= !peer.book.connected(now, y, Vec::new(), 1);
+        }
+        if refused {
+            for (x, y) in [(a, b), (b, a)] {
+                let peer = &mut self.peers[x as usize];
+                let now = peer.now(self.now_ms);
+                peer.book.disconnected(now, &y, 0);
+                while peer.book.poll_output().is_some() {}
+                peer.tick_at_ms = None;
+                self.schedule_tick(x);
+            }
+            return;
+        }
         let link = self.links.get_mut(&link_key(a, b)).expect("links exist");
         link.up = true;
         link.generation += 1;
-        link.dial_at_ms = None;
-        link.backoff_ms = self.scenario.network.redial_min.as_millis() as i64;
         for (x, y) in [(a, b), (b, a)] {
             let now = self.peers[x as usize].now(self.now_ms);
             self.peers[x as usize].protocol.peer_connected(now, y);
@@ -505,15 +611,17 @@ impl Simulation {
         }
         link.up = false;
         link.generation += 1;
+        // Whoever is still up redials, with its book's backoff.
         for (x, y) in [(a, b), (b, a)] {
-            if self.peers[x as usize].up {
-                let now = self.peers[x as usize].now(self.now_ms);
-                self.peers[x as usize].protocol.peer_disconnected(now, y);
+            let peer = &mut self.peers[x as usize];
+            if peer.up {
+                let now = peer.now(self.now_ms);
+                peer.protocol.peer_disconnected(now, y);
+                peer.book.disconnected(now, &y, 0);
+                peer.tick_at_ms = None;
+                self.schedule_tick(x);
             }
         }
-        // Whoever is still up redials, with backoff.
-        let at_ms = self.now_ms + self.scenario.network.redial_min.as_millis() as i64;
-        self.dial_soon(a, b, at_ms);
     }
 
     /// Runs to the end and reports. `progress` is called after every convergence sample.
@@ -548,6 +656,7 @@ impl Simulation {
                 let now = peer.now(self.now_ms);
                 let rounds_before = peer.protocol.counters().rounds;
                 peer.protocol.handle_tick(now, &peer.state);
+                peer.book.handle_tick(now);
                 self.totals.rounds += peer.protocol.counters().rounds - rounds_before;
                 self.drain(ix);
                 self.schedule_tick(ix);
@@ -564,7 +673,6 @@ impl Simulation {
                     self.link_down(a, b);
                 }
             }
-            What::Dial { a, b } => self.dial(a, b),
             What::Sample => {
                 let (up, converged) = self.sample();
                 progress(&Progress {
@@ -594,48 +702,44 @@ impl Simulation {
         let peer = &mut self.peers[to as usize];
         let now = peer.now(self.now_ms);
         peer.protocol.note_bytes(&from, true, bytes.len());
-        match wire::decode_message(bytes) {
-            Ok(message) => {
+        match wire::decode(bytes) {
+            Ok(MeshMessage::Protocol(message)) => {
                 let carries_pages = matches!(&message, Message::Sync(_, pages) if !pages.is_empty());
-                peer.protocol.handle_message(now, from, message, &mut peer.state);
+                let SimPeer { protocol, state, commit, .. } = peer;
+                protocol.handle_message(now, from, message, &mut SimReplica { state, commit });
                 if carries_pages {
                     peer.dirty = true;
                 }
             }
+            // The simulator sends neither peer lists nor handoffs.
+            Ok(MeshMessage::Peers(_) | MeshMessage::Handoff(_)) => {}
             Err(error) => peer.protocol.handle_malformed(now, from, &error.to_string()),
         }
+        self.carry_out_commit(to as usize);
         self.drain(to);
     }
 
+    /// `a`'s book dials `b`: the connection comes up at once when both are up, linked by
+    /// the topology and not cut apart; otherwise the dial fails (the book has already
+    /// scheduled the next one, with backoff).
     fn dial(&mut self, a: PeerIx, b: PeerIx) {
-        let now_ms = self.now_ms;
-        let link = self.links.get_mut(&link_key(a, b)).expect("links exist");
-        if link.up || link.dial_at_ms != Some(now_ms) {
+        let Some(link) = self.links.get(&link_key(a, b)) else { return };
+        if link.up {
             return;
         }
-        link.dial_at_ms = None;
         let (pa, pb) = (&self.peers[a as usize], &self.peers[b as usize]);
-        if pa.left || pb.left {
-            return;
-        }
-        if pa.up && pb.up && self.reachable(a, b) {
+        if pa.up && pb.up && !pa.left && !pb.left && self.reachable(a, b) {
             self.link_up(a, b);
-            return;
         }
-        if !pa.up && !pb.up {
-            return; // Nobody to dial; a restart dials again.
-        }
-        let redial_max = self.scenario.network.redial_max.as_millis() as i64;
-        let link = self.links.get_mut(&link_key(a, b)).expect("links exist");
-        let at_ms = now_ms + link.backoff_ms;
-        link.backoff_ms = (link.backoff_ms * 2).min(redial_max);
-        self.dial_soon(a, b, at_ms);
     }
 
     // -----------------------------------------------------------------------------------
     // Workload and persistence
     // -----------------------------------------------------------------------------------
 
+    /// Every flush interval, each up peer's writer takes a turn: the events clients sent
+    /// it since the last turn (if it takes events), and whatever its commit queue has due
+    /// (a timed flush, maintenance).
     fn ingest(&mut self) {
         let flush_ms = self.scenario.ingest.flush_interval.as_millis() as i64;
         self.schedule(self.now_ms + flush_ms, What::Ingest);
@@ -643,23 +747,20 @@ impl Simulation {
         let start_ms = START_MS + workload.start.as_millis() as i64;
         let end_ms = start_ms + workload.duration.as_millis() as i64;
         let sending = self.now_ms > start_ms && self.now_ms <= end_ms;
-        let accepted_mode = self.scenario.ingest.ack == AckMode::Accepted;
         for ix in 0..self.peers.len() {
             if !self.peers[ix].up {
                 continue;
             }
-            if accepted_mode {
-                self.flush(ix); // the previous batch reaches the disk now
-            }
             if sending && self.peers[ix].ingests && !self.peers[ix].leaving {
                 let events = self.events_for(ix, flush_ms);
                 if !events.is_empty() {
-                    self.apply(ix, &events);
+                    self.peers[ix].commit.submit((), events);
                 }
             }
-            if !accepted_mode {
-                self.flush(ix); // acked only once on disk
-            }
+            let peer = &mut self.peers[ix];
+            let now = peer.now(self.now_ms);
+            peer.commit.handle_tick(now, &mut peer.state);
+            self.carry_out_commit(ix);
         }
     }
 
@@ -689,42 +790,72 @@ impl Simulation {
             .collect()
     }
 
-    /// Applies one batch at a peer and records what it accepted in the truth.
-    fn apply(&mut self, ix: usize, events: &[Event]) {
+    /// Carries out what a peer's commit queue asks: a write of its own changes goes into
+    /// the truth, a flush makes the disk hold the state, replies are counted.
+    fn carry_out_commit(&mut self, ix: usize) {
+        while let Some(output) = self.peers[ix].commit.poll_output() {
+            match output {
+                CommitOutput::Write(Write::Local { origin, keys, seq, changed_at_ms }) => {
+                    self.record_truth(ix, origin, &keys, seq, changed_at_ms)
+                }
+                // The disk takes the whole state at the next flush.
+                CommitOutput::Write(Write::Merged(_)) => {}
+                CommitOutput::Flush { upto } => {
+                    self.flush(ix);
+                    self.peers[ix].commit.flushed(upto);
+                }
+                CommitOutput::Reply((), applied) => {
+                    // Every simulated event stands for one call.
+                    self.totals.events_accepted += applied.accepted as u64;
+                    for (_, rejection) in &applied.rejected {
+                        *self
+                            .totals
+                            .events_rejected
+                            .entry(rejection.reason_code().to_string())
+                            .or_default() += 1;
+                    }
+                }
+                CommitOutput::Maintain { now_ms } => {
+                    let peer = &mut self.peers[ix];
+                    if !peer.state.expire(now_ms).is_empty() {
+                        peer.commit.written_outside();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records a turn of a peer's own writes in the truth: the changed cells, from the
+    /// seq the truth held of the origin up to `seq`.
+    fn record_truth(
+        &mut self,
+        ix: usize,
+        origin: Origin,
+        keys: &[observatory_core::CellKey],
+        seq: u64,
+        changed_at_ms: Option<i64>,
+    ) {
         let peer = &mut self.peers[ix];
-        let origin = peer.origin();
-        let before_seq = peer.state.origin_seq(&origin);
-        let outcome = peer.state.apply_local(peer.now(self.now_ms), events);
-        let rejected_count: u64 = outcome.rejected.iter().map(|&(i, _)| events[i].count).sum();
-        self.totals.events_accepted += events.iter().map(|e| e.count).sum::<u64>() - rejected_count;
-        for (_, rejection) in &outcome.rejected {
-            *self.totals.events_rejected.entry(rejection.reason_code().to_string()).or_default() += 1;
-        }
-        if outcome.changed.is_empty() {
-            return;
-        }
         peer.dirty = true;
-        let after_seq = peer.state.origin_seq(&origin);
-        let cells = outcome
-            .changed
+        let group = peer.group;
+        let cells = keys
             .iter()
             .map(|key| (key.clone(), peer.state.cell(&origin, key).expect("changed cells exist").clone()))
             .collect();
         let delta = OriginDelta {
-            origin: origin.clone(),
-            after_seq: before_seq,
-            upto_seq: after_seq,
+            after_seq: self.truth[group].origin_seq(&origin),
+            upto_seq: seq,
             complete: true,
-            to_seq: after_seq,
-            changed_at_ms: peer.state.origin_changed_at_ms(&origin),
+            to_seq: seq,
+            changed_at_ms,
             cells,
             sender: None,
+            origin: origin.clone(),
         };
-        let group = peer.group;
         self.truth[group]
             .merge_delta(self.now_ms, delta, &mut Transfer::default())
             .expect("an origin's own changes always merge into the truth");
-        self.target[group].insert(origin, after_seq);
+        self.target[group].insert(origin, seq);
         self.target_changed = true;
         self.last_write_ms = self.now_ms;
     }
@@ -849,7 +980,7 @@ impl Simulation {
         let peer = &self.peers[ix];
         let (generation, incarnation, mut state) = match (disk, &peer.disk) {
             (Disk::Kept, Some(disk)) => (peer.generation, peer.incarnation + 1, disk.clone()),
-            _ => (peer.generation + 1, 1, FlowState::new(settings.clone(), Limits::default())),
+            _ => (peer.generation + 1, 1, FlowState::new(settings.clone(), limits())),
         };
         // The disk writes no origin of its own: it takes the peer's changes as deltas.
         let disk_state = self.keep_disks.then(|| state.clone());
@@ -857,24 +988,22 @@ impl Simulation {
         state.set_local(origin.clone());
         self.origin_writer.insert(origin, (ix as PeerIx, group));
         let protocol = self.protocol_for(ix as PeerIx, generation, incarnation, group);
+        // A restarted process: a new book (which dials the peers it knows at once) and an
+        // empty commit queue.
+        let book = self.book_for(ix as PeerIx);
+        let commit = self.commit_queue();
         let peer = &mut self.peers[ix];
         peer.up = true;
         peer.generation = generation;
         peer.incarnation = incarnation;
         peer.state = state;
         peer.protocol = protocol;
+        peer.book = book;
+        peer.commit = commit;
         peer.disk = disk_state;
         peer.tick_at_ms = None;
         peer.dirty = true;
         self.schedule_tick(ix as PeerIx);
-        // A restarted peer dials the peers it knows at once.
-        let neighbours: Vec<PeerIx> = self.neighbours[ix].iter().copied().collect();
-        for other in neighbours {
-            if let Some(link) = self.links.get_mut(&link_key(ix as PeerIx, other)) {
-                link.dial_at_ms = None;
-            }
-            self.dial_soon(ix as PeerIx, other, self.now_ms);
-        }
     }
 
     /// The peer's replica is destroyed (beyond its disk): what only it held of its own

@@ -1,22 +1,21 @@
 //! Durable state of a peer: its identity, incarnation and cells, kept in sled and
-//! written by group commit.
+//! written by group commit. The only crate that knows sled.
 //!
 //! [`open_peer`] opens the data dir, restores every origin into a [`FlowState`] and takes a
-//! fresh incarnation; [`spawn_writer`] then owns the store and applies client events.
-//! Only [`sled_store`] knows sled.
+//! fresh incarnation; [`spawn_writer`] then owns the store and runs the core's sans-IO
+//! commit queue over it. Only [`sled_store`] knows sled.
 
 pub mod sled_store;
 pub mod writer;
 
 use std::path::Path;
 
-use libp2p_identity::Keypair;
 use observatory_core::{FlowState, Limits, Origin, Settings};
 
-pub use sled_store::{SizeProbe, Store, StoreError, WriteBatch};
+pub use sled_store::{IdentityScheme, SizeProbe, Store, StoreError, WriteBatch};
 pub use writer::{
-    AckMode, IngestError, IngestHandle, IngestReply, PersistHandle, RemoteBatch, SharedState, WriterConfig,
-    pack_sealed_buckets, spawn_writer, unix_now_ms,
+    IngestError, IngestHandle, PersistError, PersistHandle, SharedState, WriterConfig, pack_sealed_buckets,
+    spawn_writer,
 };
 
 /// A peer's state as opened from its data dir.
@@ -26,8 +25,8 @@ pub struct OpenedPeer {
     pub store: Store,
     /// Everything persisted, with the new local origin set.
     pub state: FlowState,
-    /// The persistent libp2p identity.
-    pub keypair: Keypair,
+    /// The persistent identity, as the [`IdentityScheme`] encodes it.
+    pub identity: Vec<u8>,
     /// The origin this run writes under.
     pub origin: Origin,
     /// Peers of the mesh met before: peer id and multiaddrs, as text.
@@ -36,8 +35,13 @@ pub struct OpenedPeer {
 
 /// Opens the data dir at `path`: loads identity and cells, and takes a new incarnation
 /// (persisted and flushed before anything is written under it).
-pub fn open_peer(path: &Path, settings: Settings, limits: Limits) -> Result<OpenedPeer, StoreError> {
-    let (store, opened) = Store::open(path, &settings)?;
+pub fn open_peer(
+    path: &Path,
+    settings: Settings,
+    limits: Limits,
+    identity: &dyn IdentityScheme,
+) -> Result<OpenedPeer, StoreError> {
+    let (store, opened) = Store::open(path, &settings, identity)?;
     let mut state = FlowState::new(settings, limits);
     for stored in opened.origins {
         let origin = stored.origin.clone();
@@ -51,5 +55,5 @@ pub fn open_peer(path: &Path, settings: Settings, limits: Limits) -> Result<Open
     }
     let origin = Origin::new(&opened.peer_id, opened.incarnation);
     state.set_local(origin.clone());
-    Ok(OpenedPeer { store, state, keypair: opened.keypair, origin, known_peers: opened.known_peers })
+    Ok(OpenedPeer { store, state, identity: opened.identity, origin, known_peers: opened.known_peers })
 }

@@ -23,7 +23,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use libp2p_identity::Keypair;
 use observatory_core::{
     Cell, CellData, CellKey, Edge, EdgeKind, LatencyHistogram, NodeName, Origin, Settings,
 };
@@ -101,11 +100,20 @@ pub struct StoredOrigin {
     pub cells: Vec<(CellKey, Cell)>,
 }
 
+/// How a peer's identity is made and named. The store keeps the identity as opaque
+/// bytes; the network layer knows what they are (a libp2p keypair).
+pub trait IdentityScheme {
+    /// A fresh identity, encoded.
+    fn generate(&self) -> Vec<u8>;
+    /// The peer id of an encoded identity, or why it is not one.
+    fn peer_id(&self, identity: &[u8]) -> Result<String, String>;
+}
+
 /// What [`Store::open`] found and took.
 #[derive(Debug)]
 pub struct Opened {
-    /// The peer's persistent libp2p identity.
-    pub keypair: Keypair,
+    /// The peer's persistent identity, as [`IdentityScheme`] encodes it.
+    pub identity: Vec<u8>,
     /// Its peer id in text form.
     pub peer_id: String,
     /// The incarnation taken for this run (already persisted and flushed).
@@ -181,8 +189,13 @@ fn decode_bucket(bytes: [u8; 8]) -> i64 {
 
 impl Store {
     /// Opens (or creates) the store in `path`, checks it was written with `settings`,
-    /// loads the identity and everything persisted, and takes and flushes a new incarnation.
-    pub fn open(path: &Path, settings: &Settings) -> Result<(Store, Opened), StoreError> {
+    /// loads the identity (made by `identity` the first time) and everything persisted,
+    /// and takes and flushes a new incarnation.
+    pub fn open(
+        path: &Path,
+        settings: &Settings,
+        identity: &dyn IdentityScheme,
+    ) -> Result<(Store, Opened), StoreError> {
         let open_err = |cause| StoreError::Open { path: path.to_path_buf(), cause };
         let db = sled::Config::new().path(path).use_compression(true).open().map_err(open_err)?;
         let tree = db.open_tree("state").map_err(open_err)?;
@@ -196,8 +209,7 @@ impl Store {
             packed_watermarks: BTreeMap::new(),
         };
         store.check_format_and_settings(settings)?;
-        let keypair = store.identity()?;
-        let peer_id = keypair.public().to_peer_id().to_base58();
+        let (identity, peer_id) = store.identity(identity)?;
         if let Some(raw) = store.tree.get(META_PACKED).map_err(|e| store.io(e))? {
             store.packed_watermarks =
                 ciborium::from_reader(&raw[..]).map_err(|e| store.corrupt("packing watermarks", e))?;
@@ -213,7 +225,7 @@ impl Store {
             .unwrap_or(0);
         let incarnation = store.take_incarnation(highest_own)?;
         let known_peers = store.load_known_peers()?;
-        Ok((store, Opened { keypair, peer_id, incarnation, origins, known_peers }))
+        Ok((store, Opened { identity, peer_id, incarnation, origins, known_peers }))
     }
 
     fn io(&self, source: sled::Error) -> StoreError {
@@ -256,14 +268,15 @@ impl Store {
         Ok(())
     }
 
-    fn identity(&mut self) -> Result<Keypair, StoreError> {
+    fn identity(&mut self, scheme: &dyn IdentityScheme) -> Result<(Vec<u8>, String), StoreError> {
         if let Some(raw) = self.tree.get(META_IDENTITY).map_err(|e| self.io(e))? {
-            return Keypair::from_protobuf_encoding(&raw).map_err(|e| self.corrupt("identity keypair", e));
+            let peer_id = scheme.peer_id(&raw).map_err(|e| self.corrupt("identity keypair", e))?;
+            return Ok((raw.to_vec(), peer_id));
         }
-        let keypair = Keypair::generate_ed25519();
-        let encoded = keypair.to_protobuf_encoding().expect("ed25519 keypairs encode");
-        self.tree.insert(META_IDENTITY, encoded).map_err(|e| self.io(e))?;
-        Ok(keypair)
+        let identity = scheme.generate();
+        let peer_id = scheme.peer_id(&identity).map_err(|e| self.corrupt("identity keypair", e))?;
+        self.tree.insert(META_IDENTITY, identity.as_slice()).map_err(|e| self.io(e))?;
+        Ok((identity, peer_id))
     }
 
     fn take_incarnation(&mut self, highest_own: u32) -> Result<u32, StoreError> {

@@ -1,85 +1,62 @@
-//! The writer task: applies client events to the shared state and persists them by
-//! group commit.
+//! The writer task: a thin loop that runs the sans-IO [`CommitQueue`] over sled.
 //!
-//! Requests queue on a bounded channel. Each turn the writer takes every queued request,
-//! applies each to the state (one seq or more each), writes the changed cells and the
-//! local origin's seq in one atomic batch, answers `accepted` requests, flushes, and then
-//! answers `durable` ones. While it flushes, new requests queue up for the next turn, so
-//! a busy peer flushes once for many requests.
+//! Client requests queue on a bounded channel ([`IngestHandle`]); changes merged from
+//! peers and the peer book arrive on another ([`PersistHandle`]). The loop feeds both
+//! to the commit queue, wakes it at its `poll_timeout`, and carries out what it asks:
+//! writes (each one atomic sled batch), flushes, replies, and expiry and packing passes.
+//! Which requests share a turn, when to flush and which reply waits for which flush is
+//! decided by the commit queue, exactly as in the simulator.
 //!
-//! Changes merged from peers reach the writer as [`RemoteBatch`]es through a
-//! [`PersistHandle`]: each is a snapshot taken under the write lock at merge time (cells
-//! and the seqs that cover them), written in order in one atomic batch each and flushed
-//! with the next flush tick. Known peers of the mesh are persisted the same way.
-//!
-//! Shutdown: when the shutdown signal fires or every [`IngestHandle`] is dropped, the
-//! writer stops taking requests, applies what was queued, flushes and returns.
+//! The writer alone changes the local origin's cells, so it writes them from the state
+//! after a turn without copying them. Shutdown: when `shutdown` is cancelled or every
+//! [`IngestHandle`] is dropped, the writer stops taking requests, applies what was
+//! queued, writes what was merged, flushes and returns.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use observatory_core::{Cell, CellKey, Event, FlowState, Origin, Rejection};
-use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot, watch};
+use observatory_config::Config;
+use observatory_core::commit::{Applied, Changes, CommitConfig, CommitOutput, CommitQueue, Write};
+use observatory_core::{Clock, Event, FlowState};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::sled_store::{Store, StoreError, WriteBatch};
 
-/// The flow state shared by the writer (which alone changes it) and the readers.
+/// The flow state shared by the writer (which alone changes the local origin) and the
+/// readers.
 pub type SharedState = Arc<RwLock<FlowState>>;
-
-/// Milliseconds since the Unix epoch by the system clock.
-pub fn unix_now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
-/// When an ingest request is answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum AckMode {
-    /// After the batch holding the events is flushed to disk.
-    #[default]
-    Durable,
-    /// As soon as the events are applied in memory (the last flush interval can be lost
-    /// on a crash).
-    Accepted,
-}
 
 /// Settings of the writer.
 #[derive(Debug, Clone)]
 pub struct WriterConfig {
-    /// When requests are answered.
-    pub ack: AckMode,
-    /// Most requests waiting in the queue.
+    /// Group commit: when requests are answered and the store flushed.
+    pub commit: CommitConfig,
+    /// Most requests waiting in the queue (`ingest.queue_requests_max`).
     pub queue_requests_max: usize,
-    /// How long a request may wait for a place in the queue before it is refused.
+    /// How long a request may wait for a place in the queue before it is refused
+    /// (`ingest.queue_wait`).
     pub queue_wait: Duration,
-    /// How often expired cells are deleted.
-    pub expire_interval: Duration,
-    /// With `accepted` acks, how often the store is flushed anyway.
-    pub flush_interval: Duration,
+    /// Most merges (and peer-book saves) waiting to be written (`mesh.merges_queued_max`).
+    pub merges_queued_max: usize,
+    /// Merged cells not yet written above which the mesh must not merge more
+    /// (`mesh.merged_cells_backlog_max`).
+    pub merged_cells_backlog_max: usize,
 }
 
-impl Default for WriterConfig {
-    fn default() -> Self {
+impl WriterConfig {
+    /// The writer's settings in `config`.
+    pub fn from_config(config: &Config) -> Self {
         Self {
-            ack: AckMode::Durable,
-            queue_requests_max: 1024,
-            queue_wait: Duration::from_secs(5),
-            expire_interval: Duration::from_secs(10),
-            flush_interval: Duration::from_millis(500),
+            commit: config.commit(),
+            queue_requests_max: config.ingest.queue_requests_max,
+            queue_wait: config.ingest.queue_wait,
+            merges_queued_max: config.mesh.merges_queued_max,
+            merged_cells_backlog_max: config.mesh.merged_cells_backlog_max,
         }
     }
-}
-
-/// What became of one ingest request.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct IngestReply {
-    /// Events applied.
-    pub accepted: usize,
-    /// Events refused, by index, with the reason.
-    pub rejected: Vec<(usize, Rejection)>,
 }
 
 /// Why an ingest request was not carried out.
@@ -96,10 +73,12 @@ pub enum IngestError {
     Store(String),
 }
 
+type Ticket = oneshot::Sender<Result<Applied, IngestError>>;
+
 #[derive(Debug)]
 struct Request {
     events: Vec<Event>,
-    reply: oneshot::Sender<Result<IngestReply, IngestError>>,
+    reply: Ticket,
 }
 
 /// Submits events to the writer. Cheap to clone.
@@ -111,7 +90,7 @@ pub struct IngestHandle {
 
 impl IngestHandle {
     /// Applies `events` and answers according to the writer's ack mode.
-    pub async fn submit(&self, events: Vec<Event>) -> Result<IngestReply, IngestError> {
+    pub async fn submit(&self, events: Vec<Event>) -> Result<Applied, IngestError> {
         let permit = match tokio::time::timeout(self.queue_wait, self.tx.reserve()).await {
             Ok(Ok(permit)) => permit,
             Ok(Err(_)) => return Err(IngestError::ShuttingDown),
@@ -123,44 +102,61 @@ impl IngestHandle {
     }
 }
 
-/// What a merge of pages from peers changed, as it stood right after the merge: the
-/// cells that changed and every merged origin's seq. Written in one atomic batch, so the
-/// seq on disk never claims cells that are not there.
-#[derive(Debug, Default)]
-pub struct RemoteBatch {
-    /// Changed cells, at their new version.
-    pub cells: Vec<(Origin, CellKey, Cell)>,
-    /// Each merged origin with its seq and the time of its newest change.
-    pub origins: Vec<(Origin, u64, Option<i64>)>,
-}
-
 #[derive(Debug)]
 enum Persist {
-    Remote(RemoteBatch),
+    Merged(Changes),
     Peers(Vec<(String, Vec<String>)>),
 }
 
-/// Hands changes from the mesh to the writer. Cheap to clone; never blocks: callers
-/// check [`PersistHandle::backlog_cells`] and wait while it is high.
+/// Why a merge or a peer book could not be queued for writing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PersistError {
+    /// The queue is full (check [`PersistHandle::has_room`] first).
+    #[error("the writer's queue of merges is full")]
+    Full,
+    /// The writer has stopped.
+    #[error("the writer has stopped")]
+    Stopped,
+}
+
+/// Hands changes from the mesh to the writer. Cheap to clone; never blocks: the mesh
+/// asks [`PersistHandle::has_room`] before it merges, and drops what it cannot take.
 #[derive(Debug, Clone)]
 pub struct PersistHandle {
-    tx: mpsc::UnboundedSender<Persist>,
+    tx: mpsc::Sender<Persist>,
     backlog: Arc<AtomicUsize>,
+    backlog_max: usize,
 }
 
 impl PersistHandle {
-    /// Queues a merge's changes for writing. Returns false when the writer has stopped.
-    pub fn remote(&self, batch: RemoteBatch) -> bool {
-        self.backlog.fetch_add(batch.cells.len().max(1), Ordering::Relaxed);
-        self.tx.send(Persist::Remote(batch)).is_ok()
+    /// Whether the writer can take another merge: its queue has a place and fewer than
+    /// `mesh.merged_cells_backlog_max` merged cells wait.
+    pub fn has_room(&self) -> bool {
+        self.tx.capacity() > 0 && self.backlog.load(Ordering::Relaxed) < self.backlog_max
+    }
+
+    /// Queues a merge's changes for writing.
+    pub fn merged(&self, changes: Changes) -> Result<(), PersistError> {
+        let cells = changes.cells.len().max(1);
+        self.backlog.fetch_add(cells, Ordering::Relaxed);
+        self.tx.try_send(Persist::Merged(changes)).map_err(|error| {
+            self.backlog.fetch_sub(cells, Ordering::Relaxed);
+            match error {
+                mpsc::error::TrySendError::Full(_) => PersistError::Full,
+                mpsc::error::TrySendError::Closed(_) => PersistError::Stopped,
+            }
+        })
     }
 
     /// Queues known peers (peer id, multiaddrs; none means forget it) for writing.
-    pub fn known_peers(&self, peers: Vec<(String, Vec<String>)>) -> bool {
-        self.tx.send(Persist::Peers(peers)).is_ok()
+    pub fn known_peers(&self, peers: Vec<(String, Vec<String>)>) -> Result<(), PersistError> {
+        self.tx.try_send(Persist::Peers(peers)).map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => PersistError::Full,
+            mpsc::error::TrySendError::Closed(_) => PersistError::Stopped,
+        })
     }
 
-    /// Cells queued and not yet written.
+    /// Merged cells queued and not yet written.
     pub fn backlog_cells(&self) -> usize {
         self.backlog.load(Ordering::Relaxed)
     }
@@ -171,162 +167,172 @@ pub fn spawn_writer(
     state: SharedState,
     store: Store,
     config: WriterConfig,
-    shutdown: watch::Receiver<bool>,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
 ) -> (IngestHandle, PersistHandle, JoinHandle<Result<(), StoreError>>) {
     let (tx, rx) = mpsc::channel(config.queue_requests_max);
     let handle = IngestHandle { tx, queue_wait: config.queue_wait };
-    let (persist_tx, persist_rx) = mpsc::unbounded_channel();
+    let (persist_tx, persist_rx) = mpsc::channel(config.merges_queued_max);
     let backlog = Arc::new(AtomicUsize::new(0));
-    let persist = PersistHandle { tx: persist_tx, backlog: backlog.clone() };
-    let writer = Writer { state, store, config, rx, persist_rx, backlog, shutdown };
+    let persist = PersistHandle {
+        tx: persist_tx,
+        backlog: backlog.clone(),
+        backlog_max: config.merged_cells_backlog_max,
+    };
+    let writer = Writer {
+        state,
+        store,
+        queue: CommitQueue::new(config.commit),
+        clock,
+        rx,
+        persist_rx,
+        backlog,
+        shutdown,
+    };
     (handle, persist, tokio::spawn(writer.run()))
 }
 
 struct Writer {
     state: SharedState,
     store: Store,
-    config: WriterConfig,
+    queue: CommitQueue<Ticket>,
+    clock: Arc<dyn Clock>,
     rx: mpsc::Receiver<Request>,
-    persist_rx: mpsc::UnboundedReceiver<Persist>,
+    persist_rx: mpsc::Receiver<Persist>,
     backlog: Arc<AtomicUsize>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 }
 
 impl Writer {
     async fn run(mut self) -> Result<(), StoreError> {
-        let mut expire = tokio::time::interval(self.config.expire_interval);
-        let mut flush = tokio::time::interval(self.config.flush_interval);
-        let mut dirty = false;
+        let result = self.serve().await;
+        if let Err(error) = &result {
+            // Whoever still waits learns why instead of "shutting down".
+            for ticket in self.queue.abandon() {
+                let _ = ticket.send(Err(IngestError::Store(error.to_string())));
+            }
+        }
+        result
+    }
+
+    async fn serve(&mut self) -> Result<(), StoreError> {
         loop {
-            let mut requests = Vec::new();
+            let now = self.clock.now_ms();
+            let wake = Duration::from_millis(
+                u64::try_from(self.queue.poll_timeout().saturating_sub(now)).unwrap_or(0),
+            );
             tokio::select! {
                 received = self.rx.recv() => match received {
-                    Some(request) => requests.push(request),
+                    Some(request) => {
+                        self.queue.submit(request.reply, request.events);
+                        while let Ok(request) = self.rx.try_recv() {
+                            self.queue.submit(request.reply, request.events);
+                        }
+                    }
                     None => break,
                 },
-                _ = expire.tick() => {
-                    dirty |= self.expire()?;
-                    dirty |= self.pack_sealed()?;
-                }
                 Some(persist) = self.persist_rx.recv() => {
                     self.persist(persist)?;
                     while let Ok(persist) = self.persist_rx.try_recv() {
                         self.persist(persist)?;
                     }
-                    dirty = true;
                 }
-                _ = flush.tick(), if dirty => {
-                    self.store.flush().await?;
-                    dirty = false;
-                }
-                _ = self.shutdown.changed() => break,
+                _ = tokio::time::sleep(wake) => {}
+                _ = self.shutdown.cancelled() => break,
             }
-            if requests.is_empty() {
-                continue;
-            }
-            while let Ok(request) = self.rx.try_recv() {
-                requests.push(request);
-            }
-            self.turn(requests).await?;
-            dirty = self.config.ack == AckMode::Accepted;
+            let now = self.clock.now_ms();
+            self.queue.handle_tick(
+                now,
+                &mut self.state.write().expect("no writer panicked holding the state lock"),
+            );
+            self.carry_out().await?;
         }
-        // Shutting down: take what is queued, then flush everything.
+        // Shutting down: take what is queued, then write and flush everything.
         self.rx.close();
-        let mut requests = Vec::new();
         while let Some(request) = self.rx.recv().await {
-            requests.push(request);
-        }
-        if !requests.is_empty() {
-            self.turn(requests).await?;
+            self.queue.submit(request.reply, request.events);
         }
         while let Ok(persist) = self.persist_rx.try_recv() {
             self.persist(persist)?;
         }
+        let now = self.clock.now_ms();
+        self.queue.shutdown(now, &mut self.state.write().expect("no writer panicked holding the state lock"));
+        self.carry_out().await?;
         self.store.flush().await?;
         tracing::info!("store flushed; writer stopped");
         Ok(())
     }
 
-    /// Applies, writes and flushes one group of requests, answering each.
-    async fn turn(&mut self, requests: Vec<Request>) -> Result<(), StoreError> {
-        let now_ms = unix_now_ms();
-        let mut batch = WriteBatch::default();
-        let mut replies = Vec::with_capacity(requests.len());
-        {
-            let mut state = self.state.write().expect("no writer panicked while holding the state lock");
-            let origin: Origin =
-                state.local_origin().expect("the peer sets its origin before writing").clone();
-            let mut changed = Vec::new();
-            for request in requests {
-                let outcome = state.apply_local(now_ms, &request.events);
-                changed.extend(outcome.changed);
-                replies.push((
-                    request.reply,
-                    IngestReply { accepted: outcome.accepted, rejected: outcome.rejected },
-                ));
-            }
-            changed.sort_unstable();
-            changed.dedup();
-            for key in &changed {
-                let cell = state.cell(&origin, key).expect("a changed cell exists");
-                self.store.put_cell(&mut batch, &origin, key, cell);
-            }
-            if !changed.is_empty() {
-                let seq = state.origin_seq(&origin);
-                self.store.put_origin(&mut batch, &origin, seq, state.origin_changed_at_ms(&origin));
-            }
-        }
-        let written = match self.store.apply(batch) {
-            Ok(()) if self.config.ack == AckMode::Durable => self.store.flush().await,
-            other => other,
-        };
-        match written {
-            Ok(()) => {
-                for (reply, answer) in replies {
-                    let _ = reply.send(Ok(answer));
-                }
-                Ok(())
-            }
-            Err(error) => {
-                for (reply, _) in replies {
-                    let _ = reply.send(Err(IngestError::Store(error.to_string())));
-                }
-                Err(error)
-            }
-        }
-    }
-
-    /// Writes one batch of changes from the mesh.
     fn persist(&mut self, persist: Persist) -> Result<(), StoreError> {
-        let mut batch = WriteBatch::default();
         match persist {
-            Persist::Remote(remote) => {
-                let cells = remote.cells.len().max(1);
-                for (origin, key, cell) in &remote.cells {
-                    self.store.put_cell(&mut batch, origin, key, cell);
-                }
-                for (origin, seq, changed_at_ms) in &remote.origins {
-                    self.store.put_origin(&mut batch, origin, *seq, *changed_at_ms);
-                }
-                let written = self.store.apply(batch);
-                self.backlog.fetch_sub(cells, Ordering::Relaxed);
-                written
-            }
+            Persist::Merged(changes) => self.queue.persist(changes),
             Persist::Peers(peers) => {
+                let mut batch = WriteBatch::default();
                 for (peer_id, addrs) in &peers {
                     self.store.put_known_peer(&mut batch, peer_id, addrs);
                 }
-                self.store.apply(batch)
+                self.store.apply(batch)?;
+                self.queue.written_outside();
             }
         }
+        Ok(())
+    }
+
+    /// Carries out what the commit queue asks, in order.
+    async fn carry_out(&mut self) -> Result<(), StoreError> {
+        while let Some(output) = self.queue.poll_output() {
+            match output {
+                CommitOutput::Write(Write::Local { origin, keys, seq, changed_at_ms }) => {
+                    let mut batch = WriteBatch::default();
+                    {
+                        let state = self.state.read().expect("no writer panicked holding the state lock");
+                        for key in &keys {
+                            let cell =
+                                state.cell(&origin, key).expect("a changed cell of the local origin exists");
+                            self.store.put_cell(&mut batch, &origin, key, cell);
+                        }
+                    }
+                    self.store.put_origin(&mut batch, &origin, seq, changed_at_ms);
+                    self.store.apply(batch)?;
+                }
+                CommitOutput::Write(Write::Merged(changes)) => {
+                    let cells = changes.cells.len().max(1);
+                    let mut batch = WriteBatch::default();
+                    for (origin, key, cell) in &changes.cells {
+                        self.store.put_cell(&mut batch, origin, key, cell);
+                    }
+                    for (origin, seq, changed_at_ms) in &changes.origins {
+                        self.store.put_origin(&mut batch, origin, *seq, *changed_at_ms);
+                    }
+                    let written = self.store.apply(batch);
+                    self.backlog.fetch_sub(cells, Ordering::Relaxed);
+                    written?;
+                }
+                CommitOutput::Flush { upto } => {
+                    self.store.flush().await?;
+                    self.queue.flushed(upto);
+                }
+                CommitOutput::Reply(ticket, applied) => {
+                    let _ = ticket.send(Ok(applied));
+                }
+                CommitOutput::Maintain { now_ms } => {
+                    let expired = self.expire(now_ms)?;
+                    let packed = self.pack_sealed(now_ms)?;
+                    if expired || packed {
+                        self.queue.written_outside();
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Packs the buckets sealed since the last pass; returns whether anything was written.
-    fn pack_sealed(&mut self) -> Result<bool, StoreError> {
+    fn pack_sealed(&mut self, now_ms: i64) -> Result<bool, StoreError> {
         let mut batch = WriteBatch::default();
         {
             let mut state = self.state.write().expect("state lock");
-            pack_sealed_buckets(&mut state, &mut self.store, unix_now_ms(), &mut batch);
+            pack_sealed_buckets(&mut state, &mut self.store, now_ms, &mut batch);
         }
         if batch.is_empty() {
             return Ok(false);
@@ -337,8 +343,8 @@ impl Writer {
     }
 
     /// Deletes expired cells; returns whether anything was written.
-    fn expire(&mut self) -> Result<bool, StoreError> {
-        let removed = self.state.write().expect("state lock").expire(unix_now_ms());
+    fn expire(&mut self, now_ms: i64) -> Result<bool, StoreError> {
+        let removed = self.state.write().expect("state lock").expire(now_ms);
         if removed.is_empty() {
             return Ok(false);
         }

@@ -1,45 +1,16 @@
-//! The client subcommands: `send`, `graph`, `status`. They talk to a peer's HTTP API.
+//! The client subcommands: `send`, `graph`, `status`, `peers`. They talk to a peer
+//! through the API's client and print its answers.
 
 use std::fmt::Write as _;
 use std::io::Read;
 use std::path::Path;
 
-use anyhow::{Context, bail};
-use observatory_api::wire::{EdgeJson, GraphAnswer, IngestAnswer};
+use anyhow::Context;
+use observatory_api::client::Client;
+use observatory_api::wire::{AgreementJson, EdgeJson, GraphAnswer, IngestAnswer, PeersAnswer};
 
 /// NDJSON input is sent in requests of at most this many lines.
 const NDJSON_LINES_PER_REQUEST: usize = 5_000;
-
-fn client() -> anyhow::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(60))
-        .build()
-        .context("building the HTTP client")
-}
-
-fn url(peer: &str, path: &str) -> String {
-    let peer = peer.trim_end_matches('/');
-    // `--peer 127.0.0.1:7070` means the same as `--peer http://127.0.0.1:7070`.
-    if peer.contains("://") { format!("{peer}{path}") } else { format!("http://{peer}{path}") }
-}
-
-async fn read_answer(response: reqwest::Response, what: &str) -> anyhow::Result<serde_json::Value> {
-    let status = response.status();
-    let text = response.text().await.with_context(|| format!("reading the answer to {what}"))?;
-    let value: serde_json::Value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
-    if !status.is_success() {
-        let message =
-            value["error"]["message"].as_str().map(str::to_string).unwrap_or_else(|| value.to_string());
-        bail!("{what} failed with HTTP {status}: {message}");
-    }
-    Ok(value)
-}
-
-fn unreachable(peer: &str, error: reqwest::Error) -> anyhow::Error {
-    anyhow::anyhow!(
-        "cannot reach the peer at {peer}: {error}\nhint: start one with `observatory peer`, or pass --peer URL"
-    )
-}
 
 /// Posts events from a file (or `-` for stdin) and prints the combined answer.
 /// Returns whether every event was accepted.
@@ -65,7 +36,7 @@ pub async fn send(peer: &str, input: &Path) -> anyhow::Result<bool> {
         lines.chunks(NDJSON_LINES_PER_REQUEST).map(|chunk| chunk.join("\n")).collect()
     };
     let content_type = if is_array { "application/json" } else { "application/x-ndjson" };
-    let client = client()?;
+    let client = Client::new(peer)?;
     let mut total = IngestAnswer { accepted: 0, rejected: 0, errors: Vec::new(), errors_truncated: false };
     let mut offset = 0;
     for chunk in chunks {
@@ -74,15 +45,7 @@ pub async fn send(peer: &str, input: &Path) -> anyhow::Result<bool> {
         } else {
             chunk.lines().filter(|l| !l.trim().is_empty()).count()
         };
-        let response = client
-            .post(url(peer, "/api/v1/events"))
-            .header(reqwest::header::CONTENT_TYPE, content_type)
-            .body(chunk)
-            .send()
-            .await
-            .map_err(|e| unreachable(peer, e))?;
-        let answer: IngestAnswer = serde_json::from_value(read_answer(response, "sending events").await?)
-            .context("the peer's answer is not an ingest answer")?;
+        let answer = client.post_events(chunk, content_type).await?;
         total.accepted += answer.accepted;
         total.rejected += answer.rejected;
         total.errors_truncated |= answer.errors_truncated;
@@ -111,37 +74,20 @@ pub enum GraphFormat {
 
 /// Fetches the graph of a window and prints it.
 pub async fn graph(peer: &str, window: &str, at: Option<&str>, format: GraphFormat) -> anyhow::Result<()> {
-    let mut query = vec![("window", window.to_string())];
-    if let Some(at) = at {
-        query.push(("at", at.to_string()));
-    }
-    let response = client()?
-        .get(url(peer, "/api/v1/graph"))
-        .query(&query)
-        .send()
-        .await
-        .map_err(|e| unreachable(peer, e))?;
-    let value = read_answer(response, "reading the graph").await?;
-    if format == GraphFormat::Json {
-        println!("{}", serde_json::to_string_pretty(&value)?);
-        return Ok(());
-    }
-    let answer: GraphAnswer = serde_json::from_value(value).context("the peer's answer is not a graph")?;
+    let answer = Client::new(peer)?.graph(window, at).await?;
     match format {
+        GraphFormat::Json => println!("{}", serde_json::to_string_pretty(&answer)?),
         GraphFormat::Table => print!("{}", table(&answer)),
         GraphFormat::Dot => print!("{}", dot(&answer)),
         GraphFormat::Mermaid => print!("{}", mermaid(&answer)),
-        GraphFormat::Json => unreachable!("handled above"),
     }
     Ok(())
 }
 
 /// Prints the peer's status as JSON.
 pub async fn status(peer: &str) -> anyhow::Result<()> {
-    let response =
-        client()?.get(url(peer, "/api/v1/status")).send().await.map_err(|e| unreachable(peer, e))?;
-    let value = read_answer(response, "reading the status").await?;
-    println!("{}", serde_json::to_string_pretty(&value)?);
+    let answer = Client::new(peer)?.status().await?;
+    println!("{}", serde_json::to_string_pretty(&answer)?);
     Ok(())
 }
 
@@ -322,58 +268,52 @@ pub fn mermaid(answer: &GraphAnswer) -> String {
 
 /// `observatory peers`: the peers of the mesh as `peer` sees them.
 pub async fn peers(peer: &str, json: bool) -> anyhow::Result<()> {
-    let response =
-        client()?.get(url(peer, "/api/v1/peers")).send().await.map_err(|e| unreachable(peer, e))?;
-    let value = read_answer(response, "reading the peers").await?;
+    let answer = Client::new(peer)?.peers().await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        println!("{}", serde_json::to_string_pretty(&answer)?);
     } else {
-        print!("{}", peers_table(&value));
+        print!("{}", peers_table(&answer));
     }
     Ok(())
 }
 
+/// How far behind one side is, as the table shows it.
+fn lag(seqs: Option<u64>, cells: Option<u64>) -> String {
+    match (seqs, cells) {
+        (None, None) => "-".to_string(),
+        (s, c) => format!(
+            "{} seqs, {} cells",
+            s.map_or("?".into(), |s| s.to_string()),
+            c.map_or("?".into(), |c| c.to_string())
+        ),
+    }
+}
+
 /// The answer of `/api/v1/peers` as an aligned text table.
-pub fn peers_table(answer: &serde_json::Value) -> String {
-    use serde_json::Value;
-    let text = |v: &Value| match v {
-        Value::Null => "-".to_string(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    let age = |v: &Value| match v.as_i64() {
+pub fn peers_table(answer: &PeersAnswer) -> String {
+    let age = |ms: Option<i64>| match ms {
         None => "never".to_string(),
         Some(ms) => format!("{} ago", observatory_core::settings::human_ms(ms.max(0))),
     };
     let header = ["PEER", "CONNECTED", "SETTINGS", "LAST SYNC", "WE LACK", "IT LACKS", "REJECTED", "ADDRESS"];
-    let empty = Vec::new();
-    let rows: Vec<[String; 8]> = answer["peers"]
-        .as_array()
-        .unwrap_or(&empty)
+    let rows: Vec<[String; 8]> = answer
+        .peers
         .iter()
         .map(|p| {
-            let settings = match p["settings"]["state"].as_str() {
-                Some("differs") => format!("DIFFER ({})", text(&p["settings"]["theirs"])),
-                Some(state) => state.to_string(),
-                None => "-".into(),
-            };
-            let lag = |seqs: &Value, cells: &Value| match (seqs.as_u64(), cells.as_u64()) {
-                (None, None) => "-".to_string(),
-                (s, c) => format!(
-                    "{} seqs, {} cells",
-                    s.map_or("?".into(), |s| s.to_string()),
-                    c.map_or("?".into(), |c| c.to_string())
-                ),
+            let settings = match &p.settings {
+                AgreementJson::Differs { theirs, .. } => format!("DIFFER ({theirs})"),
+                AgreementJson::Agrees => "agrees".into(),
+                AgreementJson::Unknown => "unknown".into(),
             };
             [
-                text(&p["peer"]),
-                if p["connected"].as_bool() == Some(true) { "yes".into() } else { "no".into() },
+                p.peer.clone(),
+                if p.connected { "yes".into() } else { "no".into() },
                 settings,
-                age(&p["last_sync_age_ms"]),
-                lag(&p["we_lack_seqs"], &p["we_lack_cells"]),
-                lag(&p["it_lacks_seqs"], &p["it_lacks_cells"]),
-                text(&p["rejected"]),
-                p["addresses"].as_array().and_then(|a| a.first()).map_or("-".into(), text),
+                age(p.last_sync_age_ms),
+                lag(p.we_lack_seqs, p.we_lack_cells),
+                lag(p.it_lacks_seqs, p.it_lacks_cells),
+                p.rejected.to_string(),
+                p.addresses.first().cloned().unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
@@ -391,15 +331,15 @@ pub fn peers_table(answer: &serde_json::Value) -> String {
         out.trim_end().to_string()
     };
     let mut out = String::new();
-    let coverage = &answer["coverage"];
+    let coverage = &answer.coverage;
     let _ = writeln!(
         out,
         "peer {}: {} peers known, {} connected, {} in sync; picture {}",
-        text(&answer["peer_id"]),
-        text(&coverage["peers_known"]),
-        text(&coverage["peers_connected"]),
-        text(&coverage["peers_in_sync"]),
-        if coverage["complete"].as_bool() == Some(true) { "complete" } else { "partial" }
+        answer.peer_id,
+        coverage.peers_known,
+        coverage.peers_connected,
+        coverage.peers_in_sync,
+        if coverage.complete { "complete" } else { "partial" }
     );
     let _ = writeln!(out, "{}", line(&header.map(str::to_string)));
     for row in &rows {

@@ -5,9 +5,7 @@
 //! failure simulation.
 
 mod client;
-mod config;
 mod peer;
-mod replica;
 mod sim_cmd;
 
 use std::net::SocketAddr;
@@ -17,7 +15,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, Overrides};
+use observatory_config::{Config, Overrides};
 
 /// Observatory watches a distributed system from above: which service talks to which,
 /// how often, how many calls fail and how long they take.
@@ -156,6 +154,13 @@ fn init_logging() {
     tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(colours).with_env_filter(filter).init();
 }
 
+/// Loads and validates the configuration, the mesh's addresses and key file included.
+fn load_config(file: Option<&std::path::Path>, overrides: &Overrides) -> anyhow::Result<Config> {
+    let config = Config::load(file, overrides)?;
+    observatory_net::MeshSettings::from_config(&config)?;
+    Ok(config)
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
 }
@@ -166,7 +171,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             init_logging();
             let overrides =
                 Overrides { data_dir, http_addr: http, listen, bootstrap, no_mdns, otlp_addr: otlp };
-            let config = Config::load(config.as_deref(), &overrides)?;
+            let config = load_config(config.as_deref(), &overrides)?;
             runtime()?.block_on(peer::run(config))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -187,7 +192,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Config(ConfigCommand::Check { file }) => {
-            let config = Config::load(Some(&file), &Overrides::default())?;
+            let config = load_config(Some(&file), &Overrides::default())?;
             let settings = config.settings()?;
             println!("{}: ok", file.display());
             println!("settings fingerprint: {} ({})", settings.fingerprint(), settings.canonical());
@@ -197,7 +202,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             sim_cmd::run(sim_cmd::SimArgs { scenario, seed, out, peers, quiet })
         }
         Command::Config(ConfigCommand::Default) => {
-            print!("{}", config::DEFAULT_YAML);
+            print!("{}", observatory_config::DEFAULT_YAML);
             Ok(ExitCode::SUCCESS)
         }
     }

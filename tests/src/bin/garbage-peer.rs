@@ -26,15 +26,15 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use ciborium::Value as Cbor;
 use observatory_core::{Cell, CellData, CellKey, Edge, LatencyHistogram, NodeName, Origin, OriginDelta};
-use observatory_mesh::libp2p::futures::StreamExt;
-use observatory_mesh::libp2p::identity::Keypair;
-use observatory_mesh::libp2p::multiaddr::Protocol as AddrPart;
-use observatory_mesh::libp2p::request_response::{self, Message as RrMessage, OutboundRequestId};
-use observatory_mesh::libp2p::swarm::SwarmEvent;
-use observatory_mesh::libp2p::{Multiaddr, PeerId};
-use observatory_mesh::net::{BehaviourEvent, NetConfig, build_swarm};
-use observatory_mesh::wire::{self, Body};
-use observatory_mesh::{Hello, Message, SyncMessage};
+use observatory_net::libp2p::futures::StreamExt;
+use observatory_net::libp2p::identity::Keypair;
+use observatory_net::libp2p::multiaddr::Protocol as AddrPart;
+use observatory_net::libp2p::request_response::{self, Message as RrMessage, OutboundRequestId};
+use observatory_net::libp2p::swarm::SwarmEvent;
+use observatory_net::libp2p::{Multiaddr, PeerId};
+use observatory_net::net::{BehaviourEvent, NetConfig, build_swarm};
+use observatory_sync::wire::{self, MeshMessage};
+use observatory_sync::{Hello, Message, SyncMessage};
 use rand::Rng;
 use serde_json::json;
 
@@ -139,7 +139,7 @@ fn change_cells(value: &mut Cbor, change: &dyn Fn(&mut Vec<Cbor>)) {
 
 /// Encodes `message`, then lets `change` spoil its cells.
 fn spoiled(message: Message, change: &dyn Fn(&mut Vec<Cbor>)) -> Vec<u8> {
-    let bytes = wire::encode_message(message);
+    let bytes = wire::encode(message);
     let mut value: Cbor = ciborium::from_reader(&bytes[..]).expect("our own encoding reads back");
     change_cells(&mut value, change);
     let mut out = Vec::new();
@@ -155,18 +155,24 @@ fn garbage_bytes(garbage: Garbage, fingerprint: &str, local: PeerId) -> Vec<u8> 
             (0..len).map(|_| rng.random::<u8>()).collect()
         }
         Garbage::Version => {
-            let hello = Body::Hello(Hello {
+            // Our own encoding of a hello, with the envelope's version changed to 99.
+            let hello = Message::Hello(Hello {
                 fingerprint: fingerprint.to_string(),
                 settings: String::new(),
                 answer_me: true,
             });
+            let mut value: Cbor =
+                ciborium::from_reader(&wire::encode(hello)[..]).expect("our own encoding reads back");
+            if let Cbor::Array(items) = &mut value {
+                items[0] = Cbor::Integer(99u32.into());
+            }
             let mut out = Vec::new();
-            ciborium::into_writer(&(99u32, hello), &mut out).expect("writing CBOR to a Vec");
+            ciborium::into_writer(&value, &mut out).expect("writing CBOR to a Vec");
             out
         }
         Garbage::CorruptCell => {
             let data = CellData { calls: 1, errors: 5, ..sound_cell() };
-            wire::encode_message(sync_with_cell(fingerprint, local, data))
+            wire::encode(sync_with_cell(fingerprint, local, data))
         }
         Garbage::EdgeIndex => spoiled(sync_with_cell(fingerprint, local, sound_cell()), &|cell| {
             cell[0] = Cbor::Integer(7u32.into())
@@ -244,7 +250,7 @@ async fn run(target: Multiaddr, messages: Vec<Garbage>) -> anyhow::Result<(PeerI
                     ..
                 } => {
                     let _ = swarm.behaviour_mut().sync.send_response(channel, b"\x01".to_vec());
-                    if let Ok(Message::Hello(hello)) = wire::decode_message(&request) {
+                    if let Ok(MeshMessage::Protocol(Message::Hello(hello))) = wire::decode(&request) {
                         fingerprint = Some(hello.fingerprint);
                     }
                 }

@@ -5,11 +5,10 @@ use std::collections::BTreeMap;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
-use observatory_api::ApiLimits;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use crate::{TestPeer, now_ms};
+use crate::{TestPeer, default_limits, now_ms};
 
 /// One sample of the text format.
 #[derive(Debug, Clone, PartialEq)]
@@ -179,7 +178,7 @@ const BUCKETS: [&str; 12] =
 
 #[tokio::test]
 async fn metrics_give_the_service_graph_with_exact_counts_and_buckets() {
-    let peer = TestPeer::new(ApiLimits::default());
+    let peer = TestPeer::new(default_limits());
     let ts = now_ms();
     let answer = post(
         &peer,
@@ -271,7 +270,7 @@ async fn metrics_give_the_service_graph_with_exact_counts_and_buckets() {
 
 #[tokio::test]
 async fn metrics_of_an_empty_peer_have_families_but_no_service_graph_series() {
-    let peer = TestPeer::new(ApiLimits::default());
+    let peer = TestPeer::new(default_limits());
     let (_, m) = metrics(&peer).await;
     for name in SERVICE_GRAPH {
         assert!(m.types.contains_key(name), "{name} is declared");
@@ -283,7 +282,7 @@ async fn metrics_of_an_empty_peer_have_families_but_no_service_graph_series() {
 
 #[tokio::test]
 async fn label_values_are_escaped() {
-    let peer = TestPeer::new(ApiLimits::default());
+    let peer = TestPeer::new(default_limits());
     let odd = r#"say "hi" \ back"#;
     post(&peer, json!([{"from": odd, "to": "b", "ts": now_ms(), "count": 3}])).await;
     let (text, m) = metrics(&peer).await;
@@ -317,7 +316,7 @@ fn links(expected: &[(&str, &str, u64, u64)]) -> BTreeMap<(String, String), (u64
 
 #[tokio::test]
 async fn zipkin_and_jaeger_dependencies_sum_the_kinds_of_each_pair() {
-    let peer = TestPeer::new(ApiLimits::default());
+    let peer = TestPeer::new(default_limits());
     let now = now_ms();
     let old = now - 10 * 60 * 1000;
     post(
@@ -381,7 +380,7 @@ async fn zipkin_and_jaeger_dependencies_sum_the_kinds_of_each_pair() {
 
 #[tokio::test]
 async fn dependency_parameters_are_checked() {
-    let peer = TestPeer::new(ApiLimits::default());
+    let peer = TestPeer::new(default_limits());
     let now = now_ms();
     for (uri, param) in [
         ("/api/v2/dependencies".to_string(), "endTs"),

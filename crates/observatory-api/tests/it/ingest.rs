@@ -1,8 +1,9 @@
 use axum::http::StatusCode;
-use observatory_api::ApiLimits;
 use serde_json::{Value, json};
 
-use crate::{TestPeer, now_ms};
+use observatory_api::ApiLimits;
+
+use crate::{TestPeer, default_limits, now_ms};
 
 fn edge<'a>(graph: &'a Value, from: &str, to: &str) -> &'a Value {
     graph["edges"]
@@ -15,7 +16,7 @@ fn edge<'a>(graph: &'a Value, from: &str, to: &str) -> &'a Value {
 
 #[tokio::test]
 async fn json_ndjson_and_cbor_bodies_all_count() {
-    let peer = TestPeer::new(ApiLimits::default());
+    let peer = TestPeer::new(default_limits());
     let ts = now_ms();
     let json_body = json!([
         {"from": "web", "to": "checkout", "ts": ts, "latency_ms": 10.0, "bytes": 100},
@@ -63,7 +64,7 @@ async fn json_ndjson_and_cbor_bodies_all_count() {
 
 #[tokio::test]
 async fn bad_events_are_named_by_index_and_field_and_the_rest_is_kept() {
-    let peer = TestPeer::new(ApiLimits::default());
+    let peer = TestPeer::new(default_limits());
     let ts = now_ms();
     let body = json!([
         {"from": "a", "to": "b", "ts": ts},
@@ -123,7 +124,7 @@ async fn bad_events_are_named_by_index_and_field_and_the_rest_is_kept() {
 
 #[tokio::test]
 async fn unparseable_bodies_answer_400_saying_where() {
-    let peer = TestPeer::new(ApiLimits::default());
+    let peer = TestPeer::new(default_limits());
     let (status, answer) =
         peer.post("application/json", "[{\"from\":\"a\",\"to\":\"b\"},\n {\"from\": ]").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -152,7 +153,7 @@ async fn unparseable_bodies_answer_400_saying_where() {
 
 #[tokio::test]
 async fn limits_answer_413_and_415() {
-    let mut limits = ApiLimits { body_bytes_max: 2000, ..ApiLimits::default() };
+    let mut limits = ApiLimits { body_bytes_max: 2000, ..default_limits() };
     limits.parse.events_per_request_max = 3;
     let peer = TestPeer::new(limits);
     let big = format!("[{}]", vec![r#"{"from":"a","to":"b"}"#; 200].join(","));
@@ -180,7 +181,7 @@ async fn limits_answer_413_and_415() {
 
 #[tokio::test]
 async fn error_list_is_capped_but_all_are_counted() {
-    let limits = ApiLimits { errors_listed_max: 5, ..ApiLimits::default() };
+    let limits = ApiLimits { errors_listed_max: 5, ..default_limits() };
     let peer = TestPeer::new(limits);
     let body = format!("[{}]", vec![r#"{"from":"a","to":""}"#; 50].join(","));
     let (status, answer) = peer.post("application/json", body).await;
@@ -192,7 +193,7 @@ async fn error_list_is_capped_but_all_are_counted() {
 
 #[tokio::test]
 async fn edge_kinds_are_separate_edges_and_bad_kinds_are_named() {
-    let peer = TestPeer::new(ApiLimits::default());
+    let peer = TestPeer::new(default_limits());
     let ts = now_ms();
     let body = json!([
         {"from": "checkout", "to": "orders", "ts": ts, "latency_ms": 2.0},

@@ -1,29 +1,142 @@
-//! The HTTP API at its boundary: requests through the router, with a real store and writer.
+//! The HTTP edge at its boundary: requests through the router, against a fake peer.
+//!
+//! [`FakePeer`] is what the edge's interface needs and nothing more: a real flow state and
+//! a real correlator in memory, events applied at once (no writer, no store, no mesh), and
+//! the system clock. It ticks its correlator whenever it is read, instead of on a timer,
+//! so a test that waits for an expired half sees it on its next query. The real peer
+//! behind the same router is tested in `observatory-peer`.
 
 mod exposition;
 mod ingest;
 mod query;
 mod spans;
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use observatory_api::{ApiContext, ApiLimits, PeerInfo, router};
-use observatory_core::{Limits, Settings};
-use observatory_store::{WriterConfig, open_peer, spawn_writer};
+use observatory_api::{Api, ApiLimits, AppliedCounters, MeshView, PeerApi, PeerInfo, SubmitError, router};
+use observatory_config::Config;
+use observatory_core::commit::Applied;
+use observatory_core::{Event, FlowState, Origin};
+use observatory_correlate::{CorrelationConfig, CorrelationCounters, Correlator, Sighting, Span};
 use serde_json::Value;
 use tower::ServiceExt;
 
-/// A router over a fresh peer in a temporary data dir.
+/// The limits of a peer with the documented defaults.
+pub fn default_limits() -> ApiLimits {
+    ApiLimits::from_config(Config::defaults())
+}
+
+/// The correlator's settings in the documented defaults.
+pub fn default_correlation() -> CorrelationConfig {
+    Config::defaults().correlation().expect("valid")
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: RwLock<FlowState>,
+    correlator: Mutex<Correlator>,
+    applied: Mutex<AppliedCounters>,
+    info: PeerInfo,
+}
+
+/// See the module documentation.
+#[derive(Debug, Clone)]
+pub struct FakePeer(Arc<Inner>);
+
+impl FakePeer {
+    fn new(correlation: CorrelationConfig) -> Self {
+        let config = Config::defaults();
+        let mut state = FlowState::new(config.settings().expect("valid"), config.core_limits());
+        state.set_local(Origin::new("12D3KooWFake", 1));
+        FakePeer(Arc::new(Inner {
+            state: RwLock::new(state),
+            correlator: Mutex::new(Correlator::new(correlation)),
+            applied: Mutex::new(AppliedCounters::default()),
+            info: PeerInfo {
+                peer_id: "12D3KooWFake".into(),
+                incarnation: 1,
+                version: "test".into(),
+                data_dir: "/nowhere".into(),
+            },
+        }))
+    }
+
+    fn apply(&self, events: &[Event]) -> Applied {
+        let outcome = self.0.state.write().unwrap().apply_local(self.now_ms(), events);
+        let mut applied = self.0.applied.lock().unwrap();
+        applied.events_accepted += outcome.accepted as u64;
+        for (_, rejection) in &outcome.rejected {
+            *applied.events_rejected.entry(rejection.reason_code().to_string()).or_default() += 1;
+        }
+        Applied { accepted: outcome.accepted, rejected: outcome.rejected }
+    }
+
+    fn tick(&self) {
+        let events = self.0.correlator.lock().unwrap().handle_tick(self.now_ms());
+        self.apply(&events);
+    }
+}
+
+impl PeerApi for FakePeer {
+    fn now_ms(&self) -> i64 {
+        now_ms()
+    }
+
+    async fn submit_events(&self, events: Vec<Event>) -> Result<Applied, SubmitError> {
+        Ok(self.apply(&events))
+    }
+
+    async fn submit_spans(&self, spans: Vec<Span>) -> Result<(), SubmitError> {
+        let me = vec![self.0.info.peer_id.clone()];
+        let output = self.0.correlator.lock().unwrap().handle_spans(self.now_ms(), spans, &me[0], &me);
+        assert!(output.handoffs.is_empty(), "a lone peer owns every trace");
+        self.apply(&output.events);
+        Ok(())
+    }
+
+    async fn submit_sightings(&self, sightings: Vec<Sighting>) -> Result<(), SubmitError> {
+        let me = vec![self.0.info.peer_id.clone()];
+        let output =
+            self.0.correlator.lock().unwrap().handle_sightings(self.now_ms(), sightings, &me[0], &me);
+        self.apply(&output.events);
+        Ok(())
+    }
+
+    fn read<R>(&self, read: impl FnOnce(&FlowState) -> R) -> R {
+        self.tick();
+        read(&self.0.state.read().unwrap())
+    }
+
+    fn info(&self) -> PeerInfo {
+        self.0.info.clone()
+    }
+
+    fn store_bytes(&self) -> u64 {
+        4096
+    }
+
+    fn applied(&self) -> AppliedCounters {
+        self.0.applied.lock().unwrap().clone()
+    }
+
+    fn correlation(&self) -> CorrelationCounters {
+        self.0.correlator.lock().unwrap().counters()
+    }
+
+    fn mesh(&self) -> Option<MeshView> {
+        None
+    }
+}
+
+/// A router over a fresh fake peer.
 #[allow(missing_debug_implementations)]
 pub struct TestPeer {
     pub app: Router,
-    pub context: Arc<ApiContext>,
-    _dir: tempfile::TempDir,
-    _shutdown: tokio::sync::watch::Sender<bool>,
+    pub peer: FakePeer,
 }
 
 impl TestPeer {
@@ -31,28 +144,10 @@ impl TestPeer {
         Self::with_correlation(limits, None)
     }
 
-    /// A peer whose correlator runs with `config` (its clock task too, when given).
-    pub fn with_correlation(limits: ApiLimits, config: Option<observatory_api::CorrelationConfig>) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let opened = open_peer(dir.path(), Settings::default(), Limits::default()).expect("open peer");
-        let store_size = opened.store.size_probe();
-        let state = Arc::new(RwLock::new(opened.state));
-        let (shutdown, watch) = tokio::sync::watch::channel(false);
-        let (ingest, _persist, _writer) =
-            spawn_writer(state.clone(), opened.store, WriterConfig::default(), watch);
-        let info = PeerInfo {
-            peer_id: opened.origin.peer.to_string(),
-            incarnation: opened.origin.incarnation,
-            version: "test".into(),
-            data_dir: dir.path().display().to_string(),
-        };
-        let mut context = ApiContext::new(state, ingest, info, limits, store_size);
-        if let Some(config) = config {
-            context = context.with_correlation(config);
-        }
-        let context = Arc::new(context);
-        tokio::spawn(observatory_api::run_correlation(context.clone(), None, shutdown.subscribe()));
-        Self { app: router(context.clone()), context, _dir: dir, _shutdown: shutdown }
+    /// A peer whose correlator runs with `config`.
+    pub fn with_correlation(limits: ApiLimits, config: Option<CorrelationConfig>) -> Self {
+        let peer = FakePeer::new(config.unwrap_or_else(default_correlation));
+        Self { app: router(Api::new(peer.clone(), limits)), peer }
     }
 
     pub async fn request(&self, request: Request<Body>) -> (StatusCode, Value) {
@@ -78,5 +173,5 @@ impl TestPeer {
 }
 
 pub fn now_ms() -> i64 {
-    observatory_store::unix_now_ms()
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_millis() as i64
 }

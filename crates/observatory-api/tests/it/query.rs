@@ -1,12 +1,12 @@
 use axum::http::StatusCode;
-use observatory_api::ApiLimits;
+use observatory_api::PeerApi;
 use serde_json::json;
 
-use crate::{TestPeer, now_ms};
+use crate::{TestPeer, default_limits, now_ms};
 
 #[tokio::test]
 async fn window_and_at_choose_what_is_read() {
-    let peer = TestPeer::new(ApiLimits::default());
+    let peer = TestPeer::new(default_limits());
     let now = now_ms();
     let old = now - 10 * 60 * 1000;
     let body = json!([
@@ -47,7 +47,7 @@ async fn window_and_at_choose_what_is_read() {
 
 #[tokio::test]
 async fn edge_series_steps_sum_to_the_window() {
-    let peer = TestPeer::new(ApiLimits::default());
+    let peer = TestPeer::new(default_limits());
     let now = now_ms();
     let events: Vec<_> = (0..12)
         .map(|i| json!({"from": "a b", "to": "c/d", "ts": now - i * 60_000, "latency_ms": i, "error": i % 3 == 0}))
@@ -74,7 +74,7 @@ async fn edge_series_steps_sum_to_the_window() {
 
 #[tokio::test]
 async fn status_and_health() {
-    let peer = TestPeer::new(ApiLimits::default());
+    let peer = TestPeer::new(default_limits());
     let (status, body) = peer.get("/healthz").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, "ok\n");
@@ -82,7 +82,7 @@ async fn status_and_health() {
     assert_eq!(answer["accepted"], 2);
     let (status, s) = peer.get("/api/v1/status").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(s["peer_id"], peer.context.info.peer_id.as_str());
+    assert_eq!(s["peer_id"], peer.peer.info().peer_id.as_str());
     assert_eq!((s["nodes"].as_u64(), s["edges"].as_u64()), (Some(3), Some(2)));
     assert_eq!(s["cells"], 8, "two edges at four resolutions: {s}");
     assert_eq!(s["incarnation"], 1);

@@ -8,7 +8,6 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use observatory_api::ApiLimits;
 use observatory_api::otlp::{
     AnyValue, ExportTraceServiceRequest, ExportTraceServiceResponse, KeyValue, ProtoSpan, Resource,
     ResourceSpans, RpcStatus, ScopeSpans, Status,
@@ -17,7 +16,9 @@ use prost::Message;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use crate::{TestPeer, now_ms};
+use observatory_api::ApiLimits;
+
+use crate::{TestPeer, default_limits, now_ms};
 
 fn attr(key: &str, value: &str) -> KeyValue {
     KeyValue {
@@ -134,17 +135,17 @@ fn assert_close(value: &Value, expected_ms: f64, what: &str, edge: &Value) {
     );
 }
 
-fn fast_correlation() -> Option<observatory_api::CorrelationConfig> {
-    Some(observatory_api::CorrelationConfig {
+fn fast_correlation() -> Option<observatory_correlate::CorrelationConfig> {
+    Some(observatory_correlate::CorrelationConfig {
         pending_ttl_ms: 300,
         idle_ms: 300,
-        ..observatory_api::CorrelationConfig::default()
+        ..crate::default_correlation()
     })
 }
 
 #[tokio::test]
 async fn otlp_protobuf_spans_become_request_database_and_messaging_edges() {
-    let peer = TestPeer::new(ApiLimits::default());
+    let peer = TestPeer::new(default_limits());
     let request = ExportTraceServiceRequest {
         resource_spans: vec![
             resource(
@@ -217,7 +218,7 @@ async fn otlp_protobuf_spans_become_request_database_and_messaging_edges() {
 
 #[tokio::test]
 async fn otlp_json_gzip_halves_in_separate_requests_pair_and_bad_spans_are_named() {
-    let peer = TestPeer::with_correlation(ApiLimits::default(), fast_correlation());
+    let peer = TestPeer::with_correlation(default_limits(), fast_correlation());
     let start = (now_ms() - 1_000) as u64 * 1_000_000;
     let span = |service: &str, trace: &str, id: &str, parent: &str, kind: Value, attributes: Value| {
         json!({"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": service}}]},
@@ -274,7 +275,7 @@ async fn otlp_json_gzip_halves_in_separate_requests_pair_and_bad_spans_are_named
 
 #[tokio::test]
 async fn otlp_errors_are_status_messages_in_the_request_encoding() {
-    let peer = TestPeer::new(ApiLimits { body_bytes_max: 4096, ..ApiLimits::default() });
+    let peer = TestPeer::new(ApiLimits { body_bytes_max: 4096, ..default_limits() });
     let (status, body, _) =
         post_raw(&peer, "/v1/traces", &[("content-type", "application/x-protobuf")], vec![0xff, 0xff, 0xff])
             .await;
@@ -309,7 +310,7 @@ async fn otlp_errors_are_status_messages_in_the_request_encoding() {
 
 #[tokio::test]
 async fn zipkin_v2_spans_answer_202_and_pair_including_shared_ids() {
-    let peer = TestPeer::new(ApiLimits::default());
+    let peer = TestPeer::new(default_limits());
     let ts = (now_ms() - 1_000) * 1_000;
     let spans = json!([
         {"traceId": "463ac35c9f6413ad", "id": "a2fb4a1d1a96d312", "kind": "CLIENT", "timestamp": ts, "duration": 9000,
@@ -356,7 +357,7 @@ async fn zipkin_v2_spans_answer_202_and_pair_including_shared_ids() {
 
 #[tokio::test]
 async fn sightings_become_edges_between_consecutive_nodes_once_idle() {
-    let peer = TestPeer::with_correlation(ApiLimits::default(), fast_correlation());
+    let peer = TestPeer::with_correlation(default_limits(), fast_correlation());
     let ts = now_ms() - 2_000;
     let body = json!([
         {"token": "parcel-1", "node": "sorting", "ts": ts + 400},

@@ -15,7 +15,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use crate::{NODES, NOW_MS, cases, edge, event};
+use crate::{NODES, NOW_MS, cases, default_limits, default_settings, edge, event};
 
 /// Milliseconds between two operations of a scenario.
 const TICK_MS: i64 = 2_000;
@@ -176,10 +176,10 @@ struct Mesh {
 
 impl Mesh {
     fn run(scenario: &Scenario) -> Result<Mesh, TestCaseError> {
-        let limits = Limits { cells_per_seq_max: scenario.cells_per_seq_max, ..Limits::default() };
+        let limits = Limits { cells_per_seq_max: scenario.cells_per_seq_max, ..default_limits() };
         let states = (0..scenario.peers)
             .map(|peer| {
-                let mut state = FlowState::new(Settings::default(), limits.clone());
+                let mut state = FlowState::new(default_settings(), limits.clone());
                 state.set_local(origin(peer, 1));
                 state
             })
@@ -377,9 +377,9 @@ fn sync_whole(dst: &mut FlowState, src: &FlowState) {
 /// sending the rest) the two peers stay different for good.
 #[test]
 fn peers_converge_after_an_interrupted_paged_transfer() {
-    let limits = Limits { cells_per_seq_max: 1, ..Limits::default() };
+    let limits = Limits { cells_per_seq_max: 1, ..default_limits() };
     let peer = |p| {
-        let mut state = FlowState::new(Settings::default(), limits.clone());
+        let mut state = FlowState::new(default_settings(), limits.clone());
         state.set_local(origin(p, 1));
         state
     };
@@ -484,7 +484,7 @@ fn evil() -> Origin {
 }
 
 fn evil_key(resolution: u8) -> CellKey {
-    let bucket_start_ms = Settings::default().resolutions()[usize::from(resolution)].bucket_start(NOW_MS - 1);
+    let bucket_start_ms = default_settings().resolutions()[usize::from(resolution)].bucket_start(NOW_MS - 1);
     CellKey { edge: edge("checkout", "payments"), resolution, bucket_start_ms }
 }
 
@@ -642,7 +642,7 @@ proptest! {
 #[test]
 fn conflicting_histories_are_refused_both_ways() {
     let holding = |seq: u64, data: CellData| {
-        let mut state = FlowState::new(Settings::default(), Limits::default());
+        let mut state = FlowState::new(default_settings(), default_limits());
         state
             .restore_origin(evil(), seq, None, vec![(evil_key(R10S), Cell { seq, data })])
             .expect("consistent");
@@ -657,7 +657,7 @@ fn conflicting_histories_are_refused_both_ways() {
 #[test]
 fn a_valid_successor_of_the_corrupted_cells_is_accepted() {
     // The control for the corruptions above: the same shapes with honest figures merge.
-    let mut receiver = FlowState::new(Settings::default(), Limits::default());
+    let mut receiver = FlowState::new(default_settings(), default_limits());
     receiver.set_local(origin(0, 1));
     receiver
         .merge_delta(
@@ -715,7 +715,7 @@ proptest! {
         prop_assert!(state.expire(now_ms).is_empty(), "expiring twice deletes nothing more");
 
         // A peer that receives the whole state skips what expired, and still advances.
-        let mut receiver = FlowState::new(Settings::default(), Limits::default());
+        let mut receiver = FlowState::new(default_settings(), default_limits());
         receiver.set_local(Origin::new("receiver", 1));
         for delta in source.to_deltas() {
             let skipped = delta.cells.iter().filter(|(k, _)| expired(k)).count();
@@ -726,7 +726,7 @@ proptest! {
         prop_assert_eq!(&receiver, &state, "receiving whole gives what expiring locally gives");
 
         // Paging still works over what is left after expiry.
-        let mut paged = FlowState::new(Settings::default(), Limits::default());
+        let mut paged = FlowState::new(default_settings(), default_limits());
         paged.set_local(Origin::new("paged", 1));
         let mut transfer = Transfer::default();
         for _ in 0..10_000 {
@@ -760,7 +760,7 @@ proptest! {
     fn restoring_every_origin_gives_the_same_state(scenario in scenario(2..=3, false)) {
         let mesh = Mesh::run(&scenario)?;
         for (peer, state) in mesh.states.iter().enumerate() {
-            let mut restored = FlowState::new(Settings::default(), Limits::default());
+            let mut restored = FlowState::new(default_settings(), default_limits());
             for d in state.to_deltas() {
                 restored
                     .restore_origin(d.origin, d.to_seq, d.changed_at_ms, d.cells)
@@ -778,19 +778,19 @@ proptest! {
 
 #[test]
 fn states_with_other_settings_do_not_merge() {
-    let ours = FlowState::new(Settings::default(), Limits::default());
+    let ours = FlowState::new(default_settings(), default_limits());
     let coarse = Settings::new(vec![observatory_core::Resolution {
         name: "1m".into(),
         width_ms: Some(60_000),
         retention_ms: Some(3_600_000),
     }])
     .expect("valid");
-    let theirs = FlowState::new(coarse.clone(), Limits::default());
-    assert_ne!(coarse.fingerprint(), Settings::default().fingerprint());
+    let theirs = FlowState::new(coarse.clone(), default_limits());
+    assert_ne!(coarse.fingerprint(), default_settings().fingerprint());
     assert_eq!(
         ours.validate_merge(&theirs),
         Err(MergeError::SettingsMismatch {
-            ours: Settings::default().fingerprint(),
+            ours: default_settings().fingerprint(),
             theirs: coarse.fingerprint()
         })
     );
@@ -806,7 +806,7 @@ fn counters_that_would_overflow_are_refused() {
         bytes: 1,
         count,
     };
-    let mut full = FlowState::new(Settings::default(), Limits::default());
+    let mut full = FlowState::new(default_settings(), default_limits());
     full.set_local(origin(0, 1));
     assert_eq!(full.apply_local(NOW_MS, &[on("a", "b", COUNT_MAX)]).accepted, 1);
     let outcome = full.apply_local(NOW_MS, &[on("a", "b", 1), on("b", "a", 1)]);
@@ -817,7 +817,7 @@ fn counters_that_would_overflow_are_refused() {
 
     // Another origin's call on the same edge is not refused: the global view saturates,
     // so every peer ends with the same view whatever the order of merges.
-    let mut other = FlowState::new(Settings::default(), Limits::default());
+    let mut other = FlowState::new(default_settings(), default_limits());
     other.set_local(origin(1, 1));
     other.apply_local(NOW_MS, &[on("a", "b", 1)]);
     assert!(full.validate_merge(&other).is_ok());
@@ -835,8 +835,8 @@ fn counters_that_would_overflow_are_refused() {
 
 #[test]
 fn timestamps_outside_the_window_are_rejected() {
-    let limits = Limits::default();
-    let mut state = FlowState::new(Settings::default(), limits.clone());
+    let limits = default_limits();
+    let mut state = FlowState::new(default_settings(), limits.clone());
     state.set_local(origin(0, 1));
     let at = |ts_ms| Event {
         edge: edge("checkout", "payments"),
@@ -938,8 +938,8 @@ proptest! {
         edges_max in 1usize..10,
         batches in proptest::collection::vec(proptest::collection::vec(ingest_event(), 0..15), 1..5),
     ) {
-        let limits = Limits { nodes_max, edges_max, ..Limits::default() };
-        let mut state = FlowState::new(Settings::default(), limits.clone());
+        let limits = Limits { nodes_max, edges_max, ..default_limits() };
+        let mut state = FlowState::new(default_settings(), limits.clone());
         state.set_local(origin(0, 1));
         let mut model = IngestModel::default();
         let mut totals: BTreeMap<(String, String), (u64, u64, u64)> = BTreeMap::new();
@@ -983,8 +983,8 @@ proptest! {
 
 #[test]
 fn node_and_edge_limits_keep_earlier_events() {
-    let limits = Limits { nodes_max: 3, edges_max: 2, ..Limits::default() };
-    let mut state = FlowState::new(Settings::default(), limits);
+    let limits = Limits { nodes_max: 3, edges_max: 2, ..default_limits() };
+    let mut state = FlowState::new(default_settings(), limits);
     state.set_local(origin(0, 1));
     let on = plain_call;
     let outcome = state.apply_local(

@@ -4,13 +4,25 @@
 //! - `crdt`: the join laws, delta sync against the full join, corrupt deltas, retention
 //!   and local ingest limits, on random states of several origins.
 //! - `query`: graphs and series against oracles computed from the events themselves.
+//! - `commit`: group commit on a scripted clock (turns, writes, flushes, replies).
 
+mod commit;
 mod crdt;
 mod histogram;
 mod query;
 
-use observatory_core::{Edge, Event, NodeName};
+use observatory_core::{Edge, Event, Limits, NodeName, Settings};
 use proptest::prelude::*;
+
+/// The mesh-wide settings of a peer with the documented defaults.
+pub fn default_settings() -> Settings {
+    observatory_config::Config::defaults().settings().expect("the default settings are valid")
+}
+
+/// The limits of a peer with the documented defaults.
+pub fn default_limits() -> Limits {
+    observatory_config::Config::defaults().core_limits()
+}
 
 /// A fixed "now", aligned to the hour (so windows of 10 s, 1 min and 1 h end on bucket edges).
 pub const NOW_MS: i64 = 1_800_000_000_000;

@@ -3,10 +3,10 @@
 
 use crdts::CvRDT;
 use observatory_core::histogram::LATENCY_US_HIGHEST;
-use observatory_core::{Edge, Event, Figures, FlowState, Limits, Origin, QueryError, Settings};
+use observatory_core::{Edge, Event, Figures, FlowState, Origin, QueryError};
 use proptest::prelude::*;
 
-use crate::{NODES, NOW_MS, cases, edge, event, hdr, node};
+use crate::{NODES, NOW_MS, cases, default_limits, default_settings, edge, event, hdr, node};
 
 const SECOND: i64 = 1_000;
 const MINUTE: i64 = 60 * SECOND;
@@ -15,10 +15,10 @@ const DAY: i64 = 24 * HOUR;
 
 /// Applies each event at one of `origins` origins (all at `NOW_MS`) and joins them all.
 fn state_of(events: &[(usize, Event)], origins: usize) -> FlowState {
-    let mut joined = FlowState::new(Settings::default(), Limits::default());
+    let mut joined = FlowState::new(default_settings(), default_limits());
     joined.set_local(Origin::new("reader", 1));
     for o in 0..origins {
-        let mut state = FlowState::new(Settings::default(), Limits::default());
+        let mut state = FlowState::new(default_settings(), default_limits());
         state.set_local(Origin::new(&format!("peer{o}"), 1));
         let mine: Vec<Event> = events.iter().filter(|(at, _)| *at == o).map(|(_, e)| e.clone()).collect();
         let outcome = state.apply_local(NOW_MS, &mine);

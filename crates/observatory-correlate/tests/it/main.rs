@@ -5,6 +5,11 @@ use std::collections::BTreeMap;
 use observatory_core::{EdgeKind, Event, NodeName};
 use observatory_correlate::{CorrelationConfig, Correlator, Output, Remote, Sighting, Span, SpanKind, owner};
 
+/// The correlator's settings in the documented defaults.
+fn default_correlation() -> CorrelationConfig {
+    observatory_config::Config::defaults().correlation().expect("the default correlation settings are valid")
+}
+
 fn name(s: &str) -> NodeName {
     NodeName::new(s, 200).expect("valid name")
 }
@@ -72,7 +77,7 @@ fn alone() -> (String, Vec<String>) {
 #[test]
 fn a_client_and_its_server_make_one_request_edge_with_the_server_latency() {
     let (me, peers) = alone();
-    let mut c = Correlator::new(CorrelationConfig::default());
+    let mut c = Correlator::new(default_correlation());
     let client = Span { error: true, ..span(1, 10, Some(9), SpanKind::Client, "checkout", 0, 50) };
     let server = span(1, 20, Some(10), SpanKind::Server, "payments", 5, 30);
     let out = c.handle_spans(NOW, vec![server, client], &me, &peers);
@@ -105,7 +110,7 @@ fn a_client_and_its_server_make_one_request_edge_with_the_server_latency() {
 #[test]
 fn roots_databases_and_unanswered_clients_become_virtual_edges() {
     let (me, peers) = alone();
-    let mut c = Correlator::new(CorrelationConfig::default());
+    let mut c = Correlator::new(default_correlation());
     let root = span(1, 1, None, SpanKind::Server, "frontend", 0, 80);
     let db = Span {
         remote: remote("orders-db", EdgeKind::Database),
@@ -142,7 +147,7 @@ fn roots_databases_and_unanswered_clients_become_virtual_edges() {
 #[test]
 fn a_producer_pairs_with_every_consumer_and_latency_is_transit_time() {
     let (me, peers) = alone();
-    let mut c = Correlator::new(CorrelationConfig::default());
+    let mut c = Correlator::new(default_correlation());
     let producer = Span {
         remote: remote("orders-topic", EdgeKind::Messaging),
         ..span(7, 1, Some(99), SpanKind::Producer, "checkout", 0, 2)
@@ -187,7 +192,7 @@ fn a_producer_pairs_with_every_consumer_and_latency_is_transit_time() {
 #[test]
 fn the_pending_store_is_bounded_and_gives_up_the_oldest_first() {
     let (me, peers) = alone();
-    let config = CorrelationConfig { pending_spans_max: 10, ..CorrelationConfig::default() };
+    let config = CorrelationConfig { pending_spans_max: 10, ..default_correlation() };
     let mut c = Correlator::new(config);
     let clients: Vec<Span> = (0..15)
         .map(|i| Span {
@@ -214,8 +219,7 @@ fn the_pending_store_is_bounded_and_gives_up_the_oldest_first() {
 #[test]
 fn halves_landing_at_different_peers_pair_exactly_once_at_the_owner() {
     let peers: Vec<String> = ["peer-a", "peer-b", "peer-c"].map(String::from).to_vec();
-    let mut correlators: Vec<Correlator> =
-        (0..3).map(|_| Correlator::new(CorrelationConfig::default())).collect();
+    let mut correlators: Vec<Correlator> = (0..3).map(|_| Correlator::new(default_correlation())).collect();
     let mut all = Edges::new();
     let deliver = |correlators: &mut Vec<Correlator>, all: &mut Edges, out: Output| {
         tally(&out.events, all);
@@ -264,8 +268,7 @@ fn halves_landing_at_different_peers_pair_exactly_once_at_the_owner() {
 #[test]
 fn sightings_of_a_token_become_edges_in_time_order_once_the_token_is_idle() {
     let peers: Vec<String> = ["peer-a", "peer-b"].map(String::from).to_vec();
-    let mut correlators =
-        [Correlator::new(CorrelationConfig::default()), Correlator::new(CorrelationConfig::default())];
+    let mut correlators = [Correlator::new(default_correlation()), Correlator::new(default_correlation())];
     let seen = |node: &str, ts: i64, error: bool| Sighting {
         token: "order-42".into(),
         node: name(node),

@@ -3,8 +3,66 @@
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-use observatory_core::{Edge, Event, Limits, NodeName, Resolution, Settings};
-use observatory_store::{StoreError, WriterConfig, open_peer, spawn_writer, unix_now_ms};
+use observatory_config::Config;
+use observatory_core::{Clock, Edge, Event, Limits, NodeName, Resolution, Settings};
+use observatory_store::{IdentityScheme, StoreError, WriterConfig, spawn_writer};
+use tokio_util::sync::CancellationToken;
+
+fn default_settings() -> Settings {
+    Config::defaults().settings().expect("the default settings are valid")
+}
+
+fn default_limits() -> Limits {
+    Config::defaults().core_limits()
+}
+
+fn writer_config() -> WriterConfig {
+    WriterConfig::from_config(Config::defaults())
+}
+
+/// The test's clock: the system's.
+#[derive(Debug)]
+struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        unix_now_ms()
+    }
+}
+
+fn unix_now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_millis() as i64
+}
+
+fn clock() -> Arc<dyn Clock> {
+    Arc::new(SystemClock)
+}
+
+/// An identity of 16 random bytes, named by their hex (the store keeps it opaque).
+struct TestIdentity;
+
+impl IdentityScheme for TestIdentity {
+    fn generate(&self) -> Vec<u8> {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let seed = nanos ^ u128::from(std::process::id()) << 64;
+        seed.to_le_bytes().to_vec()
+    }
+
+    fn peer_id(&self, identity: &[u8]) -> Result<String, String> {
+        if identity.len() != 16 {
+            return Err(format!("{} bytes, not 16", identity.len()));
+        }
+        Ok(identity.iter().map(|b| format!("{b:02x}")).collect())
+    }
+}
+
+fn open_peer(
+    dir: &Path,
+    settings: Settings,
+    limits: Limits,
+) -> Result<observatory_store::OpenedPeer, StoreError> {
+    observatory_store::open_peer(dir, settings, limits, &TestIdentity)
+}
 
 fn event(from: &str, to: &str, ts_ms: i64, latency_us: u64, error: bool) -> Event {
     Event {
@@ -21,14 +79,14 @@ fn event(from: &str, to: &str, ts_ms: i64, latency_us: u64, error: bool) -> Even
 /// dir's lock briefly after the last handle is dropped, so a lock error is retried for a
 /// few seconds (a restarted peer is a new process and never meets this).
 fn open_when_free(dir: &Path) -> observatory_store::OpenedPeer {
-    try_open_when_free(dir, Settings::default()).expect("open")
+    try_open_when_free(dir, default_settings()).expect("open")
 }
 
 /// [`open_when_free`] with other settings, giving the error other than the lock's.
 fn try_open_when_free(dir: &Path, settings: Settings) -> Result<observatory_store::OpenedPeer, StoreError> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        match open_peer(dir, settings.clone(), Limits::default()) {
+        match open_peer(dir, settings.clone(), default_limits()) {
             Err(StoreError::Open { cause, .. })
                 if cause.to_string().contains("could not acquire lock")
                     && std::time::Instant::now() < deadline =>
@@ -51,13 +109,14 @@ fn graph_calls(state: &observatory_core::FlowState, now_ms: i64) -> Vec<(String,
 async fn ingest(dir: &Path, batches: &[Vec<Event>]) {
     let opened = open_when_free(dir);
     let state = Arc::new(RwLock::new(opened.state));
-    let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let (handle, _persist, writer) = spawn_writer(state, opened.store, WriterConfig::default(), shutdown);
+    let stop = CancellationToken::new();
+    let (handle, _persist, writer) =
+        spawn_writer(state, opened.store, writer_config(), clock(), stop.clone());
     for batch in batches {
         let reply = handle.submit(batch.clone()).await.expect("submit");
         assert_eq!(reply.accepted, batch.len(), "{reply:?}");
     }
-    stop.send(true).expect("writer alive");
+    stop.cancel();
     writer.await.expect("join").expect("writer ok");
 }
 
@@ -129,7 +188,7 @@ async fn a_damaged_record_stops_the_open_with_a_clear_error() {
         tree.insert(key, b"\xff\x00garbage".to_vec()).unwrap();
         db.flush().unwrap();
     }
-    let error = try_open_when_free(dir.path(), Settings::default()).expect_err("damaged");
+    let error = try_open_when_free(dir.path(), default_settings()).expect_err("damaged");
     assert!(matches!(error, StoreError::Corrupt { .. }), "{error}");
     assert!(error.to_string().contains("move the data dir away"), "{error}");
     assert!(dir.path().join("db").exists(), "nothing was deleted");
@@ -138,8 +197,8 @@ async fn a_damaged_record_stops_the_open_with_a_clear_error() {
 #[tokio::test]
 async fn a_data_dir_in_use_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let _held = open_peer(dir.path(), Settings::default(), Limits::default()).expect("first");
-    let error = open_peer(dir.path(), Settings::default(), Limits::default()).expect_err("second");
+    let _held = open_peer(dir.path(), default_settings(), default_limits()).expect("first");
+    let error = open_peer(dir.path(), default_settings(), default_limits()).expect_err("second");
     assert!(matches!(error, StoreError::Open { .. }), "{error}");
     assert!(error.to_string().contains("another observatory peer"), "{error}");
 }
@@ -147,11 +206,10 @@ async fn a_data_dir_in_use_is_refused() {
 #[tokio::test]
 async fn the_writer_answers_rejections_per_event() {
     let dir = tempfile::tempdir().unwrap();
-    let opened = open_peer(dir.path(), Settings::default(), Limits::default()).expect("open");
+    let opened = open_peer(dir.path(), default_settings(), default_limits()).expect("open");
     let state = Arc::new(RwLock::new(opened.state));
-    let (_stop, shutdown) = tokio::sync::watch::channel(false);
     let (handle, _persist, _writer) =
-        spawn_writer(state.clone(), opened.store, WriterConfig::default(), shutdown);
+        spawn_writer(state.clone(), opened.store, writer_config(), clock(), CancellationToken::new());
     let now = unix_now_ms();
     let reply = handle
         .submit(vec![event("a", "b", now, 1, false), event("a", "b", now - 3_600_000, 1, false)])
@@ -169,7 +227,7 @@ async fn sealed_buckets_are_packed_and_read_back_the_same() {
     use observatory_store::{WriteBatch, pack_sealed_buckets};
     let dir = tempfile::tempdir().unwrap();
     let now = unix_now_ms();
-    let mut opened = open_peer(dir.path(), Settings::default(), Limits::default()).expect("open");
+    let mut opened = open_peer(dir.path(), default_settings(), default_limits()).expect("open");
     let origin = opened.origin.clone();
     let events: Vec<Event> = (0..600)
         .map(|i| {

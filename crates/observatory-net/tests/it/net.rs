@@ -14,7 +14,7 @@ use libp2p::{
     request_response::{self, Codec, InboundFailure, Message, OutboundFailure},
     swarm::{DialError, ListenError, SwarmEvent, dial_opts::DialOpts},
 };
-use observatory_mesh::net::{
+use observatory_net::net::{
     Behaviour, BehaviourEvent, IDENTIFY_PROTOCOL_VERSION, NetConfig, NetError, PskFileProblem,
     RESPONSE_BYTES_MAX, SYNC_PROTOCOL, WireCodec, build_swarm, read_psk_file,
 };

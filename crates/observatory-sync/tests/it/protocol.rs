@@ -1,6 +1,6 @@
 //! The anti-entropy protocol driven in memory: many [`FlowState`]s with one
-//! `Protocol<usize>` each, every message passed through [`wire::encode_message`] and
-//! [`wire::decode_message`].
+//! `Protocol<usize>` each, every message passed through [`wire::encode`] and
+//! [`wire::decode`].
 //!
 //! The harness ([`Mesh`]) owns a virtual clock and a queue of messages in flight that can
 //! lose, duplicate and reorder them (seeded), so it is a small simulator. Its oracle is one
@@ -16,11 +16,25 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 
 use observatory_core::{
-    Cell, CellData, CellKey, Edge, Event, FlowState, LatencyHistogram, Limits, NodeName, Origin, OriginDelta,
+    Cell, CellData, CellKey, Edge, Event, FlowState, LatencyHistogram, NodeName, Origin, OriginDelta,
     Resolution, Settings,
 };
-use observatory_mesh::wire::{self, Body, WIRE_VERSION, WireError};
-use observatory_mesh::{Action, Agreement, Message, Protocol, ProtocolConfig, SyncMessage};
+use observatory_sync::wire::{self, MeshMessage, WIRE_VERSION, WireError};
+use observatory_sync::{Action, Agreement, Message, Protocol, ProtocolConfig, SyncMessage};
+
+use crate::{default_limits, default_protocol, default_settings};
+
+fn encode_message(message: Message) -> Vec<u8> {
+    wire::encode(message)
+}
+
+/// Decodes bytes that must hold a protocol message (not a peer list or a handoff).
+fn decode_message(bytes: &[u8]) -> Result<Message, WireError> {
+    match wire::decode(bytes)? {
+        MeshMessage::Protocol(message) => Ok(message),
+        other => panic!("not a protocol message: {other:?}"),
+    }
+}
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -114,7 +128,7 @@ struct Mesh {
 }
 
 fn fresh_state(settings: &Settings, peer: &str, incarnation: u32) -> FlowState {
-    let mut state = FlowState::new(settings.clone(), Limits::default());
+    let mut state = FlowState::new(settings.clone(), default_limits());
     state.set_local(Origin::new(peer, incarnation));
     state
 }
@@ -135,7 +149,7 @@ impl Mesh {
             sent: 0,
             faults,
             rng: StdRng::seed_from_u64(seed ^ 0x5eed),
-            oracle: fresh_state(&Settings::default(), "oracle", 1),
+            oracle: fresh_state(&default_settings(), "oracle", 1),
             totals: BTreeMap::new(),
             writers: BTreeSet::new(),
             wire: WireStats::default(),
@@ -144,7 +158,7 @@ impl Mesh {
             seed,
         };
         for _ in 0..n_peers {
-            mesh.add_peer(Settings::default());
+            mesh.add_peer(default_settings());
         }
         mesh
     }
@@ -277,8 +291,8 @@ impl Mesh {
             }
             *self.wire.syncs.entry((from, to)).or_default() += 1;
         }
-        let bytes = wire::encode_message(message.clone());
-        let decoded = wire::decode_message(&bytes).expect("a message we encoded decodes");
+        let bytes = encode_message(message.clone());
+        let decoded = decode_message(&bytes).expect("a message we encoded decodes");
         assert!(decoded == message, "the wire changed a message from {from} to {to}");
         self.wire.messages += 1;
         self.wire.bytes += bytes.len() as u64;
@@ -327,7 +341,7 @@ impl Mesh {
             self.wire.oversized += 1;
             peer.protocol.handle_malformed(now, from, "message larger than message_bytes_max");
         } else {
-            match wire::decode_message(&bytes) {
+            match decode_message(&bytes) {
                 Ok(message) => peer.protocol.handle_message(now, from, message, &mut peer.state),
                 Err(error) => peer.protocol.handle_malformed(now, from, &error.to_string()),
             }
@@ -338,7 +352,7 @@ impl Mesh {
     /// Delivers a message at once, through the wire format, whether or not the protocol
     /// knows of a link (a misbehaving peer's message).
     fn inject(&mut self, from: usize, to: usize, message: Message) {
-        let bytes = wire::encode_message(message);
+        let bytes = encode_message(message);
         self.inject_bytes(from, to, bytes);
     }
 
@@ -538,7 +552,7 @@ fn ingest_while_running(mesh: &mut Mesh, seed: u64, rounds: usize, n_edges: usiz
 // ---------------------------------------------------------------------------------------
 
 fn converges(n_peers: usize, faults: Faults, seed: u64) -> Mesh {
-    let mut mesh = Mesh::new(n_peers, ProtocolConfig::default(), faults, seed);
+    let mut mesh = Mesh::new(n_peers, default_protocol(), faults, seed);
     mesh.connect_all();
     ingest_while_running(&mut mesh, seed, 8, 40);
     assert!(mesh.writers.len() >= n_peers.min(2), "events on several peers");
@@ -587,7 +601,7 @@ fn converges_despite_loss_duplication_and_reordering() {
 
 #[test]
 fn a_chain_relays_through_the_middle_peer() {
-    let mut mesh = Mesh::new(3, ProtocolConfig::default(), Faults::NONE, 3);
+    let mut mesh = Mesh::new(3, default_protocol(), Faults::NONE, 3);
     mesh.connect(0, 1);
     mesh.connect(1, 2);
     let mut rng = StdRng::seed_from_u64(3);
@@ -607,7 +621,7 @@ fn a_chain_relays_through_the_middle_peer() {
 
 #[test]
 fn a_partitioned_mesh_converges_once_healed() {
-    let mut mesh = Mesh::new(4, ProtocolConfig::default(), Faults::NONE, 4);
+    let mut mesh = Mesh::new(4, default_protocol(), Faults::NONE, 4);
     mesh.connect(0, 1);
     mesh.connect(2, 3);
     ingest_while_running(&mut mesh, 4, 4, 30);
@@ -625,7 +639,7 @@ fn a_partitioned_mesh_converges_once_healed() {
 
 #[test]
 fn small_messages_are_paged_and_converge_exactly() {
-    let config = ProtocolConfig { message_bytes_max: 64 * 1024, ..ProtocolConfig::default() };
+    let config = ProtocolConfig { message_bytes_max: 64 * 1024, ..default_protocol() };
     let mut mesh = Mesh::new(3, config, Faults::NONE, 5);
     mesh.connect_all();
     let mut rng = StdRng::seed_from_u64(5);
@@ -651,7 +665,7 @@ fn small_messages_are_paged_and_converge_exactly() {
 
 #[test]
 fn paged_transfers_survive_loss_and_reconnects() {
-    let config = ProtocolConfig { message_bytes_max: 128 * 1024, ..ProtocolConfig::default() };
+    let config = ProtocolConfig { message_bytes_max: 128 * 1024, ..default_protocol() };
     let mut mesh = Mesh::new(3, config, Faults::BAD, 6);
     mesh.connect_all();
     let mut rng = StdRng::seed_from_u64(6);
@@ -682,7 +696,7 @@ fn paged_transfers_survive_loss_and_reconnects() {
 #[test]
 #[ignore = "known limitation: one seq (up to cells_per_seq_max cells) can exceed a small message_bytes_max; the config requires at least 1 MiB"]
 fn a_seq_larger_than_the_message_cap_still_arrives() {
-    let config = ProtocolConfig { message_bytes_max: 64 * 1024, ..ProtocolConfig::default() };
+    let config = ProtocolConfig { message_bytes_max: 64 * 1024, ..default_protocol() };
     let mut mesh = Mesh::new(2, config, Faults::NONE, 7);
     mesh.connect_all();
     let mut rng = StdRng::seed_from_u64(7);
@@ -711,7 +725,7 @@ fn a_seq_larger_than_the_message_cap_still_arrives() {
 /// peer 1 under a message cap of `message_bytes_max`. Returns the most seqs one page
 /// carried and the messages it took.
 fn small_seqs_paged(message_bytes_max: usize) -> (usize, u64) {
-    let config = ProtocolConfig { message_bytes_max, ..ProtocolConfig::default() };
+    let config = ProtocolConfig { message_bytes_max, ..default_protocol() };
     let mut mesh = Mesh::new(2, config, Faults::NONE, 13);
     let mut rng = StdRng::seed_from_u64(13);
     for _ in 0..200 {
@@ -756,7 +770,7 @@ fn other_settings() -> Settings {
 /// `hellos_lost` hellos it sends are lost. Returns how peer 0 then sees it, and whether
 /// peer 0 still counts it live.
 fn restart_with_other_settings(hellos_lost: u32) -> (Agreement, bool) {
-    let mut mesh = Mesh::new(2, ProtocolConfig::default(), Faults::NONE, 12);
+    let mut mesh = Mesh::new(2, default_protocol(), Faults::NONE, 12);
     mesh.connect_all();
     ingest_while_running(&mut mesh, 12, 2, 10);
     mesh.settle();
@@ -790,7 +804,7 @@ fn a_restart_with_other_settings_is_noticed_although_a_hello_is_lost() {
 
 #[test]
 fn a_peer_with_other_settings_is_never_synced_with() {
-    let mut mesh = Mesh::new(2, ProtocolConfig::default(), Faults::NONE, 8);
+    let mut mesh = Mesh::new(2, default_protocol(), Faults::NONE, 8);
     let odd = mesh.add_peer(other_settings());
     mesh.connect_all();
     ingest_while_running(&mut mesh, 8, 3, 20);
@@ -844,7 +858,7 @@ fn a_peer_with_other_settings_is_never_synced_with() {
 /// Two honest peers that synced, and a third (index 2) that will misbehave towards
 /// peer 0.
 fn mesh_with_an_offender(offences_max: u32) -> Mesh {
-    let config = ProtocolConfig { offences_max, ..ProtocolConfig::default() };
+    let config = ProtocolConfig { offences_max, ..default_protocol() };
     let mut mesh = Mesh::new(3, config, Faults::NONE, 9);
     mesh.connect(0, 1);
     mesh.connect(0, 2);
@@ -1065,7 +1079,7 @@ fn sample_message() -> &'static (Message, Vec<u8>) {
         let want = a.sync_request(&Default::default());
         let pages = b.delta_since(&want, 1000);
         let head = SyncMessage {
-            fingerprint: Settings::default().fingerprint(),
+            fingerprint: default_settings().fingerprint(),
             session: 7,
             step: 1,
             reply: true,
@@ -1073,13 +1087,13 @@ fn sample_message() -> &'static (Message, Vec<u8>) {
             lag_cells: Some(3),
         };
         let message = Message::Sync(head, pages);
-        let bytes = wire::encode_message(message.clone());
+        let bytes = encode_message(message.clone());
         (message, bytes)
     })
 }
 
 fn sample_state(peer: &str, seed: u64) -> FlowState {
-    let mut state = fresh_state(&Settings::default(), peer, 1);
+    let mut state = fresh_state(&default_settings(), peer, 1);
     let mut rng = StdRng::seed_from_u64(seed);
     for _ in 0..3 {
         let outcome = state.apply_local(START_MS, &random_events(&mut rng, 5, 20, START_MS));
@@ -1098,13 +1112,13 @@ fn cbor(value: &impl serde::Serialize) -> Vec<u8> {
 fn messages_round_trip_through_the_wire() {
     let (message, bytes) = sample_message();
     assert!(matches!(message, Message::Sync(_, pages) if !pages.is_empty()));
-    assert_eq!(&wire::decode_message(bytes).expect("decodes"), message);
-    let hello = Message::Hello(observatory_mesh::Hello {
+    assert_eq!(&decode_message(bytes).expect("decodes"), message);
+    let hello = Message::Hello(observatory_sync::Hello {
         fingerprint: "f".into(),
         settings: "s".into(),
         answer_me: true,
     });
-    assert_eq!(wire::decode_message(&wire::encode_message(hello.clone())), Ok(hello));
+    assert_eq!(decode_message(&encode_message(hello.clone())), Ok(hello));
 }
 
 #[test]
@@ -1115,9 +1129,9 @@ fn garbage_gives_errors() {
     let cases: [&[u8]; 6] = [b"", b"\x00", b"\xff\xff\xff", b"hello, peer", &[0x9f; 64], &huge_string];
     for bytes in cases {
         assert!(
-            matches!(wire::decode_message(bytes), Err(WireError::Malformed(_))),
+            matches!(decode_message(bytes), Err(WireError::Malformed(_))),
             "{bytes:?} gave {:?}",
-            wire::decode_message(bytes)
+            decode_message(bytes)
         );
     }
     // Valid CBOR of another shape.
@@ -1127,7 +1141,7 @@ fn garbage_gives_errors() {
         cbor(&(wire::WIRE_VERSION, "Nonsense")),
         cbor(&BTreeMap::from([(1, 2)])),
     ] {
-        assert!(matches!(wire::decode_message(&bytes), Err(WireError::Malformed(_))), "{bytes:?}");
+        assert!(matches!(decode_message(&bytes), Err(WireError::Malformed(_))), "{bytes:?}");
     }
 }
 
@@ -1135,37 +1149,26 @@ fn garbage_gives_errors() {
 fn every_truncation_of_a_message_is_an_error() {
     let (_, bytes) = sample_message();
     for len in 0..bytes.len() {
-        assert!(
-            wire::decode_message(&bytes[..len]).is_err(),
-            "a prefix of {len} of {} bytes decoded",
-            bytes.len()
-        );
+        assert!(decode_message(&bytes[..len]).is_err(), "a prefix of {len} of {} bytes decoded", bytes.len());
     }
 }
 
 #[test]
 fn another_wire_version_is_named() {
-    let (message, _) = sample_message();
-    let body = wire::to_body(message.clone());
-    assert_eq!(
-        wire::decode_message(&cbor(&(WIRE_VERSION + 1, &body))),
-        Err(WireError::Version(WIRE_VERSION + 1))
-    );
-    assert_eq!(wire::decode_message(&cbor(&(0u32, "anything"))), Err(WireError::Version(0)));
-    assert_eq!(wire::decode_message(&cbor(&(WIRE_VERSION, &body))).as_ref(), Ok(message));
+    let (message, bytes) = sample_message();
+    let mut value: ciborium::Value = ciborium::from_reader(&bytes[..]).expect("CBOR");
+    let body = value.as_array_mut().expect("an envelope")[1].clone();
+    assert_eq!(decode_message(&cbor(&(WIRE_VERSION + 1, &body))), Err(WireError::Version(WIRE_VERSION + 1)));
+    assert_eq!(decode_message(&cbor(&(0u32, "anything"))), Err(WireError::Version(0)));
+    assert_eq!(decode_message(&cbor(&(WIRE_VERSION, &body))).as_ref(), Ok(message));
 }
 
 #[test]
 fn a_bad_edge_index_is_an_error() {
-    let (message, _) = sample_message();
-    let Body::Sync(mut sync) = wire::to_body(message.clone()) else { panic!("a sync body") };
-    sync.edges.pop();
-    let bytes = wire::encode(&Body::Sync(sync));
-    assert!(
-        matches!(wire::decode_message(&bytes), Err(WireError::EdgeIndex { .. })),
-        "{:?}",
-        wire::decode_message(&bytes)
-    );
+    let result = decode_changed(|value| {
+        field(sync_of(value), "edges").as_array_mut().expect("edges").pop();
+    });
+    assert!(matches!(result, Err(WireError::EdgeIndex { .. })), "{result:?}");
 }
 
 /// The sample message as a CBOR value, changed by `change`, then decoded.
@@ -1173,7 +1176,7 @@ fn decode_changed(change: impl FnOnce(&mut ciborium::Value)) -> Result<Message, 
     let (_, bytes) = sample_message();
     let mut value: ciborium::Value = ciborium::from_reader(&bytes[..]).expect("CBOR");
     change(&mut value);
-    wire::decode_message(&cbor(&value))
+    decode_message(&cbor(&value))
 }
 
 /// The field `name` of the CBOR map `value`.
@@ -1216,10 +1219,10 @@ fn too_many_listed_peers_are_an_error() {
     let peers: Vec<(String, Vec<String>)> = (0..=wire::PEERS_LISTED_MAX)
         .map(|i| (format!("p{i}"), vec!["/ip4/127.0.0.1/tcp/1".into()]))
         .collect();
-    let bytes = wire::encode_message(Message::Peers(peers.clone()));
-    assert!(matches!(wire::decode_message(&bytes), Err(WireError::TooMany { .. })));
-    let fine = Message::Peers(peers[..wire::PEERS_LISTED_MAX].to_vec());
-    assert_eq!(wire::decode_message(&wire::encode_message(fine.clone())), Ok(fine));
+    let bytes = wire::encode(MeshMessage::Peers(peers.clone()));
+    assert!(matches!(wire::decode(&bytes), Err(WireError::TooMany { .. })));
+    let fine = MeshMessage::Peers(peers[..wire::PEERS_LISTED_MAX].to_vec());
+    assert_eq!(wire::decode(&wire::encode(fine.clone())), Ok(fine));
 }
 
 fn proptest_cases() -> u32 {
@@ -1231,7 +1234,7 @@ proptest! {
 
     #[test]
     fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
-        let _ = wire::decode_message(&bytes);
+        let _ = wire::decode(&bytes);
     }
 
     /// A valid message with a few bytes changed and maybe cut short: decoding gives an
@@ -1251,10 +1254,10 @@ proptest! {
         if let Some(cut) = cut {
             bytes.truncate(cut.index(bytes.len()));
         }
-        if let Ok(message) = wire::decode_message(&bytes) {
+        if let Ok(MeshMessage::Protocol(message)) = wire::decode(&bytes) {
             let mut state = sample_state("a", 1);
-            let settings = Settings::default();
-            let mut protocol = Protocol::new(ProtocolConfig::default(), settings.fingerprint(), settings.canonical(), 1);
+            let settings = default_settings();
+            let mut protocol = Protocol::new(default_protocol(), settings.fingerprint(), settings.canonical(), 1);
             protocol.peer_connected(START_MS, 9usize);
             protocol.handle_message(START_MS, 9, message, &mut state);
             while protocol.poll_transmit().is_some() {}
@@ -1269,7 +1272,7 @@ proptest! {
 
 #[test]
 fn a_peer_that_lost_its_disk_relearns_everything_under_a_new_id() {
-    let mut mesh = Mesh::new(3, ProtocolConfig::default(), Faults::NONE, 10);
+    let mut mesh = Mesh::new(3, default_protocol(), Faults::NONE, 10);
     mesh.connect_all();
     ingest_while_running(&mut mesh, 10, 4, 30);
     mesh.settle();
@@ -1277,7 +1280,7 @@ fn a_peer_that_lost_its_disk_relearns_everything_under_a_new_id() {
 
     // Peer 2 loses its disk: it comes back as a new peer with a new identity.
     mesh.crash(2);
-    let reborn = mesh.add_peer(Settings::default());
+    let reborn = mesh.add_peer(default_settings());
     mesh.connect(reborn, 0);
     mesh.connect(reborn, 1);
     assert_eq!(mesh.peers[reborn].state.version_vector().dots.len(), 0);
@@ -1295,7 +1298,7 @@ fn a_peer_that_lost_its_disk_relearns_everything_under_a_new_id() {
 
 #[test]
 fn a_peer_restarted_empty_with_a_new_incarnation_relearns_everything() {
-    let mut mesh = Mesh::new(3, ProtocolConfig::default(), Faults::BAD, 11);
+    let mut mesh = Mesh::new(3, default_protocol(), Faults::BAD, 11);
     mesh.connect_all();
     ingest_while_running(&mut mesh, 11, 4, 30);
     mesh.settle();
@@ -1303,7 +1306,7 @@ fn a_peer_restarted_empty_with_a_new_incarnation_relearns_everything() {
     let held_before = mesh.peers[2].state.clone();
 
     // Same identity, its cells lost, a new incarnation.
-    mesh.restart(2, fresh_state(&Settings::default(), &peer_name(2), 2));
+    mesh.restart(2, fresh_state(&default_settings(), &peer_name(2), 2));
     ingest_while_running(&mut mesh, 111, 3, 30);
     mesh.settle();
     mesh.assert_converged();

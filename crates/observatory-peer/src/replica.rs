@@ -1,24 +1,25 @@
 //! The peer's replica for the mesh: the shared flow state, with every merge persisted.
 //!
 //! Reads take the read lock. A merge takes the write lock, checks every page, merges
-//! them, and, still under the lock, snapshots what changed (the cells and the merged
+//! them and, still under the lock, snapshots what changed (the cells and the merged
 //! origins' seqs) for the writer, which writes each snapshot in one atomic batch. So the
 //! store never holds a seq without the cells it covers, whatever order the writer and
-//! the mesh take the lock in.
+//! the mesh take the lock in. While the writer is behind, the protocol merges nothing
+//! ([`Replica::has_room`]).
 
 use observatory_core::{MergeError, MergeOutcome, OriginDelta, SyncRequest, Transfer, VersionVector};
-use observatory_mesh::Replica;
-use observatory_mesh::driver::PeerReplica;
-use observatory_mesh::protocol::{merge_pages_into, wire_cost};
-use observatory_store::{PersistHandle, RemoteBatch, SharedState};
+use observatory_net::PeerReplica;
+use observatory_store::{PersistHandle, SharedState};
+use observatory_sync::Replica;
+use observatory_sync::protocol::{merge_pages_snapshot, wire_cost};
 
 /// See the module documentation.
 #[derive(Debug, Clone)]
-pub struct PersistedReplica {
+pub(crate) struct PersistedReplica {
     /// The state shared with the writer and the API.
-    pub state: SharedState,
+    pub(crate) state: SharedState,
     /// Where merged changes go to be written.
-    pub persist: PersistHandle,
+    pub(crate) persist: PersistHandle,
 }
 
 impl Replica for PersistedReplica {
@@ -38,45 +39,32 @@ impl Replica for PersistedReplica {
         self.state.read().expect("state lock").version_vector()
     }
 
+    fn has_room(&self) -> bool {
+        self.persist.has_room()
+    }
+
     fn merge_pages(
         &mut self,
         now_ms: i64,
         pages: Vec<OriginDelta>,
         transfer: &mut Transfer,
     ) -> Result<Vec<MergeOutcome>, MergeError> {
-        let origins: Vec<_> = pages.iter().map(|p| p.origin.clone()).collect();
         let mut state = self.state.write().expect("state lock");
-        let outcomes = merge_pages_into(&mut state, now_ms, pages, transfer)?;
-        let mut batch = RemoteBatch::default();
-        for (origin, outcome) in origins.iter().zip(&outcomes) {
-            if outcome.changed.is_empty() && !outcome.advanced {
-                continue;
-            }
-            for key in &outcome.changed {
-                if let Some(cell) = state.cell(origin, key) {
-                    batch.cells.push((origin.clone(), key.clone(), cell.clone()));
-                }
-            }
-            batch.origins.push((
-                origin.clone(),
-                state.origin_seq(origin),
-                state.origin_changed_at_ms(origin),
-            ));
-        }
+        let (outcomes, changes) = merge_pages_snapshot(&mut state, now_ms, pages, transfer)?;
         drop(state);
-        if !batch.origins.is_empty() && !self.persist.remote(batch) {
-            tracing::warn!("the writer has stopped; merged changes are kept in memory only");
+        if !changes.is_empty()
+            && let Err(error) = self.persist.merged(changes)
+        {
+            tracing::warn!(%error, "merged changes are kept in memory only; the mesh brings them again after a restart");
         }
         Ok(outcomes)
     }
 }
 
 impl PeerReplica for PersistedReplica {
-    fn backlog_cells(&self) -> usize {
-        self.persist.backlog_cells()
-    }
-
     fn save_known_peers(&self, peers: Vec<(String, Vec<String>)>) {
-        let _ = self.persist.known_peers(peers);
+        if let Err(error) = self.persist.known_peers(peers) {
+            tracing::debug!(%error, "the peer book was not saved this time");
+        }
     }
 }

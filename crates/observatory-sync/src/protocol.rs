@@ -15,7 +15,12 @@
 //!   [`Protocol::poll_timeout`] says when it next has work, for drivers that keep timers.
 //! - After each call, drain [`Protocol::poll_transmit`] (messages to send, in order) and
 //!   [`Protocol::poll_action`] (peers to disconnect and shun for a while).
+//! - [`Protocol::forget`] when the peer book forgets a peer.
 //! - Optionally report message sizes with [`Protocol::note_bytes`].
+//!
+//! A message with cells is dropped unread while the replica has no room for more merged
+//! cells ([`Replica::has_room`]: the writer is behind); the session ends early and a
+//! later round brings the cells again, so memory stays bounded when the disk is slow.
 //!
 //! Every call takes `now_ms`, milliseconds on any clock that does not go backwards (the
 //! same clock for every call). The protocol is deterministic: the same calls with the
@@ -33,12 +38,12 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use observatory_core::commit::Changes;
 use observatory_core::{
     Cell, CellKey, FlowState, MergeError, MergeOutcome, OriginDelta, SyncRequest, Transfer, VersionVector,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde::{Deserialize, Serialize};
 
 /// What the protocol needs of the flow state it keeps in sync.
 ///
@@ -54,6 +59,11 @@ pub trait Replica {
     fn lag_behind(&self, known: &VersionVector) -> (u64, u64);
     /// See [`FlowState::version_vector`].
     fn version_vector(&self) -> VersionVector;
+    /// Whether it can take more merged cells now. While it cannot, messages with pages are
+    /// dropped unread (the writer is behind; a later round brings them again).
+    fn has_room(&self) -> bool {
+        true
+    }
     /// Checks every page, then merges them all, or none if any is corrupt. The pages name
     /// distinct origins.
     fn merge_pages(
@@ -87,6 +97,32 @@ pub fn merge_pages_into(
         .collect())
 }
 
+/// [`merge_pages_into`], then a snapshot of what changed (the cells at their new version
+/// and every merged origin's seq), taken under the same borrow, for the writer: written in
+/// one atomic batch, a seq on disk never claims cells that are not there.
+pub fn merge_pages_snapshot(
+    state: &mut FlowState,
+    now_ms: i64,
+    pages: Vec<OriginDelta>,
+    transfer: &mut Transfer,
+) -> Result<(Vec<MergeOutcome>, Changes), MergeError> {
+    let origins: Vec<_> = pages.iter().map(|p| p.origin.clone()).collect();
+    let outcomes = merge_pages_into(state, now_ms, pages, transfer)?;
+    let mut changes = Changes::default();
+    for (origin, outcome) in origins.iter().zip(&outcomes) {
+        if outcome.changed.is_empty() && !outcome.advanced {
+            continue;
+        }
+        for key in &outcome.changed {
+            if let Some(cell) = state.cell(origin, key) {
+                changes.cells.push((origin.clone(), key.clone(), cell.clone()));
+            }
+        }
+        changes.origins.push((origin.clone(), state.origin_seq(origin), state.origin_changed_at_ms(origin)));
+    }
+    Ok((outcomes, changes))
+}
+
 impl Replica for FlowState {
     fn sync_request(&self, transfer: &Transfer) -> SyncRequest {
         FlowState::sync_request(self, transfer)
@@ -114,8 +150,8 @@ impl Replica for FlowState {
     }
 }
 
-/// Settings of the protocol.
-#[derive(Debug, Clone)]
+/// Settings of the protocol (`mesh.*` in the configuration).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProtocolConfig {
     /// Time between rounds (`mesh.sync_interval`).
     pub sync_interval_ms: i64,
@@ -127,25 +163,12 @@ pub struct ProtocolConfig {
     pub offences_max: u32,
     /// How long a disconnected offender is shunned.
     pub shun_ms: i64,
-    /// Most messages one side sends in one session.
-    pub session_steps_max: u32,
-}
-
-impl Default for ProtocolConfig {
-    fn default() -> Self {
-        Self {
-            sync_interval_ms: 1000,
-            fanout: 2,
-            message_bytes_max: 4 << 20,
-            offences_max: 3,
-            shun_ms: 60_000,
-            session_steps_max: 1000,
-        }
-    }
+    /// Most messages one side sends in one session (`mesh.session_messages_max`).
+    pub session_messages_max: u32,
 }
 
 /// Sent on connect: the settings that must agree mesh-wide.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hello {
     /// [`observatory_core::Settings::fingerprint`].
     pub fingerprint: String,
@@ -157,7 +180,7 @@ pub struct Hello {
 }
 
 /// The head of one step of a session (its pages travel beside it).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncMessage {
     /// The sender's settings fingerprint.
     pub fingerprint: String,
@@ -175,18 +198,14 @@ pub struct SyncMessage {
     pub lag_cells: Option<u64>,
 }
 
-/// What the protocol sends and receives.
+/// What the protocol sends and receives (the wire carries other messages beside these:
+/// see [`crate::wire::MeshMessage`]).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
     /// Settings fingerprint.
     Hello(Hello),
     /// A step of a session, with its pages.
     Sync(SyncMessage, Vec<OriginDelta>),
-    /// Peers the sender knows (for the driver; the protocol ignores them).
-    Peers(Vec<(String, Vec<String>)>),
-    /// Span halves and sightings for the receiver to correlate as their owner (for the
-    /// driver; the protocol ignores them).
-    Handoff(observatory_correlate::Handoff),
 }
 
 /// Something the driver must do besides sending.
@@ -202,8 +221,7 @@ pub enum Action<P> {
 }
 
 /// Whether a peer's settings agree with ours.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "state")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Agreement {
     /// No hello from it yet.
     Unknown,
@@ -219,7 +237,7 @@ pub enum Agreement {
 }
 
 /// Mesh-wide counters of this peer.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MeshCounters {
     /// Rounds started.
     pub rounds: u64,
@@ -241,13 +259,15 @@ pub struct MeshCounters {
     pub rejected: u64,
     /// Peers disconnected for repeated offences.
     pub shunned: u64,
+    /// Messages with cells dropped unread because the writer was behind.
+    pub pages_dropped_backlog: u64,
     /// Handoffs of span halves received but dropped because the correlator was behind
     /// (set by the driver).
     pub handoffs_dropped: u64,
 }
 
 /// What this peer knows of one other peer, for `/api/v1/peers`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PeerReport<P> {
     /// The peer.
     pub peer: P,
@@ -279,6 +299,25 @@ pub struct PeerReport<P> {
 }
 
 impl<P> PeerReport<P> {
+    /// The report on a peer the protocol has not heard from.
+    pub fn unknown(peer: P, connected: bool) -> Self {
+        PeerReport {
+            peer,
+            connected,
+            settings: Agreement::Unknown,
+            last_sync_ms: None,
+            we_lack_seqs: None,
+            we_lack_cells: None,
+            it_lacks_seqs: None,
+            it_lacks_cells: None,
+            rejected: 0,
+            last_rejection: None,
+            shunned_until_ms: None,
+            bytes_in: 0,
+            bytes_out: 0,
+        }
+    }
+
     /// The same report naming the peer otherwise.
     pub fn with_peer<Q>(self, peer: Q) -> PeerReport<Q> {
         PeerReport {
@@ -413,6 +452,14 @@ impl<P: Clone + Ord + std::fmt::Display> Protocol<P> {
         }
     }
 
+    /// Forgets everything about a disconnected `peer` (the peer book gave up on it): it is
+    /// no longer reported. A connected peer is kept.
+    pub fn forget(&mut self, peer: &P) {
+        if self.peers.get(peer).is_some_and(|state| !state.connected) {
+            self.peers.remove(peer);
+        }
+    }
+
     /// Peers that are connected, agree on settings and are not shunned.
     pub fn live_peers(&self, now_ms: i64) -> Vec<P> {
         self.peers
@@ -518,11 +565,15 @@ impl<P: Clone + Ord + std::fmt::Display> Protocol<P> {
         if state.shunned(now_ms) {
             return;
         }
+        if matches!(&message, Message::Sync(_, pages) if !pages.is_empty()) && !replica.has_room() {
+            self.counters.pages_dropped_backlog += 1;
+            tracing::debug!(peer = %from, "store backlog high; pages dropped, a later round brings them");
+            return;
+        }
         self.counters.messages_in += 1;
         match message {
             Message::Hello(hello) => self.handle_hello(from, hello),
             Message::Sync(head, pages) => self.handle_sync(now_ms, from, head, pages, replica),
-            Message::Peers(_) | Message::Handoff(_) => {}
         }
     }
 
@@ -606,7 +657,7 @@ impl<P: Clone + Ord + std::fmt::Display> Protocol<P> {
                 state.we_lack_cells = Some(0);
             }
         }
-        if head.step + 1 >= self.config.session_steps_max {
+        if head.step + 1 >= self.config.session_messages_max {
             return;
         }
         // Ask (again) while the other side's pages teach us something; the side that did

@@ -1,0 +1,175 @@
+//! `POST /api/v1/events`, and reading request bodies for every ingest route: the
+//! declared length checked before reading, the body read under the size limit and the
+//! time limit, its media type.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+
+use crate::events::{BodyFormat, parse_body};
+use crate::wire::{IngestAnswer, IngestErrorItem};
+use crate::{Api, ApiError, Counters, PeerApi, SubmitError};
+
+impl From<SubmitError> for ApiError {
+    fn from(error: SubmitError) -> Self {
+        match error {
+            SubmitError::Overloaded(_) | SubmitError::ShuttingDown => {
+                ApiError::Unavailable(error.to_string())
+            }
+            SubmitError::Store(_) => ApiError::Internal(error.to_string()),
+        }
+    }
+}
+
+/// The media type of a request (`type/subtype`, lower case, parameters dropped); empty
+/// when there is none. A header that is not text is no media type at all.
+pub(crate) fn media_type(headers: &HeaderMap) -> String {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
+}
+
+fn body_format(headers: &HeaderMap, body: &[u8]) -> Result<BodyFormat, ApiError> {
+    let essence = media_type(headers);
+    match essence.as_str() {
+        "application/json" => Ok(BodyFormat::Json),
+        "application/x-ndjson" | "application/ndjson" | "application/jsonl" => Ok(BodyFormat::Ndjson),
+        "application/cbor" => Ok(BodyFormat::Cbor),
+        // Clients that send no type (or curl's default) get their body sniffed.
+        "" | "text/plain" | "application/x-www-form-urlencoded" | "application/octet-stream" => {
+            match body.iter().find(|b| !b.is_ascii_whitespace()) {
+                Some(b'[') => Ok(BodyFormat::Json),
+                Some(b'{') => Ok(BodyFormat::Ndjson),
+                _ if essence == "application/octet-stream" => Ok(BodyFormat::Cbor),
+                _ => {
+                    let content_type =
+                        headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+                    Err(ApiError::UnsupportedMediaType(format!(
+                        "cannot tell the body's format from Content-Type `{content_type}`; use application/json, \
+                         application/x-ndjson or application/cbor"
+                    )))
+                }
+            }
+        }
+        other => Err(ApiError::UnsupportedMediaType(format!(
+            "Content-Type `{other}` is not supported; use application/json, application/x-ndjson or application/cbor"
+        ))),
+    }
+}
+
+/// How a body came: its declared length and whether it was compressed (the
+/// decompression layer in front of the span routes drops both headers, so they are noted
+/// before it; see [`crate::ingest_spans`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Declared {
+    /// `Content-Length`, if given.
+    pub(crate) length: Option<u64>,
+    /// Whether the body is gzip-compressed and read decompressed.
+    pub(crate) gzip: bool,
+}
+
+impl Declared {
+    pub(crate) fn of(headers: &HeaderMap) -> Self {
+        let length = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        Self { length, gzip: false }
+    }
+}
+
+/// Reads the body, refusing it as soon as it is known to be over the limit: from its
+/// declared length before reading anything, or while reading (a chunked body, or one
+/// that decompresses to more).
+///
+/// A client that stalls while sending must not hold a request (and a graceful stop) open
+/// for ever, so reading is bounded by `http.request_timeout`. Only reading is: once the
+/// events are queued they are applied, and a timeout then would invite a retry that
+/// counts them twice.
+pub(crate) async fn read_body(
+    limit: usize,
+    timeout: Duration,
+    declared: Declared,
+    body: Body,
+) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        if declared.gzip {
+            ApiError::PayloadTooLarge(format!(
+                "the body decompresses to more than limits.body_bytes_max ({limit} bytes)"
+            ))
+        } else {
+            ApiError::PayloadTooLarge(format!(
+                "the body is larger than limits.body_bytes_max ({limit} bytes)"
+            ))
+        }
+    };
+    if declared.length.is_some_and(|length| length > limit as u64) {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "the body is larger than limits.body_bytes_max ({limit} bytes)"
+        )));
+    }
+    let read = tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await.map_err(|_| {
+        ApiError::Timeout(format!("reading the body took longer than http.request_timeout ({timeout:?})"))
+    })?;
+    read.map_err(|error| match error.into_inner().downcast::<http_body_util::LengthLimitError>() {
+        Ok(_) => too_large(),
+        Err(other) if declared.gzip => {
+            ApiError::BadRequest(format!("the gzip body does not decompress: {other}"))
+        }
+        Err(other) => ApiError::BadRequest(format!("cannot read the body: {other}")),
+    })
+}
+
+/// `POST /api/v1/events`.
+pub(crate) async fn post_events<P: PeerApi>(
+    State(api): State<Arc<Api<P>>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<IngestAnswer>, ApiError> {
+    let result = match api.ingest_slots.acquire().await {
+        Ok(_slot) => ingest(&api, &headers, body).await,
+        Err(_) => Err(ApiError::Unavailable("the peer is shutting down".into())),
+    };
+    if let Err(error) = &result {
+        api.counters.requests_rejected.add(error.code(), 1);
+    }
+    result
+}
+
+async fn ingest<P: PeerApi>(
+    api: &Api<P>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Json<IngestAnswer>, ApiError> {
+    let limits = &api.limits;
+    let body = read_body(limits.body_bytes_max, limits.request_timeout, Declared::of(headers), body).await?;
+    let format = body_format(headers, &body)?;
+    let parsed = parse_body(format, &body, api.peer.now_ms(), &limits.parse)?;
+    let (indices, events): (Vec<usize>, Vec<_>) = parsed.events.into_iter().unzip();
+    let applied = if events.is_empty() { Default::default() } else { api.peer.submit_events(events).await? };
+
+    let mut errors: Vec<IngestErrorItem> = parsed
+        .errors
+        .into_iter()
+        .map(|e| IngestErrorItem { index: e.index, field: e.field, reason: e.reason })
+        .collect();
+    for error in &errors {
+        // Count by known field only: field names in errors can come from the client.
+        let field = match error.field.as_str() {
+            known @ ("from" | "to" | "ts" | "latency_ms" | "error" | "bytes" | "count" | "kind") => known,
+            _ => "event",
+        };
+        api.counters.events_invalid.add(&format!("invalid_{field}"), 1);
+    }
+    errors.extend(applied.rejected.iter().map(|(i, rejection)| IngestErrorItem {
+        index: indices[*i],
+        field: rejection.field().to_string(),
+        reason: rejection.to_string(),
+    }));
+    errors.sort_by_key(|e| e.index);
+    let rejected = errors.len();
+    let truncated = errors.len() > limits.errors_listed_max;
+    errors.truncate(limits.errors_listed_max);
+    Counters::add(&api.counters.ingest_requests, 1);
+    Ok(Json(IngestAnswer { accepted: applied.accepted, rejected, errors, errors_truncated: truncated }))
+}

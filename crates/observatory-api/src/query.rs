@@ -1,0 +1,161 @@
+//! Reading the peer: the graph of a window, one edge's series, the peer's status and its
+//! mesh.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use observatory_core::{Edge, EdgeKind, NodeName, QueryError};
+use serde::Deserialize;
+
+use crate::wire::{self, Coverage, PeersAnswer, StatusMesh};
+use crate::{Api, ApiError, Counters, PeerApi, time_text};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GraphParams {
+    window: Option<String>,
+    at: Option<String>,
+}
+
+/// The window length and end a query asks for; the end defaults to now.
+pub(crate) fn window_and_end(
+    window: Option<&str>,
+    at: Option<&str>,
+    default_window: &str,
+    now_ms: i64,
+) -> Result<(i64, i64), ApiError> {
+    let window = window.unwrap_or(default_window);
+    let window_ms = time_text::parse_duration_ms(window).map_err(|e| ApiError::bad_param("window", e))?;
+    let end_ms = match at {
+        Some(at) => time_text::parse_time(at).map_err(|e| ApiError::bad_param("at", e))?,
+        None => now_ms,
+    };
+    Ok((window_ms, end_ms))
+}
+
+/// The query parameter a query error is about.
+pub(crate) fn query_param(error: &QueryError) -> &'static str {
+    match error {
+        QueryError::WindowNotPositive | QueryError::WindowTooLong { .. } => "window",
+        QueryError::EndOutOfRange => "at",
+        QueryError::StepUnfit { .. } | QueryError::TooManyPoints { .. } => "step",
+    }
+}
+
+/// What an answer includes: the origins summed, and how this peer stands with its mesh.
+fn coverage<P: PeerApi>(api: &Api<P>, origins: &[observatory_core::OriginCoverage], now_ms: i64) -> Coverage {
+    let mut coverage = Coverage::from_core(origins, now_ms);
+    coverage.mesh = api.peer.mesh().map(|mesh| mesh.status.completeness(mesh.sync_interval_ms).into());
+    coverage
+}
+
+pub(crate) async fn get_graph<P: PeerApi>(
+    State(api): State<Arc<Api<P>>>,
+    params: Result<Query<GraphParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<wire::GraphAnswer>, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let now_ms = api.peer.now_ms();
+    let (window_ms, end_ms) = window_and_end(params.window.as_deref(), params.at.as_deref(), "5m", now_ms)?;
+    let (view, origins) = api.peer.read(|state| {
+        let view = state.graph_as_of(window_ms, end_ms, now_ms);
+        (view, state.coverage())
+    });
+    let view = view.map_err(|e| ApiError::bad_param(query_param(&e), e))?;
+    let coverage = coverage(&api, &origins, now_ms);
+    Ok(Json(wire::GraphAnswer::from_core(view, window_ms, coverage)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SeriesParams {
+    window: Option<String>,
+    kind: Option<String>,
+    step: Option<String>,
+    at: Option<String>,
+}
+
+pub(crate) async fn get_edge_series<P: PeerApi>(
+    State(api): State<Arc<Api<P>>>,
+    path: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
+    params: Result<Query<SeriesParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<wire::SeriesAnswer>, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let Path((from, to)) = path.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let name = |field: &str, value: &str| {
+        NodeName::new(value, api.limits.parse.node_name_bytes_max).map_err(|e| ApiError::bad_param(field, e))
+    };
+    let kind = match params.kind.as_deref() {
+        None => EdgeKind::Request,
+        Some(kind) => EdgeKind::from_name(kind)
+            .ok_or_else(|| ApiError::bad_param("kind", "must be request, messaging or database"))?,
+    };
+    let edge = Edge::with_kind(name("from", &from)?, name("to", &to)?, kind);
+    let now_ms = api.peer.now_ms();
+    let (window_ms, end_ms) = window_and_end(params.window.as_deref(), params.at.as_deref(), "1h", now_ms)?;
+    let step = params.step.as_deref().unwrap_or("1m");
+    let step_ms = time_text::parse_duration_ms(step).map_err(|e| ApiError::bad_param("step", e))?;
+    let read = api.peer.read(|state| {
+        if !state.has_edge(&edge) {
+            return None;
+        }
+        Some((state.series_as_of(&edge, window_ms, step_ms, end_ms, now_ms), state.coverage()))
+    });
+    let Some((view, origins)) = read else {
+        return Err(ApiError::NotFound(format!("no {kind} edge {from} -> {to} is known")));
+    };
+    let view = view.map_err(|e| ApiError::bad_param(query_param(&e), e))?;
+    let coverage = coverage(&api, &origins, now_ms);
+    Ok(Json(wire::SeriesAnswer::from_core(&edge, view, window_ms, coverage)))
+}
+
+/// Adds `more` into `into`, reason by reason.
+fn merged(mut into: BTreeMap<String, u64>, more: BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    for (reason, n) in more {
+        *into.entry(reason).or_default() += n;
+    }
+    into
+}
+
+pub(crate) async fn get_status<P: PeerApi>(State(api): State<Arc<Api<P>>>) -> Json<wire::StatusAnswer> {
+    let (stats, settings) = api.peer.read(|state| (state.stats(), state.settings().clone()));
+    let info = api.peer.info();
+    let applied = api.peer.applied();
+    let counters = &api.counters;
+    Json(wire::StatusAnswer {
+        peer_id: info.peer_id,
+        incarnation: info.incarnation,
+        version: info.version,
+        settings_fingerprint: settings.fingerprint(),
+        settings: settings.canonical(),
+        data_dir: info.data_dir,
+        nodes: stats.nodes,
+        edges: stats.edges,
+        cells: stats.cells,
+        global_cells: stats.global_cells,
+        origins: stats.origins,
+        store_bytes: api.peer.store_bytes(),
+        ingest: wire::IngestCounters {
+            requests: Counters::get(&counters.ingest_requests),
+            events_accepted: applied.events_accepted,
+            events_rejected: merged(counters.events_invalid.snapshot(), applied.events_rejected),
+            requests_rejected: counters.requests_rejected.snapshot(),
+            spans_received: Counters::get(&counters.spans_received),
+            spans_rejected: counters.spans_rejected.snapshot(),
+            sightings_received: Counters::get(&counters.sightings_received),
+            sightings_rejected: counters.sightings_rejected.snapshot(),
+        },
+        correlation: api.peer.correlation().into(),
+        mesh: api.peer.mesh().map(|mesh| StatusMesh::from(&mesh.status)),
+    })
+}
+
+pub(crate) async fn get_peers<P: PeerApi>(
+    State(api): State<Arc<Api<P>>>,
+) -> Result<Json<PeersAnswer>, ApiError> {
+    let Some(mesh) = api.peer.mesh() else {
+        return Err(ApiError::NotFound("this peer runs without a mesh".into()));
+    };
+    Ok(Json(PeersAnswer::new(&mesh.status, mesh.sync_interval_ms)))
+}

@@ -1,0 +1,44 @@
+//! The correlation task: the correlator's clock, and the handoffs other peers send this
+//! peer as the owner of their traces and tokens.
+
+use std::time::Duration;
+
+use observatory_api::PeerApi;
+use observatory_correlate::Handoff;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::Peer;
+
+/// Ticks the correlator (at its `poll_timeout`, and at least every `tick_interval`) and
+/// takes handoffs from other peers, until `stop`. On the way out, every waiting half and
+/// token is given up (virtual-node edges where their attributes allow), since another
+/// peer will own their traces from now on.
+pub(crate) async fn run(
+    peer: Peer,
+    mut handoffs_in: mpsc::Receiver<(String, Handoff)>,
+    tick_interval: Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        let now_ms = peer.now_ms();
+        let due_ms = peer.correlator().poll_timeout().unwrap_or(i64::MAX);
+        let wait = Duration::from_millis(u64::try_from(due_ms.saturating_sub(now_ms)).unwrap_or(0))
+            .min(tick_interval);
+        let events = tokio::select! {
+            _ = tokio::time::sleep(wait) => peer.correlator().handle_tick(peer.now_ms()),
+            Some((from, handoff)) = handoffs_in.recv() => {
+                tracing::trace!(%from, spans = handoff.spans.len(), sightings = handoff.sightings.len(), "handoff received");
+                peer.correlator().handle_handoff(peer.now_ms(), handoff)
+            }
+            _ = stop.cancelled() => break,
+        };
+        if let Err(error) = peer.apply_derived(events).await {
+            tracing::warn!(%error, "edges from spans could not be applied and are lost");
+        }
+    }
+    let events = peer.correlator().handle_tick(i64::MAX);
+    if let Err(error) = peer.apply_derived(events).await {
+        tracing::warn!(%error, "edges from the last waiting spans could not be applied and are lost");
+    }
+}

@@ -1,0 +1,154 @@
+//! The bytes of every body of wire version 2, pinned.
+//!
+//! `snapshots/wire-v2.hex` holds one sample of each body (a hello, a sync step with pages
+//! of all three edge kinds, a want alone, a peer list, a handoff with every span kind and
+//! a sighting), as encoded when wire version 2 was made. The test encodes the same
+//! messages and compares byte for byte, and decodes the snapshot back into them. A test
+//! that fails here means the encoding changed: that needs a new `WIRE_VERSION` (and a new
+//! snapshot file), never an edited one.
+
+use observatory_core::{Edge, EdgeKind, Event, FlowState, NodeName, Origin, Transfer};
+use observatory_correlate::{Handoff, Remote, Sighting, Span, SpanKind};
+use observatory_sync::protocol::{Hello, Message, SyncMessage, wire_cost};
+use observatory_sync::wire::{self, MeshMessage, WIRE_VERSION};
+
+use crate::{default_limits, default_settings};
+
+const SNAPSHOT: &str = include_str!("snapshots/wire-v2.hex");
+const NOW: i64 = 1_800_000_000_000;
+
+fn name(s: &str) -> NodeName {
+    NodeName::new(s, 200).expect("a valid name")
+}
+
+/// Two peers' states: `a` wrote two batches, `b` one.
+fn states() -> (FlowState, FlowState) {
+    let mut a = FlowState::new(default_settings(), default_limits());
+    a.set_local(Origin::new("12D3KooWA", 3));
+    let event =
+        |edge, ts_ms, latency_us, error, bytes, count| Event { edge, ts_ms, latency_us, error, bytes, count };
+    let events = vec![
+        event(Edge::new(name("web"), name("checkout")), NOW - 5_000, Some(12_500), false, 512, 3),
+        event(
+            Edge::with_kind(name("checkout"), name("orders"), EdgeKind::Messaging),
+            NOW - 1_000,
+            Some(900),
+            true,
+            0,
+            1,
+        ),
+        event(
+            Edge::with_kind(name("checkout"), name("postgres"), EdgeKind::Database),
+            NOW - 20_000,
+            None,
+            false,
+            10,
+            2,
+        ),
+    ];
+    a.apply_local(NOW, &events);
+    a.apply_local(NOW + 10, &events[..1]);
+    let mut b = FlowState::new(default_settings(), default_limits());
+    b.set_local(Origin::new("12D3KooWB", 1));
+    b.apply_local(NOW, &events[1..]);
+    (a, b)
+}
+
+/// The sample messages, named as in the snapshot file.
+fn samples() -> Vec<(&'static str, MeshMessage)> {
+    let (a, b) = states();
+    let hello = Hello {
+        fingerprint: "0123456789abcdef".into(),
+        settings: default_settings().canonical(),
+        answer_me: true,
+    };
+    let want = b.sync_request(&Transfer::default());
+    let head = SyncMessage {
+        fingerprint: "0123456789abcdef".into(),
+        session: 7,
+        step: 1,
+        reply: true,
+        want: Some(want.clone()),
+        lag_cells: Some(42),
+    };
+    let pages = a.delta_within(&want, 1 << 20, wire_cost);
+    let want_only = SyncMessage {
+        fingerprint: "0123456789abcdef".into(),
+        session: 8,
+        step: 0,
+        reply: false,
+        want: Some(want),
+        lag_cells: None,
+    };
+    let peers = vec![
+        ("12D3KooWA".to_string(), vec!["/ip4/127.0.0.1/tcp/7000/p2p/12D3KooWA".to_string()]),
+        ("12D3KooWB".to_string(), vec![]),
+    ];
+    let span = |kind, remote| Span {
+        trace_id: 0x0102030405060708090a0b0c0d0e0f10,
+        span_id: 0x1112131415161718,
+        parent_span_id: Some(0x2122232425262728),
+        kind,
+        service: name("checkout"),
+        start_ns: 1_800_000_000_000_000_000,
+        end_ns: 1_800_000_000_012_000_000,
+        error: false,
+        remote,
+    };
+    let handoff = Handoff {
+        spans: vec![
+            span(SpanKind::Client, Some(Remote { node: name("payments"), kind: EdgeKind::Request })),
+            Span { parent_span_id: None, error: true, ..span(SpanKind::Server, None) },
+            span(SpanKind::Producer, Some(Remote { node: name("orders"), kind: EdgeKind::Messaging })),
+            span(SpanKind::Consumer, None),
+            span(SpanKind::Internal, None),
+        ],
+        sightings: vec![Sighting {
+            token: "order-17".into(),
+            node: name("shipping"),
+            ts_ms: NOW,
+            error: true,
+            kind: EdgeKind::Messaging,
+        }],
+    };
+    vec![
+        ("hello", Message::Hello(hello).into()),
+        ("sync", Message::Sync(head, pages).into()),
+        ("sync_want", Message::Sync(want_only, Vec::new()).into()),
+        ("peers", MeshMessage::Peers(peers)),
+        ("handoff", MeshMessage::Handoff(handoff)),
+    ]
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex")).collect()
+}
+
+fn snapshot() -> Vec<(&'static str, &'static str)> {
+    SNAPSHOT.lines().map(|line| line.split_once(' ').expect("`name hex` per line")).collect()
+}
+
+#[test]
+fn every_body_encodes_byte_for_byte_as_wire_version_2() {
+    assert_eq!(WIRE_VERSION, 2, "a new wire version needs a snapshot file of its own");
+    let pinned = snapshot();
+    let samples = samples();
+    assert_eq!(
+        pinned.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        samples.iter().map(|(n, _)| *n).collect::<Vec<_>>()
+    );
+    for ((name, expected), (_, message)) in pinned.into_iter().zip(samples) {
+        assert_eq!(hex(&wire::encode(message)), expected, "the encoding of `{name}` changed");
+    }
+}
+
+#[test]
+fn the_pinned_bytes_decode_into_the_same_messages() {
+    for ((name, bytes), (_, message)) in snapshot().into_iter().zip(samples()) {
+        assert_eq!(wire::decode(&unhex(bytes)).as_ref(), Ok(&message), "`{name}` decodes otherwise");
+    }
+}
