@@ -231,6 +231,8 @@ pub struct MeshSection {
     /// A peer not connected for this long is forgotten (`null`: never).
     #[serde(with = "humantime_serde")]
     pub forget_after: Option<Duration>,
+    /// Most forgotten peers remembered, so that gossip does not bring them back.
+    pub forgotten_peers_max: usize,
     /// How often connected peers are told the known peers.
     #[serde(with = "humantime_serde")]
     pub gossip_interval: Duration,
@@ -364,6 +366,7 @@ impl Config {
             ("mesh.merged_cells_backlog_max", mesh.merged_cells_backlog_max as u64),
             ("mesh.merges_queued_max", mesh.merges_queued_max as u64),
             ("mesh.handoffs_queued_max", mesh.handoffs_queued_max as u64),
+            ("mesh.forgotten_peers_max", mesh.forgotten_peers_max as u64),
             ("limits.spans_per_request_max", self.limits.spans_per_request_max as u64),
             ("correlation.pending_spans_max", self.correlation.pending_spans_max as u64),
             ("correlation.tokens_max", self.correlation.tokens_max as u64),
@@ -479,6 +482,7 @@ impl Config {
             redial_min_ms: millis(mesh.redial_min),
             redial_max_ms: millis(mesh.redial_max),
             forget_after_ms: mesh.forget_after.map(millis),
+            forgotten_max: mesh.forgotten_peers_max,
             gossip_interval_ms: millis(mesh.gossip_interval),
             save_interval_ms: millis(mesh.save_peers_interval),
         }

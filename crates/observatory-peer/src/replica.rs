@@ -7,11 +7,11 @@
 //! the mesh take the lock in. While the writer is behind, the protocol merges nothing
 //! ([`Replica::has_room`]).
 
-use observatory_core::{MergeError, MergeOutcome, OriginDelta, SyncRequest, Transfer, VersionVector};
+use observatory_core::{FlowState, MergeError, MergeOutcome, OriginDelta, Transfer};
 use observatory_net::PeerReplica;
 use observatory_store::{PersistHandle, SharedState};
 use observatory_sync::Replica;
-use observatory_sync::protocol::{merge_pages_snapshot, wire_cost};
+use observatory_sync::protocol::merge_pages_snapshot;
 
 /// See the module documentation.
 #[derive(Debug, Clone)]
@@ -23,20 +23,8 @@ pub(crate) struct PersistedReplica {
 }
 
 impl Replica for PersistedReplica {
-    fn sync_request(&self, transfer: &Transfer) -> SyncRequest {
-        self.state.read().expect("state lock").sync_request(transfer)
-    }
-
-    fn page_for(&self, request: &SyncRequest, bytes_max: usize) -> Vec<OriginDelta> {
-        self.state.read().expect("state lock").delta_within(request, bytes_max, wire_cost)
-    }
-
-    fn lag_behind(&self, known: &VersionVector) -> (u64, u64) {
-        self.state.read().expect("state lock").lag_behind(known)
-    }
-
-    fn version_vector(&self) -> VersionVector {
-        self.state.read().expect("state lock").version_vector()
+    fn read<T>(&self, read: impl FnOnce(&FlowState) -> T) -> T {
+        read(&self.state.read().expect("state lock"))
     }
 
     fn has_room(&self) -> bool {

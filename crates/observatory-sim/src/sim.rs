@@ -22,11 +22,9 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use observatory_core::commit::{Changes, CommitConfig, CommitOutput, CommitQueue, Write};
 use observatory_core::{
     Edge, Event, FlowState, Limits, MergeError, MergeOutcome, NodeName, Origin, OriginDelta, Resolution,
-    Settings, SyncRequest, Transfer, VersionVector,
+    Settings, Transfer,
 };
-use observatory_sync::protocol::{
-    Action, Message, Protocol, ProtocolConfig, Replica, merge_pages_into, wire_cost,
-};
+use observatory_sync::protocol::{Action, Message, Protocol, ProtocolConfig, Replica, merge_pages_into};
 use observatory_sync::wire::{self, MeshMessage};
 use observatory_sync::{BookOutput, PeerBook, PeerBookConfig};
 use rand::rngs::StdRng;
@@ -159,20 +157,8 @@ struct SimReplica<'a> {
 }
 
 impl Replica for SimReplica<'_> {
-    fn sync_request(&self, transfer: &Transfer) -> SyncRequest {
-        self.state.sync_request(transfer)
-    }
-
-    fn page_for(&self, request: &SyncRequest, bytes_max: usize) -> Vec<OriginDelta> {
-        self.state.delta_within(request, bytes_max, wire_cost)
-    }
-
-    fn lag_behind(&self, known: &VersionVector) -> (u64, u64) {
-        self.state.lag_behind(known)
-    }
-
-    fn version_vector(&self) -> VersionVector {
-        self.state.version_vector()
+    fn read<T>(&self, read: impl FnOnce(&FlowState) -> T) -> T {
+        read(self.state)
     }
 
     fn merge_pages(

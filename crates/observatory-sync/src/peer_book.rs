@@ -35,6 +35,9 @@ pub struct PeerBookConfig {
     pub redial_max_ms: i64,
     /// A peer not connected for this long is forgotten; `None` keeps every peer.
     pub forget_after_ms: Option<i64>,
+    /// Most forgotten peers remembered, so that gossip does not bring them straight back
+    /// (`mesh.forgotten_peers_max`).
+    pub forgotten_max: usize,
     /// How often connected peers are sent the book (`mesh.gossip_interval`).
     pub gossip_interval_ms: i64,
     /// How often a changed book is saved (`mesh.save_peers_interval`).
@@ -88,9 +91,6 @@ struct Bootstrap<A> {
     next_dial_ms: i64,
     backoff: Backoff,
 }
-
-/// Most forgotten peers remembered (so that gossip does not bring them straight back).
-const TOMBSTONES_MAX: usize = 4096;
 
 /// The peers one peer knows. `P` names peers, `A` is an address. See the module
 /// documentation for how to drive it.
@@ -289,7 +289,7 @@ impl<P: Clone + Ord + Display, A: Clone + Ord> PeerBook<P, A> {
         for peer in gone {
             tracing::info!(%peer, "forgetting a peer not seen for mesh.forget_after");
             self.known.remove(&peer);
-            if self.tombstones.len() >= TOMBSTONES_MAX
+            if self.tombstones.len() >= self.config.forgotten_max.max(1)
                 && let Some(oldest) =
                     self.tombstones.iter().min_by_key(|(_, until)| **until).map(|(p, _)| p.clone())
             {

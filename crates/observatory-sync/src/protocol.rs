@@ -50,15 +50,25 @@ use rand::{Rng, SeedableRng};
 /// [`FlowState`] implements it directly (the simulator uses that); a peer implements it
 /// over its shared, persisted state.
 pub trait Replica {
+    /// Reads the state (a peer takes its read lock around `read`).
+    fn read<T>(&self, read: impl FnOnce(&FlowState) -> T) -> T;
     /// See [`FlowState::sync_request`].
-    fn sync_request(&self, transfer: &Transfer) -> SyncRequest;
+    fn sync_request(&self, transfer: &Transfer) -> SyncRequest {
+        self.read(|state| state.sync_request(transfer))
+    }
     /// A page of what `request` lacks, of at most about `bytes_max` bytes on the wire
     /// (see [`FlowState::delta_within`]).
-    fn page_for(&self, request: &SyncRequest, bytes_max: usize) -> Vec<OriginDelta>;
+    fn page_for(&self, request: &SyncRequest, bytes_max: usize) -> Vec<OriginDelta> {
+        self.read(|state| state.delta_within(request, bytes_max, wire_cost))
+    }
     /// See [`FlowState::lag_behind`].
-    fn lag_behind(&self, known: &VersionVector) -> (u64, u64);
+    fn lag_behind(&self, known: &VersionVector) -> (u64, u64) {
+        self.read(|state| state.lag_behind(known))
+    }
     /// See [`FlowState::version_vector`].
-    fn version_vector(&self) -> VersionVector;
+    fn version_vector(&self) -> VersionVector {
+        self.read(FlowState::version_vector)
+    }
     /// Whether it can take more merged cells now. While it cannot, messages with pages are
     /// dropped unread (the writer is behind; a later round brings them again).
     fn has_room(&self) -> bool {
@@ -124,20 +134,8 @@ pub fn merge_pages_snapshot(
 }
 
 impl Replica for FlowState {
-    fn sync_request(&self, transfer: &Transfer) -> SyncRequest {
-        FlowState::sync_request(self, transfer)
-    }
-
-    fn page_for(&self, request: &SyncRequest, bytes_max: usize) -> Vec<OriginDelta> {
-        self.delta_within(request, bytes_max, wire_cost)
-    }
-
-    fn lag_behind(&self, known: &VersionVector) -> (u64, u64) {
-        FlowState::lag_behind(self, known)
-    }
-
-    fn version_vector(&self) -> VersionVector {
-        FlowState::version_vector(self)
+    fn read<T>(&self, read: impl FnOnce(&FlowState) -> T) -> T {
+        read(self)
     }
 
     fn merge_pages(

@@ -13,6 +13,7 @@ fn config() -> PeerBookConfig {
         redial_min_ms: 1_000,
         redial_max_ms: 8_000,
         forget_after_ms: Some(600_000),
+        forgotten_max: 16,
         gossip_interval_ms: 10_000,
         save_interval_ms: 5_000,
     }
