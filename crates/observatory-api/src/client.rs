@@ -44,6 +44,16 @@ pub enum ClientError {
     },
 }
 
+/// An answer as read, and as the peer wrote it (to print it whole, fields this client
+/// does not know included).
+#[derive(Debug, Clone)]
+pub struct Fetched<T> {
+    /// The answer.
+    pub answer: T,
+    /// The JSON it came as.
+    pub raw: serde_json::Value,
+}
+
 /// A client of one peer.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -72,6 +82,14 @@ impl Client {
         request: reqwest::RequestBuilder,
         what: &'static str,
     ) -> Result<T, ClientError> {
+        Ok(self.fetch(request, what).await?.answer)
+    }
+
+    async fn fetch<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        what: &'static str,
+    ) -> Result<Fetched<T>, ClientError> {
         let response = request
             .send()
             .await
@@ -87,7 +105,10 @@ impl Client {
             let message = value["error"]["message"].as_str().map(str::to_string).unwrap_or(text);
             return Err(ClientError::Refused { what, status, message });
         }
-        serde_json::from_str(&text).map_err(|e| ClientError::Answer { what, detail: e.to_string() })
+        let raw: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| ClientError::Answer { what, detail: e.to_string() })?;
+        let answer = T::deserialize(&raw).map_err(|e| ClientError::Answer { what, detail: e.to_string() })?;
+        Ok(Fetched { answer, raw })
     }
 
     /// `POST /api/v1/events` with a body of `content_type`.
@@ -101,21 +122,21 @@ impl Client {
     }
 
     /// `GET /api/v1/graph?window=..&at=..`.
-    pub async fn graph(&self, window: &str, at: Option<&str>) -> Result<GraphAnswer, ClientError> {
+    pub async fn graph(&self, window: &str, at: Option<&str>) -> Result<Fetched<GraphAnswer>, ClientError> {
         let mut query = vec![("window", window.to_string())];
         if let Some(at) = at {
             query.push(("at", at.to_string()));
         }
-        self.answer(self.http.get(self.url("/api/v1/graph")).query(&query), "reading the graph").await
+        self.fetch(self.http.get(self.url("/api/v1/graph")).query(&query), "reading the graph").await
     }
 
     /// `GET /api/v1/status`.
-    pub async fn status(&self) -> Result<StatusAnswer, ClientError> {
-        self.answer(self.http.get(self.url("/api/v1/status")), "reading the status").await
+    pub async fn status(&self) -> Result<Fetched<StatusAnswer>, ClientError> {
+        self.fetch(self.http.get(self.url("/api/v1/status")), "reading the status").await
     }
 
     /// `GET /api/v1/peers`.
-    pub async fn peers(&self) -> Result<PeersAnswer, ClientError> {
-        self.answer(self.http.get(self.url("/api/v1/peers")), "reading the peers").await
+    pub async fn peers(&self) -> Result<Fetched<PeersAnswer>, ClientError> {
+        self.fetch(self.http.get(self.url("/api/v1/peers")), "reading the peers").await
     }
 }

@@ -113,11 +113,32 @@ pub(crate) async fn read_body(
     })?;
     read.map_err(|error| match error.into_inner().downcast::<http_body_util::LengthLimitError>() {
         Ok(_) => too_large(),
+        // The body as sent, limited before decompression: the error comes out wrapped.
+        Err(other) if over_limit(other.as_ref()) => ApiError::PayloadTooLarge(format!(
+            "the body is larger than limits.body_bytes_max ({limit} bytes)"
+        )),
         Err(other) if declared.gzip => {
             ApiError::BadRequest(format!("the gzip body does not decompress: {other}"))
         }
         Err(other) => ApiError::BadRequest(format!("cannot read the body: {other}")),
     })
+}
+
+/// Whether a body error is, somewhere inside, a length limit.
+fn over_limit(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if error.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        if let Some(inner) = error.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref())
+            && over_limit(inner)
+        {
+            return true;
+        }
+        next = error.source();
+    }
+    false
 }
 
 /// `POST /api/v1/events`.

@@ -29,16 +29,22 @@ use crate::spans::{DecodedSpans, SpanLimits};
 use crate::wire::{IngestAnswer, IngestErrorItem};
 use crate::{Api, ApiError, Counters, PeerApi, otlp, zipkin};
 
-/// A route that reads gzip bodies decompressed, noting first how the body came.
-fn decompressing<P: PeerApi>(route: MethodRouter<Arc<Api<P>>>) -> MethodRouter<Arc<Api<P>>> {
+/// A route that reads gzip bodies decompressed, noting first how the body came and
+/// bounding the body as sent to `body_bytes_max` too.
+fn decompressing<P: PeerApi>(
+    route: MethodRouter<Arc<Api<P>>>,
+    body_bytes_max: usize,
+) -> MethodRouter<Arc<Api<P>>> {
     route
         .layer(RequestDecompressionLayer::new().pass_through_unaccepted(true))
-        .layer(middleware::map_request(note_encoding))
+        .layer(middleware::map_request(move |request: Request| note_encoding(request, body_bytes_max)))
 }
 
-/// Notes the declared length and encoding before the decompression layer drops them, and
-/// names gzip the one way that layer knows (`x-gzip`, any case, spaces around).
-async fn note_encoding(mut request: Request) -> Request {
+/// Notes the declared length and encoding before the decompression layer drops them,
+/// names gzip the one way that layer knows (`x-gzip`, any case, spaces around), and
+/// limits the body as sent (a chunked one has no declared length to check).
+async fn note_encoding(request: Request, body_bytes_max: usize) -> Request {
+    let mut request = request.map(|body| Body::new(http_body_util::Limited::new(body, body_bytes_max)));
     let mut declared = Declared::of(request.headers());
     let encoding = request
         .headers()
@@ -64,21 +70,21 @@ fn check_encoding(headers: &HeaderMap) -> Result<(), ApiError> {
         None => Ok(()),
         Some(other) => Err(ApiError::UnsupportedMediaType(format!(
             "Content-Encoding `{}` is not supported; use gzip or none",
-            String::from_utf8_lossy(other.as_bytes())
+            String::from_utf8_lossy(other.as_bytes()).trim().to_ascii_lowercase()
         ))),
     }
 }
 
-pub(crate) fn otlp_route<P: PeerApi>() -> MethodRouter<Arc<Api<P>>> {
-    decompressing(post(post_otlp_traces::<P>))
+pub(crate) fn otlp_route<P: PeerApi>(body_bytes_max: usize) -> MethodRouter<Arc<Api<P>>> {
+    decompressing(post(post_otlp_traces::<P>), body_bytes_max)
 }
 
-pub(crate) fn zipkin_route<P: PeerApi>() -> MethodRouter<Arc<Api<P>>> {
-    decompressing(post(post_zipkin_spans::<P>))
+pub(crate) fn zipkin_route<P: PeerApi>(body_bytes_max: usize) -> MethodRouter<Arc<Api<P>>> {
+    decompressing(post(post_zipkin_spans::<P>), body_bytes_max)
 }
 
-pub(crate) fn sightings_route<P: PeerApi>() -> MethodRouter<Arc<Api<P>>> {
-    decompressing(post(post_sightings::<P>))
+pub(crate) fn sightings_route<P: PeerApi>(body_bytes_max: usize) -> MethodRouter<Arc<Api<P>>> {
+    decompressing(post(post_sightings::<P>), body_bytes_max)
 }
 
 fn span_limits<P>(api: &Api<P>) -> SpanLimits {

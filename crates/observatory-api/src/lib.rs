@@ -110,9 +110,9 @@ pub fn router<P: PeerApi>(api: Arc<Api<P>>) -> Router {
     let body_limit = api.limits.body_bytes_max;
     Router::new()
         .route("/api/v1/events", post(ingest::post_events::<P>))
-        .route("/v1/traces", ingest_spans::otlp_route::<P>())
-        .route("/api/v2/spans", ingest_spans::zipkin_route::<P>())
-        .route("/api/v1/sightings", ingest_spans::sightings_route::<P>())
+        .route("/v1/traces", ingest_spans::otlp_route::<P>(body_limit))
+        .route("/api/v2/spans", ingest_spans::zipkin_route::<P>(body_limit))
+        .route("/api/v1/sightings", ingest_spans::sightings_route::<P>(body_limit))
         .route("/api/v1/graph", get(query::get_graph::<P>))
         .route("/api/v1/edges/{from}/{to}", get(query::get_edge_series::<P>))
         .route("/api/v1/status", get(query::get_status::<P>))
@@ -130,7 +130,7 @@ pub fn router<P: PeerApi>(api: Arc<Api<P>>) -> Router {
 pub fn otlp_router<P: PeerApi>(api: Arc<Api<P>>) -> Router {
     let body_limit = api.limits.body_bytes_max;
     Router::new()
-        .route("/v1/traces", ingest_spans::otlp_route::<P>())
+        .route("/v1/traces", ingest_spans::otlp_route::<P>(body_limit))
         .fallback(|| async {
             ApiError::NotFound("this listener takes OTLP/HTTP traces only: POST /v1/traces".into())
         })

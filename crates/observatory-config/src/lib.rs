@@ -233,6 +233,8 @@ pub struct MeshSection {
     pub forget_after: Option<Duration>,
     /// Most forgotten peers remembered, so that gossip does not bring them back.
     pub forgotten_peers_max: usize,
+    /// Most peers kept in the book.
+    pub known_peers_max: usize,
     /// How often connected peers are told the known peers.
     #[serde(with = "humantime_serde")]
     pub gossip_interval: Duration,
@@ -367,6 +369,7 @@ impl Config {
             ("mesh.merges_queued_max", mesh.merges_queued_max as u64),
             ("mesh.handoffs_queued_max", mesh.handoffs_queued_max as u64),
             ("mesh.forgotten_peers_max", mesh.forgotten_peers_max as u64),
+            ("mesh.known_peers_max", mesh.known_peers_max as u64),
             ("limits.spans_per_request_max", self.limits.spans_per_request_max as u64),
             ("correlation.pending_spans_max", self.correlation.pending_spans_max as u64),
             ("correlation.tokens_max", self.correlation.tokens_max as u64),
@@ -398,6 +401,9 @@ impl Config {
         }
         if mesh.redial_max < mesh.redial_min {
             return Err(invalid("mesh.redial_max must be at least mesh.redial_min"));
+        }
+        if mesh.forget_after.is_some_and(|after| after < mesh.redial_max) {
+            return Err(invalid("mesh.forget_after must be at least mesh.redial_max (or null: never)"));
         }
         if self.ingest.queue_requests_max > QUEUE_REQUESTS_MAX {
             return Err(invalid(format!("ingest.queue_requests_max must be at most {QUEUE_REQUESTS_MAX}")));
@@ -483,6 +489,7 @@ impl Config {
             redial_max_ms: millis(mesh.redial_max),
             forget_after_ms: mesh.forget_after.map(millis),
             forgotten_max: mesh.forgotten_peers_max,
+            known_max: mesh.known_peers_max,
             gossip_interval_ms: millis(mesh.gossip_interval),
             save_interval_ms: millis(mesh.save_peers_interval),
         }

@@ -10,8 +10,10 @@
 //! - [`CommitQueue::persist`] for every merge of pages from peers: those changes were
 //!   applied to the state under the lock that merged them and only need writing.
 //! - [`CommitQueue::handle_tick`] after inputs arrive, and at
-//!   [`CommitQueue::poll_timeout`]: it applies every queued request to the state in one
-//!   turn, and starts a flush or a maintenance pass when one is due.
+//!   [`CommitQueue::poll_timeout`]: it starts a flush or a maintenance pass when one is
+//!   due, and applies every queued request to the state in one turn. (A driver that
+//!   locks the state may call its halves, [`CommitQueue::handle_timers`] always and
+//!   [`CommitQueue::take_turn`] only when [`CommitQueue::has_queued`].)
 //! - Drain [`CommitQueue::poll_output`] in order: [`CommitOutput::Write`] (write these
 //!   changes in one atomic batch, in this order), [`CommitOutput::Flush`] (make everything
 //!   written so far durable, then call [`CommitQueue::flushed`] with its number),
@@ -138,6 +140,8 @@ pub struct CommitQueue<T> {
     flush_asked: u64,
     /// Writes since the last flush was asked: a timed flush is due.
     dirty: bool,
+    /// A timed flush was left to the turn that follows (which may write nothing).
+    flush_owed: bool,
     next_flush_ms: Option<i64>,
     next_maintain_ms: Option<i64>,
 }
@@ -153,6 +157,7 @@ impl<T> CommitQueue<T> {
             writes: 0,
             flush_asked: 0,
             dirty: false,
+            flush_owed: false,
             next_flush_ms: None,
             next_maintain_ms: None,
         }
@@ -185,6 +190,7 @@ impl<T> CommitQueue<T> {
     fn flush(&mut self) {
         self.flush_asked = self.writes;
         self.dirty = false;
+        self.flush_owed = false;
         self.outputs.push_back(CommitOutput::Flush { upto: self.writes });
     }
 
@@ -195,6 +201,18 @@ impl<T> CommitQueue<T> {
     /// If requests are queued and `state` has no local origin (writing without an
     /// incarnation is a bug).
     pub fn handle_tick(&mut self, now_ms: i64, state: &mut FlowState) {
+        self.handle_timers(now_ms);
+        self.take_turn(now_ms, state);
+    }
+
+    /// Whether requests wait for a turn.
+    pub fn has_queued(&self) -> bool {
+        !self.queued.is_empty()
+    }
+
+    /// The first half of [`CommitQueue::handle_tick`]: a flush or a maintenance pass, when
+    /// due.
+    pub fn handle_timers(&mut self, now_ms: i64) {
         // A clock stepped back must not put off a flush or a pass by more than a period.
         let flush_interval_ms = self.config.flush_interval_ms;
         let expire_interval_ms = self.config.expire_interval_ms;
@@ -209,16 +227,26 @@ impl<T> CommitQueue<T> {
             self.next_flush_ms = Some(now_ms + self.config.flush_interval_ms);
             // A durable turn flushes anyway, and its flush covers these writes too.
             let turn_flushes = self.config.ack == AckMode::Durable && !self.queued.is_empty();
-            if self.dirty && !turn_flushes {
+            if self.dirty && turn_flushes {
+                self.flush_owed = true;
+            } else if self.dirty {
                 self.flush();
             }
-        }
-        if !self.queued.is_empty() {
-            self.turn(now_ms, state);
         }
         if *self.next_maintain_ms.get_or_insert(now_ms) <= now_ms {
             self.next_maintain_ms = Some(now_ms + self.config.expire_interval_ms);
             self.outputs.push_back(CommitOutput::Maintain { now_ms });
+        }
+    }
+
+    /// The second half of [`CommitQueue::handle_tick`]: applies the queued requests to
+    /// `state` in one turn (nothing when none wait), and a flush left to it.
+    pub fn take_turn(&mut self, now_ms: i64, state: &mut FlowState) {
+        if !self.queued.is_empty() {
+            self.turn(now_ms, state);
+        }
+        if self.flush_owed {
+            self.flush();
         }
     }
 

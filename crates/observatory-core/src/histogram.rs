@@ -84,6 +84,18 @@ fn count_of(entry: u64) -> u64 {
     entry & COUNT_MASK
 }
 
+/// Samples at or below a threshold, with the bounds the counters' precision allows
+/// (see [`LatencyHistogram::count_at_or_below_bounds`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct BelowThreshold {
+    /// Samples certainly at or below.
+    pub low: u64,
+    /// Samples possibly at or below.
+    pub high: u64,
+    /// The best estimate, between `low` and `high`.
+    pub estimate: f64,
+}
+
 /// A latency histogram in microseconds: the non-zero counters, sorted by index.
 ///
 /// Live, each entry packs the index (16 bits) and the count (48 bits) into one `u64`.
@@ -193,6 +205,31 @@ impl LatencyHistogram {
     pub fn count_at_or_below(&self, value_us: u64) -> u64 {
         let last = index_for(value_us);
         self.counters().take_while(|&(index, _)| index <= last).map(|(_, count)| count).sum()
+    }
+
+    /// How many samples lie at or below `threshold_us`, as far as the counters tell:
+    /// `low` counts the counters wholly at or below the threshold, `high` adds the one the
+    /// threshold falls inside (if it does), and `estimate` adds that counter's share below
+    /// the threshold assuming its samples spread evenly over its range. Exact (all three
+    /// equal) when the threshold is the top of a counter.
+    pub fn count_at_or_below_bounds(&self, threshold_us: u64) -> BelowThreshold {
+        let split = index_for(threshold_us);
+        let (mut low, mut inside) = (0u64, 0u64);
+        for (index, count) in self.counters() {
+            if index < split {
+                low += count;
+            } else if index == split {
+                inside = count;
+            } else {
+                break;
+            }
+        }
+        let (lowest, highest) = (lowest_value_at(split), highest_value_at(split));
+        if threshold_us >= highest {
+            return BelowThreshold { low: low + inside, high: low + inside, estimate: (low + inside) as f64 };
+        }
+        let share = (threshold_us.saturating_sub(lowest) + 1) as f64 / (highest - lowest + 1) as f64;
+        BelowThreshold { low, high: low + inside, estimate: low as f64 + inside as f64 * share }
     }
 
     /// Number of non-zero counters.

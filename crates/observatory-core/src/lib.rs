@@ -19,13 +19,13 @@ pub mod settings;
 pub mod state;
 
 pub use clock::{Clock, ManualClock};
-pub use histogram::{LatencyAccumulator, LatencyHistogram, LatencySummary};
+pub use histogram::{BelowThreshold, LatencyAccumulator, LatencyHistogram, LatencySummary};
 pub use model::{
     Cell, CellData, CellKey, Edge, EdgeKind, Event, NodeName, NodeNameError, Origin, Resolution,
 };
 pub use query::{EdgeFigures, Figures, GraphView, QueryError, SeriesPoint, SeriesView, Span};
 pub use settings::{Limits, Settings, SettingsError};
 pub use state::{
-    FlowState, LocalOutcome, MergeError, MergeOutcome, OriginCoverage, OriginDelta, Rejection, StateStats,
-    SyncRequest, Transfer, VersionVector,
+    FlowState, GlobalChanges, LocalOutcome, MergeError, MergeOutcome, OriginCoverage, OriginDelta, Rejection,
+    StateStats, SyncRequest, Transfer, VersionVector,
 };

@@ -13,7 +13,7 @@
 //! - Call [`FlowState::expire`] now and then; delete the cells it returns.
 //! - Read the global view with the queries in [`crate::query`].
 
-use std::collections::{BTreeMap, btree_map};
+use std::collections::{BTreeMap, BTreeSet, btree_map};
 use std::ops::Bound::{Excluded, Unbounded};
 
 use crdts::{CvRDT, VClock};
@@ -302,9 +302,29 @@ impl OriginState {
 }
 
 /// Per edge, per resolution: bucket start -> summed figures over all origins.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct EdgeCells {
     pub(crate) per_resolution: Vec<BTreeMap<i64, CellData>>,
+    /// The start of the earliest bucket (of any bucketed resolution) that changed since
+    /// [`FlowState::take_changes`] last looked; `i64::MAX` when none did.
+    changed_from_ms: i64,
+}
+
+impl PartialEq for EdgeCells {
+    /// The figures only: what changed since someone looked is no part of the state.
+    fn eq(&self, other: &Self) -> bool {
+        self.per_resolution == other.per_resolution
+    }
+}
+
+/// What changed in the global view since [`FlowState::take_changes`] was last called.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GlobalChanges {
+    /// Each edge with a changed cell, and the start of the earliest bucket (of any bucketed
+    /// resolution) that changed.
+    pub edges: Vec<(Edge, i64)>,
+    /// Bumped whenever an edge appears in or leaves the global view.
+    pub edge_set_generation: u64,
 }
 
 /// Counts describing the size of a state.
@@ -344,6 +364,8 @@ pub struct FlowState {
     origins: BTreeMap<Origin, OriginState>,
     pub(crate) global: FxHashMap<Edge, EdgeCells>,
     nodes: FxHashMap<NodeName, u32>,
+    /// Bumped whenever an edge appears in or leaves the global view.
+    edge_set_generation: u64,
 }
 
 impl PartialEq for FlowState {
@@ -373,6 +395,7 @@ impl FlowState {
             local: None,
             origins: BTreeMap::new(),
             global: FxHashMap::default(),
+            edge_set_generation: 0,
             nodes: FxHashMap::default(),
         }
     }
@@ -460,6 +483,51 @@ impl FlowState {
         })
     }
 
+    /// Every edge of the global view, in no particular order.
+    pub fn edges(&self) -> impl Iterator<Item = &Edge> + '_ {
+        self.global.keys()
+    }
+
+    /// The global view's cells of `edge` at `resolution` whose buckets start in `range`,
+    /// oldest first.
+    pub fn edge_buckets(
+        &self,
+        edge: &Edge,
+        resolution: u8,
+        range: std::ops::Range<i64>,
+    ) -> impl Iterator<Item = (i64, &CellData)> + '_ {
+        self.global
+            .get(edge)
+            .and_then(|cells| cells.per_resolution.get(usize::from(resolution)))
+            .into_iter()
+            .flat_map(move |buckets| buckets.range(range.clone()).map(|(&start, data)| (start, data)))
+    }
+
+    /// The edges `origin` holds cells of.
+    pub fn edges_of_origin(&self, origin: &Origin) -> BTreeSet<Edge> {
+        self.origins.get(origin).map(|s| s.cells.keys().map(|k| k.edge.clone()).collect()).unwrap_or_default()
+    }
+
+    /// What changed in the global view since the last call (for one consumer, which
+    /// keeps derived figures up to date): edges with the earliest bucket that changed,
+    /// and whether the set of edges changed.
+    pub fn take_changes(&mut self) -> GlobalChanges {
+        let mut edges = Vec::new();
+        for (edge, cells) in &mut self.global {
+            if cells.changed_from_ms != i64::MAX {
+                edges.push((edge.clone(), cells.changed_from_ms));
+                cells.changed_from_ms = i64::MAX;
+            }
+        }
+        edges.sort_unstable();
+        GlobalChanges { edges, edge_set_generation: self.edge_set_generation }
+    }
+
+    /// Bumped whenever an edge appears in or leaves the global view.
+    pub fn edge_set_generation(&self) -> u64 {
+        self.edge_set_generation
+    }
+
     /// One cell of the global view.
     pub fn global_cell(&self, key: &CellKey) -> Option<&CellData> {
         self.global.get(&key.edge)?.per_resolution.get(usize::from(key.resolution))?.get(&key.bucket_start_ms)
@@ -539,7 +607,7 @@ impl FlowState {
         // Pass 2: add each group to every resolution's cell, locally and globally.
         let mut groups: Vec<_> = groups.into_iter().collect();
         groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let Self { settings, limits, origins, global, nodes, .. } = self;
+        let Self { settings, limits, origins, global, nodes, edge_set_generation, .. } = self;
         let origin_state = origins.get_mut(&local).expect("local origin is registered");
         let mut seq = origin_state.seq + 1;
         let mut touched_in_seq = 0;
@@ -585,7 +653,7 @@ impl FlowState {
                 } else {
                     cell.data.add(&data).expect("checked above: our own cell cannot overflow");
                 }
-                global_add(global, nodes, settings, &key, &data);
+                global_add(global, nodes, edge_set_generation, settings, &key, &data);
                 outcome.changed.push(key);
             }
             outcome.accepted += indices.len();
@@ -865,7 +933,7 @@ impl FlowState {
         transfer: &mut Transfer,
     ) -> MergeOutcome {
         let mut outcome = MergeOutcome::default();
-        let Self { settings, origins, global, nodes, local, .. } = self;
+        let Self { settings, origins, global, nodes, local, edge_set_generation, .. } = self;
         let is_local = local.as_ref() == Some(&delta.origin);
         let state = origins.entry(delta.origin.clone()).or_default();
         for (key, cell) in delta.cells {
@@ -885,7 +953,7 @@ impl FlowState {
             if let Some(old) = state.cells.get(&key) {
                 growth.subtract(&old.data).expect("validated: the new cell contains the old");
             }
-            global_add(global, nodes, settings, &key, &growth);
+            global_add(global, nodes, edge_set_generation, settings, &key, &growth);
             state.unindex(old_seq, &key);
             state.index(cell.seq, key.clone());
             state.cells.insert(key.clone(), cell);
@@ -971,7 +1039,7 @@ impl FlowState {
     /// Deletes every cell (of every origin, and of the global view) whose bucket has
     /// outlived its retention at `now_ms`. Returns the deleted origin cells.
     pub fn expire(&mut self, now_ms: i64) -> Vec<(Origin, CellKey)> {
-        let Self { settings, origins, global, nodes, .. } = self;
+        let Self { settings, origins, global, nodes, edge_set_generation, .. } = self;
         let resolutions = settings.resolutions();
         let mut expired_keys = Vec::new();
         global.retain(|edge, cells| {
@@ -990,6 +1058,7 @@ impl FlowState {
             }
             let keep = cells.per_resolution.iter().any(|b| !b.is_empty());
             if !keep {
+                *edge_set_generation += 1;
                 for name in [&edge.from, &edge.to] {
                     if let Some(refs) = nodes.get_mut(name) {
                         *refs -= 1;
@@ -1019,7 +1088,14 @@ impl FlowState {
         for (origin, state) in &self.origins {
             fresh.origins.insert(origin.clone(), OriginState::default());
             for (key, cell) in &state.cells {
-                global_add(&mut fresh.global, &mut fresh.nodes, &self.settings, key, &cell.data);
+                global_add(
+                    &mut fresh.global,
+                    &mut fresh.nodes,
+                    &mut fresh.edge_set_generation,
+                    &self.settings,
+                    key,
+                    &cell.data,
+                );
             }
         }
         fresh.global == self.global && fresh.nodes.len() == self.nodes.len()
@@ -1040,6 +1116,7 @@ impl FlowState {
 fn global_add(
     global: &mut FxHashMap<Edge, EdgeCells>,
     nodes: &mut FxHashMap<NodeName, u32>,
+    edge_set_generation: &mut u64,
     settings: &Settings,
     key: &CellKey,
     growth: &CellData,
@@ -1049,11 +1126,16 @@ fn global_add(
         None => {
             *nodes.entry(key.edge.from.clone()).or_default() += 1;
             *nodes.entry(key.edge.to.clone()).or_default() += 1;
+            *edge_set_generation += 1;
             global.entry(key.edge.clone()).or_insert_with(|| EdgeCells {
                 per_resolution: vec![BTreeMap::new(); settings.resolutions().len()],
+                changed_from_ms: i64::MAX,
             })
         }
     };
+    if settings.resolutions()[usize::from(key.resolution)].width_ms.is_some() {
+        cells.changed_from_ms = cells.changed_from_ms.min(key.bucket_start_ms);
+    }
     cells.per_resolution[usize::from(key.resolution)]
         .entry(key.bucket_start_ms)
         .or_default()

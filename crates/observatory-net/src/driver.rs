@@ -279,12 +279,18 @@ impl<R: PeerReplica> Driver<R> {
         shutdown: CancellationToken,
     ) {
         loop {
-            let now = self.clock.now_ms();
             let wake_ms = [self.protocol.poll_timeout(), self.book.poll_timeout(), self.next_publish_ms]
                 .into_iter()
                 .min()
                 .expect("three timeouts");
-            let sleep = Duration::from_millis(u64::try_from(wake_ms.saturating_sub(now)).unwrap_or(0));
+            // Due work first: a swarm that always has an event ready must not starve it.
+            let now = self.clock.now_ms();
+            if now >= wake_ms {
+                self.tick();
+                self.carry_out();
+                continue;
+            }
+            let sleep = Duration::from_millis(u64::try_from(wake_ms - now).unwrap_or(0));
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_event(event),
                 Some((peer, handoff)) = handoffs_to_send.recv() => self.send(peer, MeshMessage::Handoff(handoff)),

@@ -20,11 +20,21 @@ pub(crate) async fn run(
     tick_interval: Duration,
     stop: CancellationToken,
 ) {
+    let tick_ms = i64::try_from(tick_interval.as_millis()).unwrap_or(i64::MAX);
+    let mut next_tick_ms = peer.now_ms();
     loop {
         let now_ms = peer.now_ms();
-        let due_ms = peer.correlator().poll_timeout().unwrap_or(i64::MAX);
-        let wait = Duration::from_millis(u64::try_from(due_ms.saturating_sub(now_ms)).unwrap_or(0))
-            .min(tick_interval);
+        let due_ms = peer.correlator().poll_timeout().unwrap_or(i64::MAX).min(next_tick_ms);
+        if now_ms >= due_ms {
+            // Due work first: a stream of handoffs must not starve the clock.
+            next_tick_ms = now_ms.saturating_add(tick_ms);
+            let events = peer.correlator().handle_tick(now_ms);
+            if let Err(error) = peer.apply_derived(events).await {
+                tracing::warn!(%error, "edges from spans could not be applied and are lost");
+            }
+            continue;
+        }
+        let wait = Duration::from_millis(u64::try_from(due_ms - now_ms).unwrap_or(0));
         let events = tokio::select! {
             _ = tokio::time::sleep(wait) => peer.correlator().handle_tick(peer.now_ms()),
             Some((from, handoff)) = handoffs_in.recv() => {

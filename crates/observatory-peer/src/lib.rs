@@ -66,7 +66,7 @@ pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// An HTTP listener could not be bound.
-    #[error("cannot listen for {what} on {addr}; {hint}: {source}")]
+    #[error("cannot listen for {what} on {addr}; {hint}")]
     Listen {
         /// Which listener.
         what: &'static str,
@@ -85,7 +85,7 @@ pub enum StartError {
     #[error("the identity in the data dir is damaged: {0}; move the data dir away to start with a new one")]
     Identity(String),
     /// The mesh could not start.
-    #[error("starting the mesh: {0}")]
+    #[error("starting the mesh")]
     Mesh(#[from] MeshError),
 }
 
@@ -96,7 +96,7 @@ pub enum RunError {
     #[error("the store writer stopped, so the peer cannot take events any more: {0}")]
     Writer(String),
     /// Serving HTTP failed.
-    #[error("serving HTTP: {0}")]
+    #[error("serving HTTP")]
     Http(#[source] std::io::Error),
 }
 

@@ -51,8 +51,6 @@ impl Replica for PersistedReplica {
 
 impl PeerReplica for PersistedReplica {
     fn save_known_peers(&self, peers: Vec<(String, Vec<String>)>) {
-        if let Err(error) = self.persist.known_peers(peers) {
-            tracing::debug!(%error, "the peer book was not saved this time");
-        }
+        self.persist.known_peers(peers);
     }
 }

@@ -573,8 +573,9 @@ impl Simulation {
                 let peer = &mut self.peers[x as usize];
                 let now = peer.now(self.now_ms);
                 peer.book.disconnected(now, &y, 0);
-                while peer.book.poll_output().is_some() {}
                 peer.tick_at_ms = None;
+                // Its Disconnect finds no link; dials queued beside it go out.
+                self.drain(x);
                 self.schedule_tick(x);
             }
             return;

@@ -1,7 +1,8 @@
 //! The writer task: a thin loop that runs the sans-IO [`CommitQueue`] over sled.
 //!
 //! Client requests queue on a bounded channel ([`IngestHandle`]); changes merged from
-//! peers and the peer book arrive on another ([`PersistHandle`]). The loop feeds both
+//! peers arrive on another ([`PersistHandle`]), and the peer book in a slot of its own
+//! where a newer book replaces one not yet written (deletions carried over). The loop feeds both
 //! to the commit queue, wakes it at its `poll_timeout`, and carries out what it asks:
 //! writes (each one atomic sled batch), flushes, replies, and expiry and packing passes.
 //! Which requests share a turn, when to flush and which reply waits for which flush is
@@ -102,10 +103,33 @@ impl IngestHandle {
     }
 }
 
-#[derive(Debug)]
-enum Persist {
-    Merged(Changes),
-    Peers(Vec<(String, Vec<String>)>),
+/// Known peers: peer id and multiaddrs, as text (none: forget the peer).
+type Book = Vec<(String, Vec<String>)>;
+
+/// The peer book waiting to be written: latest wins, but a deletion (a peer without
+/// addresses) of an overwritten book is kept unless the newer book lists the peer.
+#[derive(Debug, Default)]
+struct BookSlot {
+    peers: std::sync::Mutex<Option<Book>>,
+    written: tokio::sync::Notify,
+}
+
+impl BookSlot {
+    fn put(&self, mut peers: Book) {
+        let mut slot = self.peers.lock().expect("no book update panics");
+        if let Some(older) = slot.take() {
+            let listed: std::collections::BTreeSet<String> = peers.iter().map(|(p, _)| p.clone()).collect();
+            peers
+                .extend(older.into_iter().filter(|(peer, addrs)| addrs.is_empty() && !listed.contains(peer)));
+        }
+        *slot = Some(peers);
+        drop(slot);
+        self.written.notify_one();
+    }
+
+    fn take(&self) -> Option<Book> {
+        self.peers.lock().expect("no book update panics").take()
+    }
 }
 
 /// Why a merge or a peer book could not be queued for writing.
@@ -123,7 +147,8 @@ pub enum PersistError {
 /// asks [`PersistHandle::has_room`] before it merges, and drops what it cannot take.
 #[derive(Debug, Clone)]
 pub struct PersistHandle {
-    tx: mpsc::Sender<Persist>,
+    tx: mpsc::Sender<Changes>,
+    book: Arc<BookSlot>,
     backlog: Arc<AtomicUsize>,
     backlog_max: usize,
 }
@@ -139,7 +164,7 @@ impl PersistHandle {
     pub fn merged(&self, changes: Changes) -> Result<(), PersistError> {
         let cells = changes.cells.len().max(1);
         self.backlog.fetch_add(cells, Ordering::Relaxed);
-        self.tx.try_send(Persist::Merged(changes)).map_err(|error| {
+        self.tx.try_send(changes).map_err(|error| {
             self.backlog.fetch_sub(cells, Ordering::Relaxed);
             match error {
                 mpsc::error::TrySendError::Full(_) => PersistError::Full,
@@ -148,12 +173,10 @@ impl PersistHandle {
         })
     }
 
-    /// Queues known peers (peer id, multiaddrs; none means forget it) for writing.
-    pub fn known_peers(&self, peers: Vec<(String, Vec<String>)>) -> Result<(), PersistError> {
-        self.tx.try_send(Persist::Peers(peers)).map_err(|error| match error {
-            mpsc::error::TrySendError::Full(_) => PersistError::Full,
-            mpsc::error::TrySendError::Closed(_) => PersistError::Stopped,
-        })
+    /// Hands the writer the peer book (peer id, multiaddrs; none means forget it). Never
+    /// refused: a newer book replaces one not yet written.
+    pub fn known_peers(&self, peers: Vec<(String, Vec<String>)>) {
+        self.book.put(peers);
     }
 
     /// Merged cells queued and not yet written.
@@ -174,8 +197,10 @@ pub fn spawn_writer(
     let handle = IngestHandle { tx, queue_wait: config.queue_wait };
     let (persist_tx, persist_rx) = mpsc::channel(config.merges_queued_max);
     let backlog = Arc::new(AtomicUsize::new(0));
+    let book = Arc::new(BookSlot::default());
     let persist = PersistHandle {
         tx: persist_tx,
+        book: book.clone(),
         backlog: backlog.clone(),
         backlog_max: config.merged_cells_backlog_max,
     };
@@ -186,6 +211,7 @@ pub fn spawn_writer(
         clock,
         rx,
         persist_rx,
+        book,
         backlog,
         shutdown,
     };
@@ -198,7 +224,8 @@ struct Writer {
     queue: CommitQueue<Ticket>,
     clock: Arc<dyn Clock>,
     rx: mpsc::Receiver<Request>,
-    persist_rx: mpsc::Receiver<Persist>,
+    persist_rx: mpsc::Receiver<Changes>,
+    book: Arc<BookSlot>,
     backlog: Arc<AtomicUsize>,
     shutdown: CancellationToken,
 }
@@ -231,30 +258,27 @@ impl Writer {
                     }
                     None => break,
                 },
-                Some(persist) = self.persist_rx.recv() => {
-                    self.persist(persist)?;
-                    while let Ok(persist) = self.persist_rx.try_recv() {
-                        self.persist(persist)?;
+                Some(changes) = self.persist_rx.recv() => {
+                    self.queue.persist(changes);
+                    while let Ok(changes) = self.persist_rx.try_recv() {
+                        self.queue.persist(changes);
                     }
                 }
+                _ = self.book.written.notified() => self.write_book()?,
                 _ = tokio::time::sleep(wake) => {}
                 _ = self.shutdown.cancelled() => break,
             }
-            let now = self.clock.now_ms();
-            self.queue.handle_tick(
-                now,
-                &mut self.state.write().expect("no writer panicked holding the state lock"),
-            );
-            self.carry_out().await?;
+            self.tick().await?;
         }
         // Shutting down: take what is queued, then write and flush everything.
         self.rx.close();
         while let Some(request) = self.rx.recv().await {
             self.queue.submit(request.reply, request.events);
         }
-        while let Ok(persist) = self.persist_rx.try_recv() {
-            self.persist(persist)?;
+        while let Ok(changes) = self.persist_rx.try_recv() {
+            self.queue.persist(changes);
         }
+        self.write_book()?;
         let now = self.clock.now_ms();
         self.queue.shutdown(now, &mut self.state.write().expect("no writer panicked holding the state lock"));
         self.carry_out().await?;
@@ -263,18 +287,27 @@ impl Writer {
         Ok(())
     }
 
-    fn persist(&mut self, persist: Persist) -> Result<(), StoreError> {
-        match persist {
-            Persist::Merged(changes) => self.queue.persist(changes),
-            Persist::Peers(peers) => {
-                let mut batch = WriteBatch::default();
-                for (peer_id, addrs) in &peers {
-                    self.store.put_known_peer(&mut batch, peer_id, addrs);
-                }
-                self.store.apply(batch)?;
-                self.queue.written_outside();
-            }
+    /// Runs the commit queue's timers, and a turn (under the write lock) when requests
+    /// wait; then carries out what it asks.
+    async fn tick(&mut self) -> Result<(), StoreError> {
+        let now = self.clock.now_ms();
+        self.queue.handle_timers(now);
+        if self.queue.has_queued() {
+            self.queue
+                .take_turn(now, &mut self.state.write().expect("no writer panicked holding the state lock"));
         }
+        self.carry_out().await
+    }
+
+    /// Writes the peer book waiting in its slot, if any.
+    fn write_book(&mut self) -> Result<(), StoreError> {
+        let Some(peers) = self.book.take() else { return Ok(()) };
+        let mut batch = WriteBatch::default();
+        for (peer_id, addrs) in &peers {
+            self.store.put_known_peer(&mut batch, peer_id, addrs);
+        }
+        self.store.apply(batch)?;
+        self.queue.written_outside();
         Ok(())
     }
 

@@ -38,6 +38,9 @@ pub struct PeerBookConfig {
     /// Most forgotten peers remembered, so that gossip does not bring them straight back
     /// (`mesh.forgotten_peers_max`).
     pub forgotten_max: usize,
+    /// Most peers kept (`mesh.known_peers_max`): beyond, peers learned from gossip or
+    /// identify are ignored; bootstrap peers and connections are always taken.
+    pub known_max: usize,
     /// How often connected peers are sent the book (`mesh.gossip_interval`).
     pub gossip_interval_ms: i64,
     /// How often a changed book is saved (`mesh.save_peers_interval`).
@@ -139,7 +142,18 @@ impl<P: Clone + Ord + Display, A: Clone + Ord> PeerBook<P, A> {
 
     /// Adds a peer and addresses (at most [`ADDRS_PER_PEER_MAX`] are kept). With
     /// `dial_now` it is dialled at the next tick, whatever its backoff.
+    ///
+    /// A new peer beyond `known_max` is ignored unless it is to be dialled now (found by
+    /// mDNS), so that gossip cannot fill the book.
     pub fn learn(&mut self, now_ms: i64, peer: P, addrs: Vec<A>, dial_now: bool) {
+        let full = self.known.len() >= self.config.known_max;
+        if full && !dial_now && !self.known.contains_key(&peer) {
+            return;
+        }
+        self.learn_always(now_ms, peer, addrs, dial_now);
+    }
+
+    fn learn_always(&mut self, now_ms: i64, peer: P, addrs: Vec<A>, dial_now: bool) {
         if peer == self.local {
             return;
         }
@@ -170,7 +184,7 @@ impl<P: Clone + Ord + Display, A: Clone + Ord> PeerBook<P, A> {
     /// Learns a peer named in the bootstrap list: dialled now and never forgotten.
     pub fn learn_pinned(&mut self, now_ms: i64, peer: P, addrs: Vec<A>) {
         let pinned = peer.clone();
-        self.learn(now_ms, peer, addrs, true);
+        self.learn_always(now_ms, peer, addrs, true);
         if let Some(known) = self.known.get_mut(&pinned) {
             known.pinned = true;
         }
@@ -192,10 +206,11 @@ impl<P: Clone + Ord + Display, A: Clone + Ord> PeerBook<P, A> {
             if peer == self.local || self.tombstones.get(&peer).is_some_and(|&until| now_ms < until) {
                 continue;
             }
-            if !self.known.contains_key(&peer) {
-                new.push(peer.clone());
+            let was_known = self.known.contains_key(&peer);
+            self.learn(now_ms, peer.clone(), addrs, false);
+            if !was_known && self.known.contains_key(&peer) {
+                new.push(peer);
             }
-            self.learn(now_ms, peer, addrs, false);
         }
         new
     }
@@ -213,7 +228,7 @@ impl<P: Clone + Ord + Display, A: Clone + Ord> PeerBook<P, A> {
     /// dialled, if we did). `established` counts its connections now. Returns false when
     /// the peer is shunned (the book then asks to disconnect it).
     pub fn connected(&mut self, now_ms: i64, peer: P, addrs: Vec<A>, established: u32) -> bool {
-        self.learn(now_ms, peer.clone(), addrs, false);
+        self.learn_always(now_ms, peer.clone(), addrs, false);
         let known = self.known.get_mut(&peer).expect("learned just above");
         if known.shunned_until_ms.is_some_and(|until| now_ms < until) {
             self.outputs.push_back(BookOutput::Disconnect(peer));
@@ -236,7 +251,7 @@ impl<P: Clone + Ord + Display, A: Clone + Ord> PeerBook<P, A> {
 
     /// Refuse `peer` until `until_ms` (the protocol's verdict after repeated offences).
     pub fn shun(&mut self, now_ms: i64, peer: P, until_ms: i64) {
-        self.learn(now_ms, peer.clone(), Vec::new(), false);
+        self.learn_always(now_ms, peer.clone(), Vec::new(), false);
         if let Some(known) = self.known.get_mut(&peer) {
             known.shunned_until_ms = Some(until_ms);
             known.next_dial_ms = known.next_dial_ms.max(until_ms);

@@ -74,20 +74,21 @@ pub enum GraphFormat {
 
 /// Fetches the graph of a window and prints it.
 pub async fn graph(peer: &str, window: &str, at: Option<&str>, format: GraphFormat) -> anyhow::Result<()> {
-    let answer = Client::new(peer)?.graph(window, at).await?;
+    let fetched = Client::new(peer)?.graph(window, at).await?;
+    let answer = &fetched.answer;
     match format {
-        GraphFormat::Json => println!("{}", serde_json::to_string_pretty(&answer)?),
-        GraphFormat::Table => print!("{}", table(&answer)),
-        GraphFormat::Dot => print!("{}", dot(&answer)),
-        GraphFormat::Mermaid => print!("{}", mermaid(&answer)),
+        GraphFormat::Json => println!("{}", serde_json::to_string_pretty(&fetched.raw)?),
+        GraphFormat::Table => print!("{}", table(answer)),
+        GraphFormat::Dot => print!("{}", dot(answer)),
+        GraphFormat::Mermaid => print!("{}", mermaid(answer)),
     }
     Ok(())
 }
 
 /// Prints the peer's status as JSON.
 pub async fn status(peer: &str) -> anyhow::Result<()> {
-    let answer = Client::new(peer)?.status().await?;
-    println!("{}", serde_json::to_string_pretty(&answer)?);
+    let fetched = Client::new(peer)?.status().await?;
+    println!("{}", serde_json::to_string_pretty(&fetched.raw)?);
     Ok(())
 }
 
@@ -268,11 +269,11 @@ pub fn mermaid(answer: &GraphAnswer) -> String {
 
 /// `observatory peers`: the peers of the mesh as `peer` sees them.
 pub async fn peers(peer: &str, json: bool) -> anyhow::Result<()> {
-    let answer = Client::new(peer)?.peers().await?;
+    let fetched = Client::new(peer)?.peers().await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
+        println!("{}", serde_json::to_string_pretty(&fetched.raw)?);
     } else {
-        print!("{}", peers_table(&answer));
+        print!("{}", peers_table(&fetched.answer));
     }
     Ok(())
 }

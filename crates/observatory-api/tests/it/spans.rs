@@ -394,3 +394,37 @@ async fn sightings_become_edges_between_consecutive_nodes_once_idle() {
     let truck = graph["edges"].as_array().unwrap().iter().find(|e| e["to"] == "truck").expect("edge");
     assert_close(&truck["latency_ms"]["mean"], 600.0, "transit time between the sightings", truck);
 }
+
+#[tokio::test]
+async fn a_compressed_body_is_bounded_as_sent_too_and_encodings_are_named() {
+    use rand::{RngCore, SeedableRng};
+    let peer = TestPeer::new(ApiLimits { body_bytes_max: 4096, ..default_limits() });
+    // Incompressible bytes: the gzip body as sent is over the limit, with no length given.
+    let mut noise = vec![0u8; 8192];
+    rand::rngs::StdRng::seed_from_u64(7).fill_bytes(&mut noise);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&noise).expect("gzip");
+    let (status, body, _) = post_raw(
+        &peer,
+        "/api/v2/spans",
+        &[("content-type", "application/json"), ("content-encoding", "x-gzip")],
+        gz.finish().expect("gzip"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("larger than limits.body_bytes_max"));
+
+    let (status, body, _) = post_raw(
+        &peer,
+        "/api/v2/spans",
+        &[("content-type", "application/json"), ("content-encoding", " BR ")],
+        b"[]".to_vec(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(
+        String::from_utf8_lossy(&body).contains("Content-Encoding `br` is not supported"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+}

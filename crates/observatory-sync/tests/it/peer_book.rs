@@ -14,6 +14,7 @@ fn config() -> PeerBookConfig {
         redial_max_ms: 8_000,
         forget_after_ms: Some(600_000),
         forgotten_max: 16,
+        known_max: 64,
         gossip_interval_ms: 10_000,
         save_interval_ms: 5_000,
     }
@@ -48,7 +49,7 @@ fn the_defaults_are_the_documented_ones() {
     let book = default_book();
     assert_eq!((book.redial_min_ms, book.redial_max_ms), (1_000, 60_000));
     assert_eq!((book.gossip_interval_ms, book.save_interval_ms), (10_000, 5_000));
-    assert_eq!(book.forget_after_ms, Some(7 * 24 * 3_600_000));
+    assert_eq!(book.forget_after_ms, None, "peers are kept for ever unless told otherwise");
 }
 
 #[test]
@@ -196,4 +197,16 @@ fn poll_timeout_says_when_the_next_dial_is_due() {
     book.handle_tick(1_000);
     drain(&mut book);
     assert_eq!(book.poll_timeout(), 3_000);
+}
+
+#[test]
+fn gossip_cannot_fill_the_book_beyond_its_bound_but_connections_always_count() {
+    let mut book = Book::new(PeerBookConfig { known_max: 3, ..config() }, 0);
+    let listed: Vec<(u32, Vec<String>)> = (1..=10).map(|p| (p, vec![addr(p)])).collect();
+    assert_eq!(book.handle_gossip(0, listed), [1, 2, 3]);
+    assert!(book.addresses(&4).is_none(), "beyond known_max");
+    assert!(book.connected(10, 9, vec![addr(9)], 1), "a connection is always taken");
+    assert!(book.is_connected(&9));
+    book.learn(20, 8, vec![addr(8)], true);
+    assert!(book.addresses(&8).is_some(), "found on the LAN to be dialled now");
 }
