@@ -10,6 +10,7 @@
 //! Start at [`FlowState`]; [`commit`] is the group commit that the writer and the
 //! simulator drive.
 
+pub mod backoff;
 pub mod clock;
 pub mod commit;
 pub mod histogram;

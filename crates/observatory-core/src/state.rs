@@ -305,9 +305,9 @@ impl OriginState {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct EdgeCells {
     pub(crate) per_resolution: Vec<BTreeMap<i64, CellData>>,
-    /// The start of the earliest bucket (of any bucketed resolution) that changed since
-    /// [`FlowState::take_changes`] last looked; `i64::MAX` when none did.
-    changed_from_ms: i64,
+    /// Per resolution, the start of the earliest bucket that changed since
+    /// [`FlowState::take_changes`] last looked; `i64::MAX` where none did.
+    changed_from_ms: Vec<i64>,
 }
 
 impl PartialEq for EdgeCells {
@@ -320,9 +320,9 @@ impl PartialEq for EdgeCells {
 /// What changed in the global view since [`FlowState::take_changes`] was last called.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GlobalChanges {
-    /// Each edge with a changed cell, and the start of the earliest bucket (of any bucketed
-    /// resolution) that changed.
-    pub edges: Vec<(Edge, i64)>,
+    /// Each edge with a changed cell, and per resolution the start of the earliest bucket
+    /// that changed (`i64::MAX` where none did).
+    pub edges: Vec<(Edge, Vec<i64>)>,
     /// Bumped whenever an edge appears in or leaves the global view.
     pub edge_set_generation: u64,
 }
@@ -514,9 +514,9 @@ impl FlowState {
     pub fn take_changes(&mut self) -> GlobalChanges {
         let mut edges = Vec::new();
         for (edge, cells) in &mut self.global {
-            if cells.changed_from_ms != i64::MAX {
-                edges.push((edge.clone(), cells.changed_from_ms));
-                cells.changed_from_ms = i64::MAX;
+            if cells.changed_from_ms.iter().any(|&from| from != i64::MAX) {
+                let fresh = vec![i64::MAX; cells.changed_from_ms.len()];
+                edges.push((edge.clone(), std::mem::replace(&mut cells.changed_from_ms, fresh)));
             }
         }
         edges.sort_unstable();
@@ -1129,13 +1129,12 @@ fn global_add(
             *edge_set_generation += 1;
             global.entry(key.edge.clone()).or_insert_with(|| EdgeCells {
                 per_resolution: vec![BTreeMap::new(); settings.resolutions().len()],
-                changed_from_ms: i64::MAX,
+                changed_from_ms: vec![i64::MAX; settings.resolutions().len()],
             })
         }
     };
-    if settings.resolutions()[usize::from(key.resolution)].width_ms.is_some() {
-        cells.changed_from_ms = cells.changed_from_ms.min(key.bucket_start_ms);
-    }
+    let changed = &mut cells.changed_from_ms[usize::from(key.resolution)];
+    *changed = (*changed).min(key.bucket_start_ms);
     cells.per_resolution[usize::from(key.resolution)]
         .entry(key.bucket_start_ms)
         .or_default()

@@ -41,8 +41,9 @@ const TICKET_PAIRS: [(i64, i64, f64); 2] = [(86_400_000, 7_200_000, 3.0), (259_2
 /// The window the workbook's pairs are given for.
 const WORKBOOK_WINDOW_MS: i64 = 30 * 86_400_000;
 /// A window's resolution keeps its buckets at least this much longer than the window and
-/// the lookback, so that no bucket a step reads expires while the step is replayed.
-const RETENTION_MARGIN_MS: i64 = 3_600_000;
+/// the lookback, so that no bucket a step reads expires while the step is replayed (even
+/// on a peer whose clock runs a few minutes ahead).
+const RETENTION_MARGIN_MS: i64 = 600_000;
 
 /// Settings of evaluation (`objectives.*` in the configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -284,17 +285,18 @@ impl Agg {
     }
 }
 
-/// One window an objective reads at each step, at the resolution that keeps it.
+/// One window an objective reads at each step: its length, and the level of the
+/// resolution chain its body is read at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Window {
     length_ms: i64,
-    resolution: usize,
+    level: usize,
 }
 
-/// Dense bucket sums of an objective's edges at one resolution.
+/// Dense bucket sums of an objective's edges at one resolution: `[start, end)`.
 #[derive(Debug, Clone)]
 struct Series {
-    resolution: usize,
+    resolution: u8,
     width_ms: i64,
     start_ms: i64,
     buckets: VecDeque<Agg>,
@@ -317,12 +319,10 @@ impl Series {
         }
     }
 
-    /// The sum of the buckets from the one holding `from_ms` to the one holding
-    /// `to_ms - 1`: every bucket `[from, to)` touches, as queries read.
+    /// The sum of the buckets in `[from_ms, to_ms)`, both multiples of the width.
     fn sum(&self, from_ms: i64, to_ms: i64) -> Agg {
-        let index = |ms: i64| (ms.div_euclid(self.width_ms) * self.width_ms - self.start_ms) / self.width_ms;
-        let first = index(from_ms).clamp(0, self.buckets.len() as i64) as usize;
-        let last = (index(to_ms - 1) + 1).clamp(0, self.buckets.len() as i64) as usize;
+        let index = |ms: i64| ((ms - self.start_ms) / self.width_ms).clamp(0, self.buckets.len() as i64) as usize;
+        let (first, last) = (index(from_ms), index(to_ms));
         if last <= first {
             return Agg::default();
         }
@@ -330,15 +330,47 @@ impl Series {
     }
 }
 
+/// The resolutions an objective reads, finest first, each width a multiple of the one
+/// before: windows end exactly at a step (whole buckets of the finest level at the end,
+/// coarser ones further back), and no bucket is read that a step's time has not passed.
+fn chain(resolutions: &[Resolution], lookback_ms: i64) -> Vec<(usize, i64)> {
+    let mut chain: Vec<(usize, i64)> = Vec::new();
+    for (r, resolution) in resolutions.iter().enumerate() {
+        let (Some(width), Some(retention)) = (resolution.width_ms, resolution.retention_ms) else { continue };
+        if chain.last().is_some_and(|&(_, last)| width % last != 0) {
+            continue;
+        }
+        chain.push((r, width));
+        let _ = retention;
+    }
+    // A level serves as the tail of the next one: it must keep a step's tail (up to the
+    // next width) for the whole lookback.
+    while chain.len() > 1 {
+        let (r, _) = chain[0];
+        let next_width = chain[1].1;
+        let keeps = resolutions[r]
+            .retention_ms
+            .is_some_and(|retention| retention >= lookback_ms + next_width + RETENTION_MARGIN_MS);
+        if keeps {
+            break;
+        }
+        chain.remove(0);
+    }
+    chain
+}
+
 /// What the evaluator keeps of one objective.
 #[derive(Debug, Clone)]
 struct Tracked {
     objective: Objective,
     edges: Vec<Edge>,
+    /// The resolution chain: `(resolution index, width)`, finest first.
+    levels: Vec<(usize, i64)>,
     sli_window: Window,
     /// Page pairs then ticket pairs: `(long, short, factor)` windows.
     pairs: Vec<(Window, Window, f64, Severity)>,
     flow_window: Option<Window>,
+    /// One per level.
     series: Vec<Series>,
     /// Per step in the lookback: `(at, page breach, ticket breach, flow breach)`.
     steps: VecDeque<(i64, bool, bool, bool)>,
@@ -353,22 +385,11 @@ struct Tracked {
 pub struct Evaluator {
     config: EvalConfig,
     set: ObjectiveSet,
-    resolutions: Vec<Resolution>,
     tracked: Vec<Tracked>,
     edge_set_generation: Option<u64>,
     /// Which objectives select each edge.
     by_edge: BTreeMap<Edge, Vec<usize>>,
     last_step_ms: Option<i64>,
-}
-
-/// The finest resolution that keeps `[t - length, t)` for every step of the lookback.
-fn resolution_for(settings: &[Resolution], length_ms: i64, lookback_ms: i64) -> Option<usize> {
-    settings.iter().enumerate().find_map(|(r, resolution)| {
-        let keeps = resolution.retention_ms.is_some_and(|retention| {
-            retention >= length_ms.saturating_add(lookback_ms).saturating_add(RETENTION_MARGIN_MS)
-        });
-        (resolution.width_ms.is_some() && keeps).then_some(r)
-    })
 }
 
 fn scaled(length_ms: i64, window_ms: i64, finest_ms: i64) -> i64 {
@@ -381,10 +402,18 @@ impl Evaluator {
     /// resolution keeps for the lookback are errors naming the objective.
     pub fn new(set: ObjectiveSet, settings: &Settings, config: EvalConfig) -> Result<Self, ObjectiveError> {
         let resolutions = settings.resolutions().to_vec();
-        let finest_ms = settings.finest_width_ms();
+        let levels = chain(&resolutions, config.lookback_ms);
+        // Windows end at the last boundary of the finest level read, at or before the step.
+        let finest_ms = levels.first().map_or(settings.finest_width_ms(), |&(_, w)| w);
         let window = |name: &str, key: &str, length_ms: i64| {
-            resolution_for(&resolutions, length_ms, config.lookback_ms)
-                .map(|resolution| Window { length_ms, resolution })
+            levels
+                .iter()
+                .position(|&(r, _)| {
+                    resolutions[r].retention_ms.is_some_and(|retention| {
+                        retention >= length_ms.saturating_add(config.lookback_ms).saturating_add(RETENTION_MARGIN_MS)
+                    })
+                })
+                .map(|level| Window { length_ms, level })
                 .ok_or_else(|| ObjectiveError {
                     key: format!("{name}: {key}"),
                     reason: format!(
@@ -403,13 +432,10 @@ impl Evaluator {
             match &objective.goal {
                 Goal::Flow { for_ms, .. } => flow_window = Some(window(name, "flow.for", *for_ms)?),
                 _ => {
-                    for (pairs_of, severity) in
-                        [(&PAGE_PAIRS, Severity::Page), (&TICKET_PAIRS, Severity::Ticket)]
-                    {
+                    for (pairs_of, severity) in [(&PAGE_PAIRS, Severity::Page), (&TICKET_PAIRS, Severity::Ticket)] {
                         for &(long, short, factor) in pairs_of {
                             let long = window(name, "window", scaled(long, objective.window_ms, finest_ms))?;
-                            let short =
-                                window(name, "window", scaled(short, objective.window_ms, finest_ms))?;
+                            let short = window(name, "window", scaled(short, objective.window_ms, finest_ms))?;
                             pairs.push((long, short, factor, severity));
                         }
                     }
@@ -418,6 +444,7 @@ impl Evaluator {
             tracked.push(Tracked {
                 objective: objective.clone(),
                 edges: Vec::new(),
+                levels: levels.clone(),
                 sli_window,
                 pairs,
                 flow_window,
@@ -427,15 +454,7 @@ impl Evaluator {
                 published: Vec::new(),
             });
         }
-        Ok(Self {
-            config,
-            set,
-            resolutions,
-            tracked,
-            edge_set_generation: None,
-            by_edge: BTreeMap::new(),
-            last_step_ms: None,
-        })
+        Ok(Self { config, set, tracked, edge_set_generation: None, by_edge: BTreeMap::new(), last_step_ms: None })
     }
 
     /// The objectives evaluated.
@@ -467,24 +486,25 @@ impl Evaluator {
     ) -> Evaluation {
         let at_ms = self.step_of(now_ms);
         self.last_step_ms = Some(at_ms);
-        let rematch = self.edge_set_generation != Some(changes.edge_set_generation);
-        if rematch {
+        if self.edge_set_generation != Some(changes.edge_set_generation) {
             self.edge_set_generation = Some(changes.edge_set_generation);
             self.rematch(state);
         }
-        let mut changed_from: Vec<i64> = vec![i64::MAX; self.tracked.len()];
+        let resolutions = state.settings().resolutions().len();
+        let mut changed_from: Vec<Vec<i64>> = vec![vec![i64::MAX; resolutions]; self.tracked.len()];
         for (edge, from_ms) in &changes.edges {
             for &i in self.by_edge.get(edge).into_iter().flatten() {
-                changed_from[i] = changed_from[i].min(*from_ms);
+                for (mine, theirs) in changed_from[i].iter_mut().zip(from_ms) {
+                    *mine = (*mine).min(*theirs);
+                }
             }
         }
         let config = self.config;
-        let resolutions = &self.resolutions;
         let objectives = self
             .tracked
             .iter_mut()
             .zip(changed_from)
-            .map(|(tracked, changed)| tracked.evaluate(at_ms, state, changed, coverage, resolutions, config))
+            .map(|(tracked, changed)| tracked.evaluate(at_ms, state, &changed, coverage, config))
             .collect();
         Evaluation { at_ms, objectives }
     }
@@ -508,14 +528,7 @@ impl Evaluator {
 }
 
 /// The bucket sums of `edges` in one bucket.
-fn read_bucket(
-    state: &FlowState,
-    edges: &[Edge],
-    resolution: u8,
-    start_ms: i64,
-    width_ms: i64,
-    goal: &Goal,
-) -> Agg {
+fn read_bucket(state: &FlowState, edges: &[Edge], resolution: u8, start_ms: i64, width_ms: i64, goal: &Goal) -> Agg {
     let mut agg = Agg::default();
     for edge in edges {
         for (_, data) in state.edge_buckets(edge, resolution, start_ms..start_ms + width_ms) {
@@ -533,10 +546,17 @@ fn read_bucket(
     agg
 }
 
+fn floor(ms: i64, width: i64) -> i64 {
+    ms.div_euclid(width) * width
+}
+
 impl Tracked {
-    /// The longest window each resolution serves.
-    fn reach_by_resolution(&self) -> BTreeMap<usize, i64> {
-        let mut reach: BTreeMap<usize, i64> = BTreeMap::new();
+    /// How far back from a step each level is read: the longest window whose body it
+    /// holds, and the next level's width (a step's tail).
+    fn reach_by_level(&self) -> Vec<i64> {
+        let mut reach: Vec<i64> = (0..self.levels.len())
+            .map(|level| self.levels.get(level + 1).map_or(0, |&(_, width)| width))
+            .collect();
         let windows = self
             .pairs
             .iter()
@@ -544,29 +564,22 @@ impl Tracked {
             .chain([self.sli_window])
             .chain(self.flow_window);
         for window in windows {
-            let entry = reach.entry(window.resolution).or_insert(0);
-            *entry = (*entry).max(window.length_ms);
+            reach[window.level] = reach[window.level].max(window.length_ms);
         }
         reach
     }
 
-    /// Brings the series up to step `at_ms`: drops what no step reads, adds new buckets
-    /// (read from the view) and re-reads every bucket at or after `changed_from_ms`.
-    fn update_series(
-        &mut self,
-        at_ms: i64,
-        state: &FlowState,
-        changed_from_ms: i64,
-        resolutions: &[Resolution],
-        config: EvalConfig,
-    ) {
-        let reach = self.reach_by_resolution();
-        if self.series.len() != reach.len() {
-            self.series = reach
-                .keys()
-                .map(|&r| Series {
-                    resolution: r,
-                    width_ms: resolutions[r].width_ms.expect("bucketed"),
+    /// Brings the series up to step `at_ms`: drops what no step reads, adds the buckets
+    /// steps passed since (read from the view) and re-reads every bucket that changed.
+    fn update_series(&mut self, at_ms: i64, state: &FlowState, changed_from_ms: &[i64], config: EvalConfig) {
+        let reach = self.reach_by_level();
+        if self.series.len() != self.levels.len() {
+            self.series = self
+                .levels
+                .iter()
+                .map(|&(r, width)| Series {
+                    resolution: r as u8,
+                    width_ms: width,
                     start_ms: 0,
                     buckets: VecDeque::new(),
                     prefix: Vec::new(),
@@ -574,12 +587,11 @@ impl Tracked {
                 .collect();
         }
         let goal = &self.objective.goal;
-        for series in &mut self.series {
+        for (series, reach_ms) in self.series.iter_mut().zip(reach) {
             let width = series.width_ms;
-            let reach_ms = reach[&series.resolution];
-            let start = (at_ms - config.lookback_ms - reach_ms).div_euclid(width) * width;
-            let end = (at_ms - 1).div_euclid(width) * width + width;
-            let r = series.resolution as u8;
+            let r = series.resolution;
+            let start = floor(at_ms - config.lookback_ms - reach_ms, width);
+            let end = floor(at_ms, width);
             if series.buckets.is_empty() || series.start_ms > start || series.end_ms() < start {
                 series.start_ms = start;
                 series.buckets = (0..(end - start) / width)
@@ -591,18 +603,19 @@ impl Tracked {
                     series.start_ms += width;
                 }
                 let old_end = series.end_ms();
-                let mut bucket = old_end;
-                while bucket < end {
-                    series.buckets.push_back(read_bucket(state, &self.edges, r, bucket, width, goal));
-                    bucket += width;
-                }
-                if changed_from_ms != i64::MAX {
-                    let mut bucket = (changed_from_ms.div_euclid(width) * width).max(series.start_ms);
+                let changed = changed_from_ms[usize::from(r)];
+                if changed != i64::MAX {
+                    let mut bucket = floor(changed, width).max(series.start_ms);
                     while bucket < old_end.min(end) {
                         let index = ((bucket - series.start_ms) / width) as usize;
                         series.buckets[index] = read_bucket(state, &self.edges, r, bucket, width, goal);
                         bucket += width;
                     }
+                }
+                let mut bucket = old_end;
+                while bucket < end {
+                    series.buckets.push_back(read_bucket(state, &self.edges, r, bucket, width, goal));
+                    bucket += width;
                 }
                 while series.end_ms() > end {
                     series.buckets.pop_back();
@@ -612,11 +625,24 @@ impl Tracked {
         }
     }
 
+    /// The sums over `[at - length, at)`: whole buckets of the window's level for its
+    /// body (its oldest bucket read whole), then finer levels for the tail, so that the
+    /// window ends exactly at the step.
     fn window_sum(&self, window: Window, at_ms: i64) -> Agg {
-        self.series
-            .iter()
-            .find(|s| s.resolution == window.resolution)
-            .map_or(Agg::default(), |series| series.sum(at_ms - window.length_ms, at_ms))
+        let finest = self.levels[0].1;
+        let end = floor(at_ms, finest);
+        let start = end - window.length_ms;
+        let mut agg = Agg::default();
+        let (_, body_width) = self.levels[window.level];
+        let body_to = floor(end, body_width);
+        agg.add(&self.series[window.level].sum(floor(start, body_width), body_to));
+        let mut from = body_to;
+        for level in (0..window.level).rev() {
+            let to = floor(end, self.levels[level].1);
+            agg.add(&self.series[level].sum(from, to));
+            from = to;
+        }
+        agg
     }
 
     fn burn(&self, window: Window, at_ms: i64, target: f64) -> BurnRate {
@@ -656,12 +682,11 @@ impl Tracked {
         &mut self,
         at_ms: i64,
         state: &FlowState,
-        changed_from_ms: i64,
+        changed_from_ms: &[i64],
         coverage: &Coverage,
-        resolutions: &[Resolution],
         config: EvalConfig,
     ) -> ObjectiveStatus {
-        self.update_series(at_ms, state, changed_from_ms, resolutions, config);
+        self.update_series(at_ms, state, changed_from_ms, config);
         let interval = config.eval_interval_ms;
         let first = (at_ms - config.lookback_ms).div_euclid(interval) * interval;
         let (for_ms, keep_ms, hold_ms) =
@@ -677,14 +702,19 @@ impl Tracked {
             }
             self.steps.pop_front();
         }
-        // A change in a bucket changes every step whose windows touch it: every step after
-        // the bucket's start.
-        let recompute_from = changed_from_ms;
+        // A step reads a level's buckets up to the one ending at the step: a change in a
+        // bucket changes the steps from its end on.
+        let recompute_from = self
+            .series
+            .iter()
+            .map(|series| changed_from_ms[usize::from(series.resolution)].saturating_add(series.width_ms))
+            .min()
+            .unwrap_or(i64::MAX);
         let again: Vec<(usize, (bool, bool, bool))> = self
             .steps
             .iter()
             .enumerate()
-            .filter(|(_, (step, ..))| *step > recompute_from)
+            .filter(|(_, (step, ..))| *step >= recompute_from)
             .map(|(i, &(step, ..))| (i, self.conditions(step)))
             .collect();
         for (i, (page, ticket, flow)) in again {

@@ -10,10 +10,11 @@
 //!
 //! Nothing here touches a socket, a file or the clock: the driver passes `now_ms`.
 
-// pub mod alerts;
+pub mod alerts;
 pub mod eval;
 pub mod model;
 
+pub use alerts::{Alert, AlertSender, Batch, OutAlert, SenderConfig, SenderCounters, alerts_of};
 pub use eval::{
     AlertState, AlertStatus, BurnRate, Coverage, EvalConfig, Evaluation, Evaluator, ObjectiveStatus,
 };

@@ -7,13 +7,12 @@
 //! libp2p driver (`observatory-net`) and the simulator (`observatory-sim`) drive the very
 //! same [`Protocol`] and [`PeerBook`].
 
-pub mod backoff;
 pub mod peer_book;
 pub mod protocol;
 pub mod status;
 pub mod wire;
 
-pub use backoff::Backoff;
+pub use observatory_core::backoff::Backoff;
 pub use peer_book::{BookOutput, PeerBook, PeerBookConfig};
 pub use protocol::{
     Action, Agreement, Hello, MeshCounters, Message, PeerReport, Protocol, ProtocolConfig, Replica,

@@ -23,7 +23,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Display;
 
-use crate::backoff::Backoff;
+use observatory_core::backoff::Backoff;
 use crate::wire::{ADDRS_PER_PEER_MAX, PEERS_LISTED_MAX};
 
 /// Settings of the peer book (`mesh.*` in the configuration).

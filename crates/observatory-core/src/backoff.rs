@@ -1,4 +1,5 @@
-//! Exponential backoff on the caller's clock: the one schedule of retries in the peer.
+//! Exponential backoff on the caller's clock: the one schedule of retries in the peer
+//! (redials of the peer book, resends of alerts).
 
 /// A delay that doubles after every attempt, from `min_ms` up to `max_ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
