@@ -5,6 +5,7 @@
 //! `cargo test --workspace`, which does. `architecture` checks the invariants of
 //! ARCHITECTURE.md on the workspace itself.
 
+mod alerts;
 mod architecture;
 mod config;
 mod mesh;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
+use crate::objectives::ObjectivesAnswer;
 use crate::wire::{GraphAnswer, IngestAnswer, PeersAnswer, StatusAnswer};
 
 /// Why a call to a peer failed.
@@ -138,5 +139,17 @@ impl Client {
     /// `GET /api/v1/peers`.
     pub async fn peers(&self) -> Result<Fetched<PeersAnswer>, ClientError> {
         self.fetch(self.http.get(self.url("/api/v1/peers")), "reading the peers").await
+    }
+
+    /// `GET /api/v1/objectives` (only `name`, if given).
+    pub async fn objectives(&self, name: Option<&str>) -> Result<Fetched<ObjectivesAnswer>, ClientError> {
+        let query: Vec<(&str, &str)> = name.map(|n| ("name", n)).into_iter().collect();
+        self.fetch(self.http.get(self.url("/api/v1/objectives")).query(&query), "reading the objectives")
+            .await
+    }
+
+    /// `POST /api/v1/objectives/reload`.
+    pub async fn reload_objectives(&self) -> Result<Fetched<ObjectivesAnswer>, ClientError> {
+        self.fetch(self.http.post(self.url("/api/v1/objectives/reload")), "reloading the objectives").await
     }
 }

@@ -7,7 +7,9 @@
 //! `total` resolution) under the names of Tempo's metrics-generator, which the panel
 //! reads: `traces_service_graph_request_total`, `traces_service_graph_request_failed_total`
 //! and the histogram `traces_service_graph_request_server_seconds`, labelled `client`,
-//! `server` and `connection_type`; then `observatory_*` metrics about the peer itself.
+//! `server` and `connection_type`; then `observatory_*` metrics about the peer itself,
+//! and the objectives' figures (`observatory_objective_sli`, `..._budget_remaining`,
+//! `..._burn_rate{window}`, `..._state{severity}`, labelled `objective`).
 //! Every peer answers with the same service graph figures once the mesh has converged,
 //! so Prometheus may scrape any one of them (scraping several and summing would count
 //! the graph once per peer; use `max` or scrape one).
@@ -24,10 +26,12 @@ use axum::extract::rejection::QueryRejection;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use observatory_core::histogram::median_value_at;
+use observatory_core::settings::human_ms;
 use observatory_core::{EdgeKind, FlowState, QueryError, StateStats};
+use observatory_objectives::{AlertState, ObjectiveStatus};
 use serde::{Deserialize, Serialize};
 
-use crate::{Api, ApiError, Counters, Ctx, PeerApi};
+use crate::{Api, ApiError, Counters, Ctx, ObjectivesView, PeerApi};
 
 /// The content type of Prometheus' text format, version 0.0.4.
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -60,6 +64,7 @@ pub(crate) async fn get_metrics<P: PeerApi>(axum::extract::State(api): Ctx<P>) -
     for family in peer_families(&api, &stats) {
         text.peer_family(&family);
     }
+    text.objectives(&api.peer.objectives());
     ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], text.out).into_response()
 }
 
@@ -388,6 +393,109 @@ impl MetricsText {
             self.sample(&bucket, &[client, server, connection_type, ("le", "+Inf")], edge.latency_count);
             self.sample(&sum, &edge.labels(), edge.latency_sum_seconds);
             self.sample(&count, &edge.labels(), edge.latency_count);
+        }
+    }
+
+    /// The objectives' figures, labelled by objective (and severity, window), so that
+    /// dashboards plot them; a figure without a value (no calls yet) has no sample.
+    fn objectives(&mut self, view: &ObjectivesView) {
+        let statuses: &[ObjectiveStatus] = view.evaluation.as_ref().map_or(&[], |e| &e.objectives);
+        type Figure = fn(&ObjectiveStatus) -> Option<f64>;
+        let figures: [(&str, &str, Figure); 5] = [
+            ("observatory_objective_sli", "Share of good calls over the objective's window.", |s| s.sli),
+            ("observatory_objective_target", "Share of good calls the objective aims at.", |s| {
+                s.objective.target()
+            }),
+            (
+                "observatory_objective_budget_remaining",
+                "Share of the error budget left (1 untouched, below 0 overspent).",
+                |s| s.budget_remaining,
+            ),
+            ("observatory_objective_flow_rate", "A flow objective's rate per second over its `for`.", |s| {
+                s.flow_rate_per_s
+            }),
+            ("observatory_objective_calls", "Calls (latency samples) over the objective's window.", |s| {
+                Some(s.calls as f64)
+            }),
+        ];
+        for (name, help, figure) in figures {
+            self.family(name, "gauge", help);
+            for status in statuses {
+                if let Some(value) = figure(status) {
+                    self.sample(name, &[("objective", &status.objective.name)], value);
+                }
+            }
+        }
+        let name = "observatory_objective_burn_rate";
+        self.family(
+            name,
+            "gauge",
+            "How fast the error budget burns over a window (1: exactly over the objective's window).",
+        );
+        for status in statuses {
+            // Short objectives scale several pairs' windows to the finest bucket: one
+            // sample per window.
+            let mut written = Vec::new();
+            for burn in &status.burn_rates {
+                if written.contains(&burn.window_ms) {
+                    continue;
+                }
+                written.push(burn.window_ms);
+                let window = human_ms(burn.window_ms).replace(' ', "");
+                self.sample(name, &[("objective", &status.objective.name), ("window", &window)], burn.rate);
+            }
+        }
+        let name = "observatory_objective_state";
+        self.family(
+            name,
+            "gauge",
+            "State of an objective's alert: 0 inactive, 1 pending, 2 firing, 3 resolved.",
+        );
+        for status in statuses {
+            for alert in &status.alerts {
+                let value = match alert.state {
+                    AlertState::Inactive => 0,
+                    AlertState::Pending { .. } => 1,
+                    AlertState::Firing { .. } => 2,
+                    AlertState::Resolved { .. } => 3,
+                };
+                self.sample(
+                    name,
+                    &[("objective", &status.objective.name), ("severity", alert.severity.as_str())],
+                    value,
+                );
+            }
+        }
+        let sender = view.sender;
+        let families = [
+            (
+                "observatory_alerts_owned",
+                "gauge",
+                "Alerts this peer sends (it wins their rendezvous).",
+                sender.alerts_owned,
+            ),
+            (
+                "observatory_alert_batches_sent_total",
+                "counter",
+                "Batches of alerts posted to Alertmanagers.",
+                sender.batches_sent,
+            ),
+            (
+                "observatory_alert_batches_failed_total",
+                "counter",
+                "Batches that failed (then retried).",
+                sender.batches_failed,
+            ),
+            (
+                "observatory_alerts_delivered_total",
+                "counter",
+                "Alerts delivered, counted per batch.",
+                sender.alerts_delivered,
+            ),
+        ];
+        for (name, kind, help, value) in families {
+            self.family(name, kind, help);
+            self.sample(name, &[], value);
         }
     }
 

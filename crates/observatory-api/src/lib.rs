@@ -11,6 +11,8 @@
 //! - `GET /api/v1/graph?window=5m&at=<time>`: the flow graph of a window.
 //! - `GET /api/v1/edges/{from}/{to}?window=1h&step=1m&kind=request`: one edge's time series.
 //! - `GET /api/v1/status`, `GET /api/v1/peers`, `GET /healthz`.
+//! - `GET /api/v1/objectives?name=`, `POST /api/v1/objectives/reload`, `GET /api/v1/alerts`:
+//!   objectives, and alerts in Alertmanager's format. See [`objectives`].
 //! - `GET /metrics`: Prometheus text format, the service graph and the peer's own metrics.
 //! - `GET /api/v2/dependencies?endTs=<ms>&lookback=<ms>`: Zipkin's dependency links.
 //! - `GET /api/dependencies?endTs=<ms>&lookback=<ms>`: Jaeger's dependency links.
@@ -22,6 +24,7 @@ pub mod events;
 mod exposition;
 mod ingest;
 mod ingest_spans;
+pub mod objectives;
 pub mod otlp;
 pub mod peer;
 mod query;
@@ -42,7 +45,7 @@ use tokio_util::sync::CancellationToken;
 pub use counters::{Counters, ReasonCounts};
 pub use error::ApiError;
 use events::ParseLimits;
-pub use peer::{AppliedCounters, MeshView, PeerApi, PeerInfo, SubmitError};
+pub use peer::{AppliedCounters, MeshView, ObjectivesView, PeerApi, PeerInfo, SubmitError};
 
 /// Limits the edge enforces on requests (`limits.*` and `http.*` in the configuration).
 #[derive(Debug, Clone)]
@@ -117,6 +120,9 @@ pub fn router<P: PeerApi>(api: Arc<Api<P>>) -> Router {
         .route("/api/v1/edges/{from}/{to}", get(query::get_edge_series::<P>))
         .route("/api/v1/status", get(query::get_status::<P>))
         .route("/api/v1/peers", get(query::get_peers::<P>))
+        .route("/api/v1/objectives", get(objectives::get_objectives::<P>))
+        .route("/api/v1/objectives/reload", post(objectives::post_reload::<P>))
+        .route("/api/v1/alerts", get(objectives::get_alerts::<P>))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(exposition::get_metrics::<P>))
         .route("/api/v2/dependencies", get(exposition::get_zipkin_dependencies::<P>))

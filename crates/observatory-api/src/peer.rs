@@ -11,6 +11,7 @@ use std::future::Future;
 use observatory_core::commit::Applied;
 use observatory_core::{Event, FlowState};
 use observatory_correlate::{CorrelationCounters, Sighting, Span};
+use observatory_objectives::{Evaluation, SenderCounters};
 use observatory_sync::MeshStatus;
 
 /// Who the peer is.
@@ -60,6 +61,29 @@ pub struct MeshView {
     pub sync_interval_ms: i64,
 }
 
+/// The peer's objectives: what is loaded, how they stand, and how sending goes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectivesView {
+    /// The fingerprint of the objectives in force (peers compare it).
+    pub fingerprint: String,
+    /// The files they were read from.
+    pub files: Vec<String>,
+    /// Why the last reload was refused, if it was (the objectives before stay).
+    pub reload_error: Option<String>,
+    /// The latest evaluation, once there is one.
+    pub evaluation: Option<Evaluation>,
+    /// Alertmanagers alerts go to.
+    pub alertmanagers: Vec<String>,
+    /// How sending went.
+    pub sender: SenderCounters,
+    /// The labels of the alerts this peer sends (it wins their rendezvous).
+    pub sends: Vec<std::collections::BTreeMap<String, String>>,
+    /// Base of the links in alerts.
+    pub link_base_url: String,
+    /// How far ahead of now a firing alert's `endsAt` lies (resends × interval).
+    pub ends_at_ahead_ms: i64,
+}
+
 /// A peer, as the HTTP edge sees it.
 pub trait PeerApi: Send + Sync + 'static {
     /// Milliseconds since the Unix epoch by the peer's clock: the default timestamp of an
@@ -96,4 +120,11 @@ pub trait PeerApi: Send + Sync + 'static {
 
     /// Its mesh, if it runs one.
     fn mesh(&self) -> Option<MeshView>;
+
+    /// Its objectives and how they stand.
+    fn objectives(&self) -> ObjectivesView;
+
+    /// Reads the objectives' files again; on an error the objectives in force stay and
+    /// the error says which file, objective and key.
+    fn reload_objectives(&self) -> impl Future<Output = Result<ObjectivesView, String>> + Send;
 }

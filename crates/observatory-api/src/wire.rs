@@ -439,6 +439,10 @@ pub struct PeerJson {
     pub connected: bool,
     /// Whether its settings agree with ours.
     pub settings: AgreementJson,
+    /// Its objectives' fingerprint, once its hello came (empty: it has none).
+    pub objectives: Option<String>,
+    /// Whether its objectives are ours (then it shares the sending of alerts).
+    pub objectives_agree: Option<bool>,
     /// When we last held everything it had for us (ms since the epoch).
     pub last_sync_ms: Option<i64>,
     /// Milliseconds since then.
@@ -463,14 +467,17 @@ pub struct PeerJson {
     pub bytes_out: u64,
 }
 
-impl From<&PeerStatus> for PeerJson {
-    fn from(p: &PeerStatus) -> Self {
+impl PeerJson {
+    /// One peer, compared with our objectives' fingerprint `ours`.
+    pub fn new(p: &PeerStatus, ours: &str) -> Self {
         let r = &p.report;
         PeerJson {
             peer: r.peer.clone(),
             addresses: p.addresses.clone(),
             connected: r.connected,
             settings: AgreementJson::from(&r.settings),
+            objectives: r.objectives.clone(),
+            objectives_agree: r.objectives.as_ref().map(|theirs| theirs == ours),
             last_sync_ms: r.last_sync_ms,
             last_sync_age_ms: p.last_sync_age_ms,
             we_lack_seqs: r.we_lack_seqs,
@@ -497,6 +504,8 @@ pub struct PeersAnswer {
     pub counters: MeshCountersJson,
     /// How complete this peer's picture is.
     pub coverage: MeshCoverage,
+    /// This peer's objectives' fingerprint (empty: none).
+    pub objectives: String,
     /// Every known peer.
     pub peers: Vec<PeerJson>,
 }
@@ -509,7 +518,8 @@ impl PeersAnswer {
             listen: status.listen.clone(),
             counters: status.counters.into(),
             coverage: status.completeness(sync_interval_ms).into(),
-            peers: status.peers.iter().map(PeerJson::from).collect(),
+            objectives: status.objectives.clone(),
+            peers: status.peers.iter().map(|p| PeerJson::new(p, &status.objectives)).collect(),
         }
     }
 }

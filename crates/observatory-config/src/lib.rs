@@ -71,6 +71,76 @@ pub struct Config {
     pub otlp: OtlpSection,
     /// `correlation.*`: pairing span halves and correlating token sightings.
     pub correlation: CorrelationSection,
+    /// `objectives.*`: what the flow should do, and how it is evaluated.
+    pub objectives: ObjectivesSection,
+    /// `alerts.*`: where alerts go.
+    pub alerts: AlertsSection,
+}
+
+/// `objectives.*`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectivesSection {
+    /// Files of objectives; relative paths in a config file are relative to that file.
+    pub files: Vec<figment::value::magic::RelativePathBuf>,
+    /// Time between evaluation steps.
+    #[serde(with = "humantime_serde")]
+    pub eval_interval: Duration,
+    /// How far back alert states are replayed.
+    #[serde(with = "humantime_serde")]
+    pub lookback: Duration,
+    /// How long a resolved alert is still reported.
+    #[serde(with = "humantime_serde")]
+    pub resolved_hold: Duration,
+    /// Default `min_calls` of an objective.
+    pub min_calls: u64,
+    /// Default `for` of an objective.
+    #[serde(rename = "for", with = "humantime_serde")]
+    pub for_: Duration,
+    /// Default `keep_firing_for` of an objective.
+    #[serde(with = "humantime_serde")]
+    pub keep_firing_for: Duration,
+}
+
+/// `alerts.*`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsSection {
+    /// Base URLs of Alertmanagers.
+    pub alertmanagers: Vec<String>,
+    /// How often every alert is sent again.
+    #[serde(with = "humantime_serde")]
+    pub resend_interval: Duration,
+    /// A firing alert's `endsAt` lies this many resends ahead.
+    pub ends_at_resends: u32,
+    /// First retry delay.
+    #[serde(with = "humantime_serde")]
+    pub retry_min: Duration,
+    /// Longest retry delay.
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// Longest time one send may take.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Base of the links in alerts; `null`: this peer's `http.addr`.
+    pub link_base_url: Option<String>,
+}
+
+/// Why the objectives could not be loaded: the file, the objective and the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct ObjectivesError {
+    /// The file.
+    pub file: String,
+    /// What is wrong, naming the key (`objectives[2].latency.target: ...`).
+    pub message: String,
+}
+
+/// The objectives of a file, as read.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ObjectivesFile {
+    objectives: Vec<observatory_objectives::ObjectiveSpec>,
 }
 
 /// `otlp.*`
@@ -374,6 +444,7 @@ impl Config {
             ("correlation.pending_spans_max", self.correlation.pending_spans_max as u64),
             ("correlation.tokens_max", self.correlation.tokens_max as u64),
             ("correlation.sightings_per_token_max", self.correlation.sightings_per_token_max as u64),
+            ("alerts.ends_at_resends", u64::from(self.alerts.ends_at_resends)),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(invalid(format!("{key} must be at least 1")));
@@ -395,12 +466,30 @@ impl Config {
             ("mesh.gossip_interval", mesh.gossip_interval),
             ("mesh.save_peers_interval", mesh.save_peers_interval),
             ("mesh.status_interval", mesh.status_interval),
+            ("objectives.eval_interval", self.objectives.eval_interval),
+            ("objectives.lookback", self.objectives.lookback),
+            ("alerts.resend_interval", self.alerts.resend_interval),
+            ("alerts.retry_min", self.alerts.retry_min),
+            ("alerts.timeout", self.alerts.timeout),
         ];
         if let Some((key, _)) = longer_than_zero.iter().find(|(_, value)| value.is_zero()) {
             return Err(invalid(format!("{key} must be longer than 0")));
         }
         if mesh.redial_max < mesh.redial_min {
             return Err(invalid("mesh.redial_max must be at least mesh.redial_min"));
+        }
+        if self.alerts.retry_max < self.alerts.retry_min {
+            return Err(invalid("alerts.retry_max must be at least alerts.retry_min"));
+        }
+        for (i, url) in self.alerts.alertmanagers.iter().chain(&self.alerts.link_base_url).enumerate() {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                let key = if i < self.alerts.alertmanagers.len() {
+                    format!("alerts.alertmanagers[{i}]")
+                } else {
+                    "alerts.link_base_url".to_string()
+                };
+                return Err(invalid(format!("{key}: `{url}` is not an http:// or https:// URL")));
+            }
         }
         if mesh.forget_after.is_some_and(|after| after < mesh.redial_max) {
             return Err(invalid("mesh.forget_after must be at least mesh.redial_max (or null: never)"));
@@ -495,6 +584,47 @@ impl Config {
         }
     }
 
+    /// How objectives are evaluated.
+    pub fn evaluation(&self) -> observatory_objectives::EvalConfig {
+        observatory_objectives::EvalConfig {
+            eval_interval_ms: millis(self.objectives.eval_interval),
+            lookback_ms: millis(self.objectives.lookback),
+            resolved_hold_ms: millis(self.objectives.resolved_hold),
+        }
+    }
+
+    /// What objectives leave out.
+    pub fn objective_defaults(&self) -> observatory_objectives::ObjectiveDefaults {
+        observatory_objectives::ObjectiveDefaults {
+            min_calls: self.objectives.min_calls,
+            for_ms: millis(self.objectives.for_),
+            keep_firing_for_ms: millis(self.objectives.keep_firing_for),
+        }
+    }
+
+    /// How alerts are sent.
+    pub fn sender(&self) -> observatory_objectives::SenderConfig {
+        let alerts = &self.alerts;
+        observatory_objectives::SenderConfig {
+            targets: alerts.alertmanagers.len(),
+            resend_interval_ms: millis(alerts.resend_interval),
+            ends_at_resends: i64::from(alerts.ends_at_resends),
+            retry_min_ms: millis(alerts.retry_min),
+            retry_max_ms: millis(alerts.retry_max),
+        }
+    }
+
+    /// Reads and checks the objectives of `objectives.files`.
+    pub fn load_objectives(&self) -> Result<observatory_objectives::ObjectiveSet, ObjectivesError> {
+        load_objective_files(&self.objective_files(), self.objective_defaults())
+    }
+
+    /// The files of `objectives.files`, resolved (relative to the config file that named
+    /// them, else to the working directory).
+    pub fn objective_files(&self) -> Vec<PathBuf> {
+        self.objectives.files.iter().map(|f| f.relative()).collect()
+    }
+
     /// The correlator's settings; errors name the key.
     pub fn correlation(&self) -> Result<CorrelationConfig, ConfigError> {
         let c = &self.correlation;
@@ -519,4 +649,33 @@ fn describe(error: &figment::Error) -> String {
         format!(" (from {name})")
     });
     format!("{key}: {}{}", error.kind, source.unwrap_or_default())
+}
+
+/// Reads and checks objectives files: every error names the file, the objective (by its
+/// place and name) and the key.
+pub fn load_objective_files(
+    files: &[PathBuf],
+    defaults: observatory_objectives::ObjectiveDefaults,
+) -> Result<observatory_objectives::ObjectiveSet, ObjectivesError> {
+    let mut objectives = Vec::new();
+    for file in files {
+        let name = file.display().to_string();
+        let fail = |message: String| ObjectivesError { file: name.clone(), message };
+        if !file.exists() {
+            return Err(fail("does not exist".into()));
+        }
+        let parsed: ObjectivesFile = Figment::from(Yaml::file_exact(file)).extract().map_err(|e| {
+            let messages: Vec<String> = e.into_iter().map(|e| describe(&e)).collect();
+            fail(messages.join("; "))
+        })?;
+        for (i, spec) in parsed.objectives.iter().enumerate() {
+            let objective = observatory_objectives::Objective::from_spec(spec, defaults)
+                .map_err(|e| fail(format!("objectives[{i}] ({}): {e}", spec.name)))?;
+            objectives.push(objective);
+        }
+    }
+    observatory_objectives::ObjectiveSet::new(objectives).map_err(|e| ObjectivesError {
+        file: files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "),
+        message: e.to_string(),
+    })
 }

@@ -9,7 +9,7 @@
 //! `mesh.status_interval` for the rest of the peer, and ends when `shutdown` is
 //! cancelled, saving the book on the way out.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,9 +22,10 @@ use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{Multiaddr, PeerId, Swarm, identify, mdns};
 use observatory_core::Clock;
 use observatory_correlate::Handoff;
-use observatory_sync::protocol::{Action, MeshCounters, PeerReport, Protocol, Replica};
+use observatory_sync::protocol::{Action, MeshCounters, Protocol, Replica};
+use observatory_sync::status::Local;
 use observatory_sync::wire::{self, MeshMessage};
-use observatory_sync::{BookOutput, MeshStatus, PeerBook, PeerStatus};
+use observatory_sync::{BookOutput, MeshStatus, PeerBook};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -49,6 +50,7 @@ pub struct MeshHandle {
     status: Arc<Mutex<MeshStatus>>,
     live: Arc<Mutex<Vec<String>>>,
     handoffs_out: mpsc::Sender<(PeerId, Handoff)>,
+    objectives: tokio::sync::watch::Sender<String>,
     sync_interval_ms: i64,
 }
 
@@ -76,6 +78,12 @@ impl MeshHandle {
     /// last), sorted: the peers that own traces and tokens.
     pub fn live_peers(&self) -> Vec<String> {
         self.live.lock().expect("no publisher panicked holding the live peers").clone()
+    }
+
+    /// Tells the mesh this peer's objectives' fingerprint (peers with the same one share
+    /// the sending of alerts).
+    pub fn set_objectives(&self, fingerprint: String) {
+        self.objectives.send_replace(fingerprint);
     }
 
     /// Queues span halves and sightings for `peer` (a peer id in text form).
@@ -152,10 +160,12 @@ pub async fn start<R: PeerReplica>(
     let live = Arc::new(Mutex::new(vec![local.to_string()]));
     let (handoffs_out, handoffs_to_send) = mpsc::channel(settings.handoffs_queued_max);
     let (handoffs_received, handoffs_in) = mpsc::channel(settings.handoffs_queued_max);
+    let (objectives, objectives_rx) = tokio::sync::watch::channel(String::new());
     let handle = MeshHandle {
         status: status.clone(),
         live: live.clone(),
         handoffs_out,
+        objectives,
         sync_interval_ms: settings.protocol.sync_interval_ms,
     };
     let driver = Driver {
@@ -174,7 +184,7 @@ pub async fn start<R: PeerReplica>(
         status_interval_ms: i64::try_from(settings.status_interval.as_millis()).unwrap_or(i64::MAX),
         next_publish_ms: i64::MIN,
     };
-    let task = tokio::spawn(driver.run(handoffs_to_send, shutdown));
+    let task = tokio::spawn(driver.run(handoffs_to_send, objectives_rx, shutdown));
     Ok(StartedMesh { listen, handle, handoffs_in, task })
 }
 
@@ -276,6 +286,7 @@ impl<R: PeerReplica> Driver<R> {
     async fn run(
         mut self,
         mut handoffs_to_send: mpsc::Receiver<(PeerId, Handoff)>,
+        mut objectives: tokio::sync::watch::Receiver<String>,
         shutdown: CancellationToken,
     ) {
         loop {
@@ -294,6 +305,11 @@ impl<R: PeerReplica> Driver<R> {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_event(event),
                 Some((peer, handoff)) = handoffs_to_send.recv() => self.send(peer, MeshMessage::Handoff(handoff)),
+                Ok(()) = objectives.changed() => {
+                    let fingerprint = objectives.borrow_and_update().clone();
+                    self.protocol.set_objectives(fingerprint);
+                    self.next_publish_ms = i64::MIN;
+                }
                 _ = tokio::time::sleep(sleep) => self.tick(),
                 _ = shutdown.cancelled() => break,
             }
@@ -501,37 +517,16 @@ impl<R: PeerReplica> Driver<R> {
     }
 
     fn publish(&mut self, now: i64) {
-        let mut peers: BTreeMap<PeerId, PeerStatus> = BTreeMap::new();
-        for report in self.protocol.peer_reports(now, &self.replica) {
-            let peer = report.peer;
-            let addresses = self
-                .book
-                .addresses(&peer)
-                .map(|a| a.iter().map(ToString::to_string).collect())
-                .unwrap_or_default();
-            let connected = self.book.is_connected(&peer);
-            peers.insert(
-                peer,
-                PeerStatus {
-                    addresses,
-                    last_sync_age_ms: report.last_sync_ms.map(|t| now - t),
-                    report: PeerReport { connected, ..report.with_peer(peer.to_string()) },
-                },
-            );
-        }
-        for (peer, addrs, connected) in self.book.peers() {
-            peers.entry(*peer).or_insert_with(|| PeerStatus {
-                addresses: addrs.iter().map(ToString::to_string).collect(),
-                last_sync_age_ms: None,
-                report: PeerReport::unknown(peer.to_string(), connected),
-            });
-        }
-        let status = MeshStatus {
+        let local = Local {
             peer_id: self.local.to_string(),
+            objectives: self.protocol.objectives().to_string(),
             listen: self.listen.iter().map(ToString::to_string).collect(),
             counters: MeshCounters { handoffs_dropped: self.handoffs_dropped, ..self.protocol.counters() },
-            peers: peers.into_values().collect(),
         };
+        let book = self.book.peers().map(|(peer, addrs, connected)| {
+            (*peer, addrs.iter().map(ToString::to_string).collect(), connected)
+        });
+        let status = MeshStatus::assemble(now, local, self.protocol.peer_reports(now, &self.replica), book);
         *self.live.lock().expect("no reader panics holding the live peers") = status.live_peers();
         *self.status.lock().expect("no publisher panicked holding the status") = status;
     }

@@ -36,8 +36,11 @@ pub struct Alert {
     pub starts_at_ms: i64,
     /// When it stopped, if it has.
     pub resolved_at_ms: Option<i64>,
-    /// Path on the sending peer showing the edges (`/api/v1/graph?...`).
+    /// Path on the sending peer showing the objective (`/api/v1/objectives?name=...`).
     pub generator_path: String,
+    /// Path on the sending peer showing the graph over the alert's window
+    /// (`/api/v1/graph?window=...`).
+    pub graph_path: String,
 }
 
 impl Alert {
@@ -127,9 +130,15 @@ pub fn alerts_of(evaluation: &Evaluation) -> Vec<Alert> {
                 annotations.insert("budget_remaining".into(), format!("{budget:.4}"));
             }
             if !status.burn_rates.is_empty() {
+                let mut windows = Vec::new();
                 let rates: Vec<String> = status
                     .burn_rates
                     .iter()
+                    .filter(|b| {
+                        let new = !windows.contains(&b.window_ms);
+                        windows.push(b.window_ms);
+                        new
+                    })
                     .map(|b| format!("{}: {:.2}", human_ms(b.window_ms).replace(' ', ""), b.rate))
                     .collect();
                 annotations.insert("burn_rates".into(), rates.join(", "));
@@ -139,17 +148,13 @@ pub fn alerts_of(evaluation: &Evaluation) -> Vec<Alert> {
                 (_, Severity::Page) => 3_600_000,
                 (_, Severity::Ticket) => 86_400_000,
             };
-            let kind_param = objective.selector.kind.map_or(String::new(), |k| format!("&kind={k}"));
             alerts.push(Alert {
                 labels,
                 annotations,
                 starts_at_ms,
                 resolved_at_ms,
-                generator_path: format!(
-                    "/api/v1/objectives?name={}&window={}{kind_param}",
-                    objective.name,
-                    human_ms(severity_window).replace(' ', "")
-                ),
+                generator_path: format!("/api/v1/objectives?name={}", objective.name),
+                graph_path: format!("/api/v1/graph?window={}", human_ms(severity_window).replace(' ', "")),
             });
         }
     }
@@ -158,7 +163,7 @@ pub fn alerts_of(evaluation: &Evaluation) -> Vec<Alert> {
 
 /// The owner of `key` among `peers`: the highest hash of `(peer, key)` (rendezvous), ties
 /// by name; `None` for no peers.
-pub fn owner<'a>(key: u64, peers: &'a [String]) -> Option<&'a String> {
+pub fn owner(key: u64, peers: &[String]) -> Option<&String> {
     peers
         .iter()
         .map(|peer| {
@@ -245,7 +250,13 @@ impl AlertSender {
             backoff: Backoff::new(config.retry_min_ms, config.retry_max_ms),
             failing: false,
         };
-        Self { config, owned: BTreeMap::new(), targets: vec![target; config.targets], next_id: 1, counters: SenderCounters::default() }
+        Self {
+            config,
+            owned: BTreeMap::new(),
+            targets: vec![target; config.targets],
+            next_id: 1,
+            counters: SenderCounters::default(),
+        }
     }
 
     /// The alerts of the latest evaluation: this peer keeps those it owns among `peers`
@@ -284,8 +295,11 @@ impl AlertSender {
         if self.owned.is_empty() {
             return None;
         }
-        let (index, target) =
-            self.targets.iter_mut().enumerate().find(|(_, t)| t.in_flight.is_none() && t.next_send_ms <= now_ms)?;
+        let (index, target) = self
+            .targets
+            .iter_mut()
+            .enumerate()
+            .find(|(_, t)| t.in_flight.is_none() && t.next_send_ms <= now_ms)?;
         let id = self.next_id;
         self.next_id += 1;
         target.in_flight = Some(id);
@@ -293,7 +307,10 @@ impl AlertSender {
         let alerts = self
             .owned
             .values()
-            .map(|alert| OutAlert { alert: alert.clone(), ends_at_ms: alert.resolved_at_ms.unwrap_or(now_ms + ahead_ms) })
+            .map(|alert| OutAlert {
+                alert: alert.clone(),
+                ends_at_ms: alert.resolved_at_ms.unwrap_or(now_ms + ahead_ms),
+            })
             .collect::<Vec<_>>();
         self.counters.batches_sent += 1;
         Some(Batch { id, target: index, alerts })
@@ -320,7 +337,12 @@ impl AlertSender {
         if self.owned.is_empty() {
             return i64::MAX;
         }
-        self.targets.iter().filter(|t| t.in_flight.is_none()).map(|t| t.next_send_ms).min().unwrap_or(i64::MAX)
+        self.targets
+            .iter()
+            .filter(|t| t.in_flight.is_none())
+            .map(|t| t.next_send_ms)
+            .min()
+            .unwrap_or(i64::MAX)
     }
 
     /// The counters.

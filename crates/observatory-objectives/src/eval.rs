@@ -29,7 +29,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use observatory_core::settings::human_ms;
-use observatory_core::{Edge, FlowState, GlobalChanges, Resolution, Settings};
+use observatory_core::{Edge, FlowState, GlobalChanges, Origin, Resolution, Settings};
 
 use crate::model::{Goal, Objective, ObjectiveError, ObjectiveSet, Severity};
 
@@ -70,6 +70,28 @@ impl Coverage {
     /// A complete picture.
     pub fn complete() -> Self {
         Self { complete: true, missing_edges: Some(BTreeSet::new()) }
+    }
+
+    /// The picture with `missing` peers out of sync (complete when there are none): the
+    /// edges their origins wrote, as far as `state` holds them (`peer_of` names the
+    /// peer that writes an origin). A missing peer of which nothing is held may have
+    /// written any edge.
+    pub fn of_missing(missing: &[String], state: &FlowState, peer_of: impl Fn(&Origin) -> String) -> Self {
+        if missing.is_empty() {
+            return Self::complete();
+        }
+        let mut edges = BTreeSet::new();
+        let origins: Vec<Origin> = state.coverage().into_iter().map(|c| c.origin).collect();
+        for peer in missing {
+            let theirs: Vec<&Origin> = origins.iter().filter(|o| &peer_of(o) == peer).collect();
+            if theirs.is_empty() {
+                return Self { complete: false, missing_edges: None };
+            }
+            for origin in theirs {
+                edges.extend(state.edges_of_origin(origin));
+            }
+        }
+        Self { complete: false, missing_edges: Some(edges) }
     }
 
     fn touches(&self, edges: &[Edge]) -> bool {
@@ -321,7 +343,8 @@ impl Series {
 
     /// The sum of the buckets in `[from_ms, to_ms)`, both multiples of the width.
     fn sum(&self, from_ms: i64, to_ms: i64) -> Agg {
-        let index = |ms: i64| ((ms - self.start_ms) / self.width_ms).clamp(0, self.buckets.len() as i64) as usize;
+        let index =
+            |ms: i64| ((ms - self.start_ms) / self.width_ms).clamp(0, self.buckets.len() as i64) as usize;
         let (first, last) = (index(from_ms), index(to_ms));
         if last <= first {
             return Agg::default();
@@ -372,6 +395,13 @@ struct Tracked {
     flow_window: Option<Window>,
     /// One per level.
     series: Vec<Series>,
+    /// For a flow goal: calls of the edges before the end of the flow window level's
+    /// series (from the all-time totals), so that a step can tell whether the flow had
+    /// ever started before its `for` window: a flow that never started is not missing.
+    flow_calls_before_end: u64,
+    /// The same, before the series' start: when it changes (data older than the series
+    /// arrived), every step is computed again.
+    flow_calls_before_start: u64,
     /// Per step in the lookback: `(at, page breach, ticket breach, flow breach)`.
     steps: VecDeque<(i64, bool, bool, bool)>,
     /// Each alert's machine as the oldest step of `steps` left it.
@@ -432,10 +462,13 @@ impl Evaluator {
             match &objective.goal {
                 Goal::Flow { for_ms, .. } => flow_window = Some(window(name, "flow.for", *for_ms)?),
                 _ => {
-                    for (pairs_of, severity) in [(&PAGE_PAIRS, Severity::Page), (&TICKET_PAIRS, Severity::Ticket)] {
+                    for (pairs_of, severity) in
+                        [(&PAGE_PAIRS, Severity::Page), (&TICKET_PAIRS, Severity::Ticket)]
+                    {
                         for &(long, short, factor) in pairs_of {
                             let long = window(name, "window", scaled(long, objective.window_ms, finest_ms))?;
-                            let short = window(name, "window", scaled(short, objective.window_ms, finest_ms))?;
+                            let short =
+                                window(name, "window", scaled(short, objective.window_ms, finest_ms))?;
                             pairs.push((long, short, factor, severity));
                         }
                     }
@@ -449,12 +482,21 @@ impl Evaluator {
                 pairs,
                 flow_window,
                 series: Vec::new(),
+                flow_calls_before_end: 0,
+                flow_calls_before_start: 0,
                 steps: VecDeque::new(),
                 boundary: [Machine::START; 3],
                 published: Vec::new(),
             });
         }
-        Ok(Self { config, set, tracked, edge_set_generation: None, by_edge: BTreeMap::new(), last_step_ms: None })
+        Ok(Self {
+            config,
+            set,
+            tracked,
+            edge_set_generation: None,
+            by_edge: BTreeMap::new(),
+            last_step_ms: None,
+        })
     }
 
     /// The objectives evaluated.
@@ -528,7 +570,14 @@ impl Evaluator {
 }
 
 /// The bucket sums of `edges` in one bucket.
-fn read_bucket(state: &FlowState, edges: &[Edge], resolution: u8, start_ms: i64, width_ms: i64, goal: &Goal) -> Agg {
+fn read_bucket(
+    state: &FlowState,
+    edges: &[Edge],
+    resolution: u8,
+    start_ms: i64,
+    width_ms: i64,
+    goal: &Goal,
+) -> Agg {
     let mut agg = Agg::default();
     for edge in edges {
         for (_, data) in state.edge_buckets(edge, resolution, start_ms..start_ms + width_ms) {
@@ -623,6 +672,31 @@ impl Tracked {
             }
             series.rebuild_prefix();
         }
+        if let Some(window) = self.flow_window {
+            let series = &self.series[window.level];
+            let total = state.settings().resolutions().len() - 1;
+            let mut all_time = 0;
+            let mut after_end = 0;
+            for edge in &self.edges {
+                all_time += state
+                    .edge_buckets(edge, total as u8, i64::MIN..i64::MAX)
+                    .map(|(_, d)| d.calls)
+                    .sum::<u64>();
+                after_end += state
+                    .edge_buckets(edge, series.resolution, series.end_ms()..i64::MAX)
+                    .map(|(_, d)| d.calls)
+                    .sum::<u64>();
+            }
+            self.flow_calls_before_end = all_time.saturating_sub(after_end);
+        }
+    }
+
+    /// Calls of a flow goal's edges before `ms` (rounded down to the flow level's width).
+    fn flow_calls_before(&self, ms: i64) -> u64 {
+        let Some(window) = self.flow_window else { return 0 };
+        let series = &self.series[window.level];
+        let from = floor(ms, series.width_ms);
+        self.flow_calls_before_end.saturating_sub(series.sum(from, series.end_ms()).calls)
     }
 
     /// The sums over `[at - length, at)`: whole buckets of the window's level for its
@@ -659,7 +733,9 @@ impl Tracked {
             Goal::Flow { rate_at_least_per_s, for_ms, .. } => {
                 let window = self.flow_window.expect("a flow goal has its window");
                 let calls = self.window_sum(window, at_ms).calls;
-                (false, false, (calls as f64) < rate_at_least_per_s * (*for_ms as f64 / 1000.0))
+                let low = (calls as f64) < rate_at_least_per_s * (*for_ms as f64 / 1000.0);
+                // Missing only if it had flowed before the window began.
+                (false, false, low && self.flow_calls_before(at_ms - for_ms) > 0)
             }
             goal => {
                 let target = match goal {
@@ -687,6 +763,15 @@ impl Tracked {
         config: EvalConfig,
     ) -> ObjectiveStatus {
         self.update_series(at_ms, state, changed_from_ms, config);
+        let mut changed_from_ms = changed_from_ms.to_vec();
+        if let Some(window) = self.flow_window {
+            let before_start = self.flow_calls_before(self.series[window.level].start_ms);
+            if before_start != self.flow_calls_before_start {
+                self.flow_calls_before_start = before_start;
+                changed_from_ms.iter_mut().for_each(|from| *from = i64::MIN);
+            }
+        }
+        let changed_from_ms = &changed_from_ms[..];
         let interval = config.eval_interval_ms;
         let first = (at_ms - config.lookback_ms).div_euclid(interval) * interval;
         let (for_ms, keep_ms, hold_ms) =

@@ -8,7 +8,7 @@ use std::fmt;
 
 use observatory_core::settings::human_ms;
 use observatory_core::{Edge, EdgeKind};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Shortest objective window.
 pub const WINDOW_MS_MIN: i64 = 3_600_000;
@@ -18,7 +18,7 @@ pub const WINDOW_MS_MAX: i64 = 28 * 86_400_000;
 pub const NAME_BYTES_MAX: usize = 128;
 
 /// A share given as `"95%"` or as a number (`0.95`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum ShareSpec {
     /// `"99.9%"`.
@@ -28,7 +28,7 @@ pub enum ShareSpec {
 }
 
 /// `latency: {threshold: 200ms, target: 95%}`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LatencySpec {
     /// Calls at or below this are good: `200ms`, `1.5s`, `750us`.
@@ -38,7 +38,7 @@ pub struct LatencySpec {
 }
 
 /// `errors: {target: 99.9%}`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ErrorsSpec {
     /// The share of calls that did not fail, aimed at.
@@ -46,7 +46,7 @@ pub struct ErrorsSpec {
 }
 
 /// `flow: {rate_at_least: 1/s, for: 5m}`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FlowSpec {
     /// The least rate expected: `1/s`, `30/m`, `100/h`.
@@ -57,7 +57,7 @@ pub struct FlowSpec {
 }
 
 /// One objective as a file declares it.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ObjectiveSpec {
     /// A unique name: letters, digits, `-`, `_`, `.`, `:`.
@@ -145,7 +145,8 @@ pub struct Pattern {
 }
 
 impl Pattern {
-    fn parse(key: &str, text: &str) -> Result<Self, ObjectiveError> {
+    /// A pattern from `text`; an error names `key`.
+    pub fn parse(key: &str, text: &str) -> Result<Self, ObjectiveError> {
         if text.is_empty() || text.len() > observatory_core::model::NODE_NAME_BYTES_HARD_MAX {
             return Err(error(key, "must be a node name or a pattern with `*`, 1 to 1024 bytes"));
         }
@@ -281,9 +282,11 @@ fn parse_share(key: &str, share: &ShareSpec) -> Result<f64, ObjectiveError> {
             let Some(percent) = text.strip_suffix('%') else {
                 return Err(error(key, format!("`{text}` is not a share; write e.g. 99.9% or 0.999")));
             };
-            let percent: f64 =
-                percent.trim().parse().map_err(|_| error(key, format!("`{text}` is not a percentage")))?;
-            percent / 100.0
+            let percent = percent.trim();
+            let valid = !percent.is_empty() && percent.chars().all(|c| c.is_ascii_digit() || c == '.');
+            // Shifting the decimal point as text reads 99.9% as the double nearest 0.999.
+            let shifted: Option<f64> = valid.then(|| format!("{percent}e-2").parse().ok()).flatten();
+            shifted.ok_or_else(|| error(key, format!("`{text}` is not a percentage")))?
         }
     };
     if !(value > 0.0 && value < 1.0) {

@@ -12,6 +12,7 @@
 //! part is handed the [`Clock`] it was given.
 
 mod correlation;
+mod objectives;
 mod replica;
 
 use std::net::SocketAddr;
@@ -20,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use observatory_api::{
-    Api, ApiLimits, AppliedCounters, MeshView, PeerApi, PeerInfo, ReasonCounts, SubmitError,
+    Api, ApiLimits, AppliedCounters, MeshView, ObjectivesView, PeerApi, PeerInfo, ReasonCounts, SubmitError,
 };
 use observatory_config::{Config, ConfigError};
 use observatory_core::commit::Applied;
@@ -87,6 +88,9 @@ pub enum StartError {
     /// The mesh could not start.
     #[error("starting the mesh")]
     Mesh(#[from] MeshError),
+    /// The objectives' files do not read or check.
+    #[error("the objectives are not usable: {0}")]
+    Objectives(String),
 }
 
 /// Why a running peer stopped other than when asked.
@@ -117,6 +121,9 @@ struct Inner {
     info: PeerInfo,
     store_size: SizeProbe,
     applied: AppliedTally,
+    objectives: Mutex<objectives::Objectives>,
+    /// Wakes the objectives task after a reload.
+    objectives_reloaded: Arc<tokio::sync::Notify>,
 }
 
 /// A running peer, as the HTTP edge and the correlation task see it. Cheap to clone.
@@ -164,6 +171,10 @@ impl Peer {
 
     fn correlator(&self) -> std::sync::MutexGuard<'_, Correlator> {
         self.inner.correlator.lock().expect("no correlator call panics")
+    }
+
+    fn objectives(&self) -> std::sync::MutexGuard<'_, objectives::Objectives> {
+        self.inner.objectives.lock().expect("no evaluation panics")
     }
 
     /// Sends handoffs to their owners; what the mesh cannot take is correlated here.
@@ -240,6 +251,36 @@ impl PeerApi for Peer {
             .as_ref()
             .map(|mesh| MeshView { status: mesh.status(), sync_interval_ms: mesh.sync_interval_ms() })
     }
+
+    fn objectives(&self) -> ObjectivesView {
+        Peer::objectives(self).view()
+    }
+
+    async fn reload_objectives(&self) -> Result<ObjectivesView, String> {
+        let peer = self.clone();
+        // Files are read off the runtime's threads.
+        let reloaded = tokio::task::spawn_blocking(move || {
+            let mut objectives = Peer::objectives(&peer);
+            let reloaded = objectives.reload();
+            let fingerprint = objectives.fingerprint();
+            drop(objectives);
+            (reloaded, fingerprint)
+        })
+        .await
+        .map_err(|e| format!("the reload failed: {e}"))?;
+        let (reloaded, fingerprint) = reloaded;
+        match &reloaded {
+            Ok(()) => {
+                tracing::info!(%fingerprint, "objectives reloaded");
+                if let Some(mesh) = &self.inner.mesh {
+                    mesh.set_objectives(fingerprint);
+                }
+                self.inner.objectives_reloaded.notify_one();
+            }
+            Err(error) => tracing::warn!(%error, "objectives not reloaded; those in force stay"),
+        }
+        reloaded.map(|()| Peer::objectives(self).view())
+    }
 }
 
 /// Where a started peer listens, for the startup line.
@@ -274,6 +315,7 @@ pub struct Running {
     mesh_task: JoinHandle<()>,
     mesh_stop: CancellationToken,
     correlation_stop: CancellationToken,
+    objectives_stop: CancellationToken,
     tasks: TaskTracker,
 }
 
@@ -297,6 +339,8 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>, version: &str) -> Res
     let settings = config.settings()?;
     let mesh_settings = MeshSettings::from_config(config)?;
     let correlation = config.correlation()?;
+    let objectives_loaded = objectives::Objectives::load(config, &settings, config.http.addr);
+    let objectives = objectives_loaded.map_err(StartError::Objectives)?;
     let http =
         bind("HTTP", config.http.addr, "is another peer running there? choose another address with --http")
             .await?;
@@ -364,6 +408,12 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>, version: &str) -> Res
     for addr in &mesh.listen {
         tracing::info!(%addr, "listening for peers");
     }
+    let mut objectives = objectives;
+    if config.alerts.link_base_url.is_none() {
+        objectives.set_link_base(http_addr);
+    }
+    mesh.handle.set_objectives(objectives.fingerprint());
+    tracing::info!(fingerprint = %objectives.fingerprint(), files = ?config.objective_files(), "objectives in force");
     let listening = Listening {
         peer_id: peer_id.clone(),
         incarnation,
@@ -387,6 +437,8 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>, version: &str) -> Res
             },
             store_size,
             applied: AppliedTally::default(),
+            objectives: Mutex::new(objectives),
+            objectives_reloaded: Arc::new(tokio::sync::Notify::new()),
         }),
     };
     let tasks = TaskTracker::new();
@@ -396,6 +448,13 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>, version: &str) -> Res
         mesh.handoffs_in,
         config.correlation.tick_interval,
         correlation_stop.clone(),
+    ));
+    let objectives_stop = CancellationToken::new();
+    tasks.spawn(objectives::run(
+        peer.clone(),
+        peer.inner.objectives_reloaded.clone(),
+        config.alerts.timeout,
+        objectives_stop.clone(),
     ));
     Ok(Running {
         peer,
@@ -408,6 +467,7 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>, version: &str) -> Res
         mesh_task: mesh.task,
         mesh_stop,
         correlation_stop,
+        objectives_stop,
         tasks,
     })
 }
@@ -426,6 +486,7 @@ impl Running {
             mesh_task,
             mesh_stop,
             correlation_stop,
+            objectives_stop,
             tasks,
             ..
         } = self;
@@ -465,6 +526,7 @@ impl Running {
                 };
                 stop.cancel();
                 correlation_stop.cancel();
+                objectives_stop.cancel();
                 mesh_stop.cancel();
                 tasks.close();
                 tasks.wait().await;
@@ -479,6 +541,7 @@ impl Running {
             let _ = otlp_served.await;
         }
         correlation_stop.cancel();
+        objectives_stop.cancel();
         tasks.close();
         tasks.wait().await;
         tracing::info!("HTTP stopped; stopping the mesh and waiting for the writer to finish");

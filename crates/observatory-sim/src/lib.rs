@@ -1,8 +1,10 @@
 //! The failure simulator: many peers on one machine, on virtual time, under scripted
 //! faults, with exact invariants checked against an oracle.
 //!
-//! Every simulated peer runs the very code a real peer runs: the core's [`FlowState`]
-//! and the mesh's sans-IO [`Protocol`](observatory_mesh::Protocol). Only the IO is
+//! Every simulated peer runs the very code a real peer runs: the core's [`FlowState`],
+//! the sans-IO [`Protocol`](observatory_sync::Protocol), peer book and commit queue, and,
+//! when the scenario declares objectives, the evaluator and alert sender of
+//! `observatory-objectives` (see [`alerting`]). Only the IO is
 //! simulated (network, disk, clock), so a thousand peers fit on a laptop and a run is
 //! reproducible bit for bit from its scenario and seed.
 //!
@@ -16,6 +18,7 @@
 //!
 //! [`FlowState`]: observatory_core::FlowState
 
+pub mod alerting;
 pub mod check;
 mod network;
 pub mod report;

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::alerting::{self, ObjectivesReport};
 use crate::check::{FinalOutcome, INVARIANTS, Violation};
 use crate::sim::{START_MS, Simulation};
 
@@ -144,6 +145,9 @@ pub struct Report {
     pub faults: Vec<FaultMark>,
     /// `[simulated seconds, share of up peers that are exact]`, at every change.
     pub convergence: Vec<[f64; 2]>,
+    /// Objectives and alerts, when the scenario declares objectives.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub objectives: Option<ObjectivesReport>,
 }
 
 pub(crate) fn build(sim: &Simulation, outcome: FinalOutcome) -> Report {
@@ -168,8 +172,11 @@ pub(crate) fn build(sim: &Simulation, outcome: FinalOutcome) -> Report {
     } else {
         (None, None)
     };
+    let objective_invariants: &[&'static str] =
+        if sim.alerting.is_some() { &alerting::INVARIANTS } else { &[] };
     let invariants: Vec<InvariantResult> = INVARIANTS
         .iter()
+        .chain(objective_invariants)
         .map(|&name| {
             let of_this: Vec<&Violation> = violations.iter().filter(|v| v.invariant == name).collect();
             let detail = match of_this.first() {
@@ -179,6 +186,15 @@ pub(crate) fn build(sim: &Simulation, outcome: FinalOutcome) -> Report {
                     "never_exceeds_truth" => "no global cell above the truth".into(),
                     "version_vectors_honest" => "every claimed seq backed by the cells".into(),
                     "settings_isolated" => "no origin crossed a settings boundary".into(),
+                    "objective_states_match_oracle" => {
+                        format!(
+                            "{} up peers with a complete picture agree with the oracle",
+                            sim.compared_peers
+                        )
+                    }
+                    "transitions_reach_sink" => "every firing and every end reached the sink".into(),
+                    "notifications_agree" => "one set of labels per alert, only the oracle's starts".into(),
+                    "one_sender_per_alert" => "at most one sender per alert per resend interval".into(),
                     _ => match &loss_reason {
                         Some(reason) if events_lost > 0 => {
                             format!("{events_lost} events lost by design: {reason}")
@@ -225,6 +241,7 @@ pub(crate) fn build(sim: &Simulation, outcome: FinalOutcome) -> Report {
         first_violation,
         faults: sim.marks.clone(),
         convergence: sim.series.iter().map(|&(t, share)| [seconds(t), round3(share)]).collect(),
+        objectives: sim.alerting.as_ref().map(alerting::report),
     }
 }
 
@@ -288,6 +305,23 @@ impl Report {
             ),
             ("events lost", self.events_lost.to_string()),
         ];
+        let mut rows = rows;
+        if let Some(objectives) = &self.objectives {
+            for o in &objectives.objectives {
+                rows.push((
+                    "objective",
+                    format!(
+                        "{}: {} firings ({} resolved), {} notifications from {} peers, detected {}",
+                        o.name,
+                        o.episodes,
+                        o.resolved,
+                        o.notifications,
+                        o.senders,
+                        o.detection_delay_s.map_or("-".to_string(), |d| format!("{d:.1} s after the breach"))
+                    ),
+                ));
+            }
+        }
         let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0).max(24);
         for (key, value) in rows {
             let _ = writeln!(out, "  {key:<width$}  {value}");
@@ -295,7 +329,7 @@ impl Report {
         let _ = writeln!(out);
         for invariant in &self.invariants {
             let mark = if invariant.ok { "pass" } else { "FAIL" };
-            let _ = writeln!(out, "  {mark}  {:<24}  {}", invariant.name, invariant.detail);
+            let _ = writeln!(out, "  {mark}  {:<29}  {}", invariant.name, invariant.detail);
         }
         out
     }

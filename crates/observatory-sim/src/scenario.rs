@@ -54,6 +54,13 @@ pub struct Scenario {
     /// 10 s): the mesh must never merge their state with the others'.
     #[serde(default)]
     pub different_settings: Option<PeerSet>,
+    /// Objectives every peer evaluates (as in an objectives file); with some, peers send
+    /// alerts to a simulated Alertmanager and the objective invariants are checked.
+    #[serde(default)]
+    pub objectives: Vec<observatory_objectives::ObjectiveSpec>,
+    /// How objectives are evaluated and alerts sent.
+    #[serde(default)]
+    pub alerting: Alerting,
     /// Faults at given times.
     #[serde(default)]
     pub timeline: Vec<TimelineEntry>,
@@ -263,6 +270,94 @@ impl Default for NetworkModel {
     }
 }
 
+/// How objectives are evaluated and alerts sent (`objectives.*` and `alerts.*` in a
+/// peer's config).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Alerting {
+    /// Time between evaluation steps.
+    #[serde(with = "humantime_serde", default = "default_eval_interval")]
+    pub eval_interval: Duration,
+    /// How often every alert is sent again.
+    #[serde(with = "humantime_serde", default = "default_resend_interval")]
+    pub resend_interval: Duration,
+    /// How long a post to the Alertmanager takes.
+    #[serde(default = "default_sink_latency")]
+    pub sink_latency: Delay,
+}
+
+fn default_eval_interval() -> Duration {
+    defaults().objectives.eval_interval
+}
+fn default_resend_interval() -> Duration {
+    defaults().alerts.resend_interval
+}
+fn default_sink_latency() -> Delay {
+    Delay::Uniform { min: Duration::from_millis(1), max: Duration::from_millis(20) }
+}
+
+impl Default for Alerting {
+    fn default() -> Self {
+        Self {
+            eval_interval: default_eval_interval(),
+            resend_interval: default_resend_interval(),
+            sink_latency: default_sink_latency(),
+        }
+    }
+}
+
+/// A flow the workload sends besides its random edges: every ingesting peer sends
+/// `rate` events a second on it, stamped deterministically, so every peer's share of
+/// errors is the same and objectives cross their thresholds at the same step everywhere.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Flow {
+    /// The sender's name.
+    pub from: String,
+    /// The receiver's name.
+    pub to: String,
+    /// `request` (the default), `messaging` or `database`.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// Events per second per ingesting peer.
+    pub rate: f64,
+    /// Share of them that fail (every 1/ratio-th, not at random).
+    #[serde(default)]
+    pub error_ratio: f64,
+    /// Latency they report (default: the workload's).
+    #[serde(default)]
+    pub latency: Option<Delay>,
+}
+
+/// `traffic:` in the timeline: changes the flows it names (`*` patterns), from then on.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Traffic {
+    /// Flows from this sender (`*` patterns).
+    pub from: String,
+    /// To this receiver.
+    pub to: String,
+    /// A new rate (0 stops the flow).
+    #[serde(default)]
+    pub rate: Option<f64>,
+    /// A new share of errors.
+    #[serde(default)]
+    pub error_ratio: Option<f64>,
+    /// A new latency.
+    #[serde(default)]
+    pub latency: Option<Delay>,
+}
+
+impl Traffic {
+    /// Whether it names the flow `from -> to`.
+    pub fn names(&self, from: &str, to: &str) -> bool {
+        let matches = |pattern: &str, name: &str| {
+            observatory_objectives::model::Pattern::parse("traffic", pattern).is_ok_and(|p| p.matches(name))
+        };
+        matches(&self.from, from) && matches(&self.to, to)
+    }
+}
+
 /// Where an event's timestamp comes from.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -305,6 +400,9 @@ pub struct Workload {
     /// Where timestamps come from.
     #[serde(default)]
     pub timestamps: Timestamps,
+    /// Flows sent besides the random edges.
+    #[serde(default)]
+    pub flows: Vec<Flow>,
 }
 
 fn default_services() -> usize {
@@ -338,6 +436,7 @@ impl Default for Workload {
             error_ratio: default_error_ratio(),
             latency: default_event_latency(),
             timestamps: Timestamps::default(),
+            flows: Vec::new(),
         }
     }
 }
@@ -489,6 +588,23 @@ pub struct TimelineEntry {
     /// holds all they wrote (at most `quiesce.max`), then leave for good.
     #[serde(default)]
     pub remove: Option<PeerSet>,
+    /// Change the workload's flows (a breach, a recovery, a stopped flow).
+    #[serde(default)]
+    pub traffic: Option<Traffic>,
+    /// `down` makes the simulated Alertmanager refuse every post (peers retry with
+    /// backoff); `up` brings it back.
+    #[serde(default)]
+    pub sink: Option<SinkState>,
+}
+
+/// `sink:` in the timeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkState {
+    /// It refuses every post.
+    Down,
+    /// It takes posts again.
+    Up,
 }
 
 /// One fault, as [`TimelineEntry`] holds it.
@@ -508,6 +624,10 @@ pub enum Fault {
     Add(usize),
     /// See [`TimelineEntry::remove`].
     Remove(PeerSet),
+    /// See [`TimelineEntry::traffic`].
+    Traffic(Traffic),
+    /// See [`TimelineEntry::sink`].
+    Sink(SinkState),
 }
 
 impl Fault {
@@ -526,6 +646,21 @@ impl Fault {
             ),
             Fault::Add(n) => format!("add {n}"),
             Fault::Remove(_) => "remove".into(),
+            Fault::Traffic(t) => {
+                let mut changes = Vec::new();
+                if let Some(rate) = t.rate {
+                    changes.push(format!("rate {rate}/s"));
+                }
+                if let Some(ratio) = t.error_ratio {
+                    changes.push(format!("errors {}%", ratio * 100.0));
+                }
+                if t.latency.is_some() {
+                    changes.push("latency".to_string());
+                }
+                format!("{} -> {}: {}", t.from, t.to, changes.join(", "))
+            }
+            Fault::Sink(SinkState::Down) => "alertmanager down".into(),
+            Fault::Sink(SinkState::Up) => "alertmanager up".into(),
         }
     }
 }
@@ -558,9 +693,18 @@ impl TimelineEntry {
         if let Some(set) = &self.remove {
             faults.push(Fault::Remove(set.clone()));
         }
+        if let Some(traffic) = &self.traffic {
+            faults.push(Fault::Traffic(traffic.clone()));
+        }
+        if let Some(sink) = self.sink {
+            faults.push(Fault::Sink(sink));
+        }
         match faults.len() {
             1 => Ok(faults.pop().expect("one fault")),
-            0 => Err("names no fault: give one of partition, heal, crash, restart, skew, add, remove".into()),
+            0 => Err(
+                "names no fault: give one of partition, heal, crash, restart, skew, add, remove, traffic, sink"
+                    .into()
+            ),
             _ => Err("names several faults: give one per entry".into()),
         }
     }
@@ -620,6 +764,117 @@ fn describe(error: &figment::Error) -> String {
 }
 
 impl Scenario {
+    fn check_traffic(&self, key: &str, traffic: &Traffic) -> Result<(), ScenarioError> {
+        if !self.workload.flows.iter().any(|f| traffic.names(&f.from, &f.to)) {
+            return Err(ScenarioError::invalid(key, "names no flow of workload.flows"));
+        }
+        if let Some(rate) = traffic.rate
+            && !(0.0..=100_000.0).contains(&rate)
+        {
+            return Err(ScenarioError::invalid(
+                &format!("{key}.rate"),
+                "must be from 0 to 100000 events per second",
+            ));
+        }
+        if let Some(ratio) = traffic.error_ratio
+            && !(0.0..=1.0).contains(&ratio)
+        {
+            return Err(ScenarioError::invalid(
+                &format!("{key}.error_ratio"),
+                format!("{ratio} is not a share from 0 to 1"),
+            ));
+        }
+        if let Some(latency) = &traffic.latency {
+            latency.check(&format!("{key}.latency"))?;
+        }
+        Ok(())
+    }
+
+    /// The objectives, checked as a peer checks them (with the documented defaults).
+    pub fn objective_set(&self) -> Result<observatory_objectives::ObjectiveSet, ScenarioError> {
+        let defaults = defaults().objective_defaults();
+        let objectives = self
+            .objectives
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| {
+                observatory_objectives::Objective::from_spec(spec, defaults).map_err(|e| {
+                    ScenarioError::invalid(
+                        &format!("objectives[{i}].{}", e.key),
+                        format!("({}) {}", spec.name, e.reason),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        observatory_objectives::ObjectiveSet::new(objectives)
+            .map_err(|e| ScenarioError::invalid("objectives", e.to_string()))
+    }
+
+    fn check_objectives(&self) -> Result<(), ScenarioError> {
+        for (i, flow) in self.workload.flows.iter().enumerate() {
+            let key = format!("workload.flows[{i}]");
+            for (name, value) in [("from", &flow.from), ("to", &flow.to)] {
+                if value.is_empty() || value.contains('*') || value.len() > 128 {
+                    return Err(ScenarioError::invalid(
+                        &format!("{key}.{name}"),
+                        "must be a name of 1 to 128 bytes without `*`",
+                    ));
+                }
+            }
+            if let Some(kind) = &flow.kind
+                && observatory_core::EdgeKind::from_name(kind).is_none()
+            {
+                return Err(ScenarioError::invalid(
+                    &format!("{key}.kind"),
+                    format!("must be request, messaging or database, got `{kind}`"),
+                ));
+            }
+            if !(0.0..=100_000.0).contains(&flow.rate) {
+                return Err(ScenarioError::invalid(
+                    &format!("{key}.rate"),
+                    "must be from 0 to 100000 events per second",
+                ));
+            }
+            if !(0.0..=1.0).contains(&flow.error_ratio) {
+                return Err(ScenarioError::invalid(
+                    &format!("{key}.error_ratio"),
+                    "must be a share from 0 to 1",
+                ));
+            }
+            if let Some(latency) = &flow.latency {
+                latency.check(&format!("{key}.latency"))?;
+            }
+        }
+        if self.objectives.is_empty() {
+            return Ok(());
+        }
+        let set = self.objective_set()?;
+        let settings =
+            defaults().settings().map_err(|e| ScenarioError::invalid("objectives", e.to_string()))?;
+        let mut eval = defaults().evaluation();
+        eval.eval_interval_ms = self.alerting.eval_interval.as_millis() as i64;
+        observatory_objectives::Evaluator::new(set, &settings, eval)
+            .map_err(|e| ScenarioError::invalid(&format!("objectives.{}", e.key), e.reason))?;
+        let eval_ms = self.alerting.eval_interval.as_millis();
+        if !(1000..=600_000).contains(&eval_ms) || eval_ms % 10_000 != 0 {
+            return Err(ScenarioError::invalid(
+                "alerting.eval_interval",
+                "must be a multiple of 10s (the finest resolution) up to 10m",
+            ));
+        }
+        if !(1000..=3_600_000).contains(&self.alerting.resend_interval.as_millis()) {
+            return Err(ScenarioError::invalid("alerting.resend_interval", "must be from 1s to 1h"));
+        }
+        self.alerting.sink_latency.check("alerting.sink_latency")?;
+        if self.different_settings.is_some() {
+            return Err(ScenarioError::invalid(
+                "different_settings",
+                "cannot be combined with objectives: the oracle evaluates the default settings' view",
+            ));
+        }
+        Ok(())
+    }
+
     /// Reads and checks a scenario file.
     pub fn load(path: &Path) -> Result<Self, ScenarioError> {
         let text = std::fs::read_to_string(path)
@@ -867,8 +1122,17 @@ impl Scenario {
                     peers_now += n;
                 }
                 Fault::Heal => {}
+                Fault::Traffic(traffic) => self.check_traffic(&format!("{key}.traffic"), traffic)?,
+                Fault::Sink(_) if self.objectives.is_empty() => {
+                    return Err(ScenarioError::invalid(
+                        &format!("{key}.sink"),
+                        "there is no Alertmanager without objectives",
+                    ));
+                }
+                Fault::Sink(_) => {}
             }
         }
+        self.check_objectives()?;
         if self.quiesce.max < self.sync.interval {
             return Err(ScenarioError::invalid("quiesce.max", "must be at least one sync interval"));
         }

@@ -31,10 +31,11 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
+use crate::alerting::{self, Alerting, PeerAlerting};
 use crate::check::{self, Violation};
 use crate::network::mix_seed;
 use crate::report::{self, FaultMark, Report};
-use crate::scenario::{AckMode, Disk, Fault, PeerSet, Scenario, Timestamps};
+use crate::scenario::{AckMode, Delay, Disk, Fault, PeerSet, Scenario, Timestamps};
 
 /// Virtual time at the start: ms since the Unix epoch (2027-01-15 08:00 UTC, on the hour).
 pub const START_MS: i64 = 1_800_000_000_000;
@@ -74,6 +75,17 @@ enum What {
     },
     Sample,
     Check,
+    /// A peer's evaluator or alert sender is due.
+    Evaluate(PeerIx),
+    /// The oracle evaluates the truth.
+    OracleEvaluate,
+    /// A batch of alerts reaches the sink.
+    SinkDeliver {
+        from: PeerIx,
+        process: u64,
+        id: u64,
+        alerts: Vec<observatory_objectives::OutAlert>,
+    },
 }
 
 #[derive(Debug)]
@@ -130,6 +142,11 @@ pub(crate) struct SimPeer {
     pub(crate) converged_since_ms: Option<i64>,
     ingest_carry: f64,
     ingests: bool,
+    /// Per flow of the workload: the fractions of an event and of an error carried to
+    /// the next turn.
+    flow_carry: Vec<(f64, f64)>,
+    /// Its evaluator and alert sender, when the scenario has objectives.
+    pub(crate) alerting: Option<PeerAlerting>,
 }
 
 impl SimPeer {
@@ -140,6 +157,15 @@ impl SimPeer {
     fn origin(&self) -> Origin {
         self.state.local_origin().cloned().expect("every simulated peer has a local origin")
     }
+}
+
+/// A flow of the workload as it runs now (the timeline's `traffic` changes it).
+#[derive(Debug, Clone)]
+struct RunningFlow {
+    edge: Edge,
+    rate: f64,
+    error_ratio: f64,
+    latency: Delay,
 }
 
 #[derive(Debug, Clone)]
@@ -241,6 +267,14 @@ pub struct Simulation {
     keep_disks: bool,
     sample_ms: i64,
     ended: bool,
+    flows: Vec<RunningFlow>,
+    flow_rng: StdRng,
+    /// Objectives, the oracle's evaluation of them and the sink, when the scenario has
+    /// objectives.
+    pub(crate) alerting: Option<Alerting>,
+    sink_rng: StdRng,
+    /// Peers whose final objective states were compared with the oracle's.
+    pub(crate) compared_peers: usize,
 }
 
 const NODE_NAME_BYTES_MAX: usize = 256;
@@ -317,6 +351,33 @@ impl Simulation {
             keep_disks,
             sample_ms: (interval_ms / 10).clamp(1, 100),
             ended: false,
+            flows: scenario
+                .workload
+                .flows
+                .iter()
+                .map(|flow| RunningFlow {
+                    edge: flow_edge(flow),
+                    rate: flow.rate,
+                    error_ratio: flow.error_ratio,
+                    latency: flow.latency.clone().unwrap_or_else(|| scenario.workload.latency.clone()),
+                })
+                .collect(),
+            flow_rng: StdRng::seed_from_u64(mix_seed(seed, 5, 0)),
+            alerting: (!scenario.objectives.is_empty()).then(|| {
+                let config = observatory_config::Config::defaults();
+                let eval = observatory_objectives::EvalConfig {
+                    eval_interval_ms: scenario.alerting.eval_interval.as_millis() as i64,
+                    ..config.evaluation()
+                };
+                let sender = observatory_objectives::SenderConfig {
+                    targets: 1,
+                    resend_interval_ms: scenario.alerting.resend_interval.as_millis() as i64,
+                    ..config.sender()
+                };
+                Alerting::new(scenario.objective_set().expect("validated"), eval, sender)
+            }),
+            sink_rng: StdRng::seed_from_u64(mix_seed(seed, 6, 0)),
+            compared_peers: 0,
         };
         sim.truth = sim.settings.iter().map(|s| FlowState::new(s.clone(), limits())).collect();
         let different: BTreeSet<usize> = scenario
@@ -338,6 +399,9 @@ impl Simulation {
         sim.schedule(START_MS, What::Ingest);
         sim.schedule(START_MS, What::Sample);
         sim.schedule(START_MS + 1000, What::Check);
+        if sim.alerting.is_some() {
+            sim.schedule(START_MS, What::OracleEvaluate);
+        }
         sim
     }
 
@@ -360,7 +424,11 @@ impl Simulation {
         let settings = &self.settings[group];
         let seed =
             mix_seed(self.seed, 3 + u64::from(ix), (u64::from(generation) << 32) | u64::from(incarnation));
-        Protocol::new(config, settings.fingerprint(), settings.canonical(), seed)
+        let mut protocol = Protocol::new(config, settings.fingerprint(), settings.canonical(), seed);
+        if let Some(alerting) = &self.alerting {
+            protocol.set_objectives(alerting.fingerprint.clone());
+        }
+        protocol
     }
 
     /// A new process's peer book: it knows its topology links and dials them at once.
@@ -420,9 +488,12 @@ impl Simulation {
             converged_since_ms: None,
             ingest_carry: 0.0,
             ingests,
+            flow_carry: vec![(0.0, 0.0); self.flows.len()],
+            alerting: self.alerting.as_mut().map(Alerting::for_process),
         });
         self.neighbours.push(BTreeSet::new());
         self.schedule_tick(ix);
+        self.schedule_alerting(ix);
         ix
     }
 
@@ -583,6 +654,7 @@ impl Simulation {
         let link = self.links.get_mut(&link_key(a, b)).expect("links exist");
         link.up = true;
         link.generation += 1;
+        self.membership_changed();
         for (x, y) in [(a, b), (b, a)] {
             let now = self.peers[x as usize].now(self.now_ms);
             self.peers[x as usize].protocol.peer_connected(now, y);
@@ -598,6 +670,7 @@ impl Simulation {
         }
         link.up = false;
         link.generation += 1;
+        self.membership_changed();
         // Whoever is still up redials, with its book's backoff.
         for (x, y) in [(a, b), (b, a)] {
             let peer = &mut self.peers[x as usize];
@@ -675,6 +748,107 @@ impl Simulation {
                 self.sampled_check();
                 self.schedule(self.now_ms + 1000, What::Check);
             }
+            What::Evaluate(ix) => {
+                let peer = &mut self.peers[ix as usize];
+                let Some(alerting) = peer.alerting.as_mut() else { return };
+                if !peer.up || alerting.wake_at_ms != Some(self.now_ms) {
+                    return;
+                }
+                alerting.wake_at_ms = None;
+                self.evaluate_peer(ix, false);
+                self.schedule_alerting(ix);
+            }
+            What::OracleEvaluate => {
+                let Some(alerting) = self.alerting.as_mut() else { return };
+                alerting.evaluate_oracle(self.now_ms, &mut self.truth[0]);
+                let interval = alerting.eval.eval_interval_ms;
+                self.schedule(self.now_ms + interval, What::OracleEvaluate);
+            }
+            What::SinkDeliver { from, process, id, alerts } => {
+                let delivered = self.alerting.as_mut().is_some_and(|alerting| {
+                    if alerting.sink_up {
+                        alerting.deliver(self.now_ms, from, &alerts);
+                    } else {
+                        alerting.refused += 1;
+                    }
+                    alerting.sink_up
+                });
+                let peer = &mut self.peers[from as usize];
+                let now = peer.now(self.now_ms);
+                if let Some(mine) = peer.alerting.as_mut().filter(|a| a.process == process) {
+                    mine.sender.handle_result(now, id, delivered, alerts.len());
+                    self.schedule_alerting(from);
+                }
+            }
+        }
+    }
+
+    /// Schedules the peer's next wake of its evaluator or sender, unless an earlier one
+    /// is pending.
+    fn schedule_alerting(&mut self, ix: PeerIx) {
+        let peer = &self.peers[ix as usize];
+        let Some(alerting) = peer.alerting.as_ref().filter(|_| peer.up) else { return };
+        let wanted = alerting.evaluator.poll_timeout().min(alerting.sender.poll_timeout());
+        let at_ms = if wanted == i64::MIN { self.now_ms } else { (wanted - peer.skew_ms).max(self.now_ms) };
+        if alerting.wake_at_ms.is_some_and(|pending| pending <= at_ms) || wanted == i64::MAX {
+            return;
+        }
+        self.peers[ix as usize].alerting.as_mut().expect("checked").wake_at_ms = Some(at_ms);
+        self.schedule(at_ms, What::Evaluate(ix));
+    }
+
+    /// The peer's mesh status, as its driver would publish it.
+    fn mesh_status(&self, ix: PeerIx) -> observatory_sync::MeshStatus {
+        let peer = &self.peers[ix as usize];
+        let now = peer.now(self.now_ms);
+        let local = observatory_sync::status::Local {
+            peer_id: ix.to_string(),
+            objectives: peer.protocol.objectives().to_string(),
+            listen: Vec::new(),
+            counters: peer.protocol.counters(),
+        };
+        let reports: Vec<_> = peer.protocol.peer_reports(now, &peer.state);
+        let book = peer.book.peers().map(|(p, _, connected)| (*p, Vec::new(), connected));
+        observatory_sync::MeshStatus::assemble(now, local, reports, book)
+    }
+
+    /// Evaluates the peer's objectives if a step is due (or `force`), as its objectives
+    /// task does, hands the alerts to its sender and posts what the sender gives out.
+    fn evaluate_peer(&mut self, ix: PeerIx, force: bool) {
+        let status = self.mesh_status(ix);
+        let interval = self.interval_ms();
+        let origin_writer = &self.origin_writer;
+        let peer = &mut self.peers[ix as usize];
+        let now = peer.now(self.now_ms);
+        let Some(alerting) = peer.alerting.as_mut() else { return };
+        if force || now >= alerting.evaluator.poll_timeout() {
+            let changes = peer.state.take_changes();
+            let coverage = observatory_objectives::Coverage::of_missing(
+                &status.missing_peers(interval),
+                &peer.state,
+                |origin| origin_writer.get(origin).map_or_else(String::new, |(writer, _)| writer.to_string()),
+            );
+            let evaluation = alerting.evaluator.evaluate(now, &peer.state, &changes, &coverage);
+            let alerts = observatory_objectives::alerts_of(&evaluation);
+            alerting.sender.update(now, alerts, &status.alert_peers(), &ix.to_string());
+            alerting.latest = Some(evaluation);
+        }
+        let process = alerting.process;
+        let mut batches = Vec::new();
+        while let Some(batch) = alerting.sender.poll_transmit(now) {
+            batches.push(batch);
+        }
+        for batch in batches {
+            let latency = &self.scenario.alerting.sink_latency;
+            let delay_ms = latency.sample_ms(&mut self.sink_rng, 1);
+            let what = What::SinkDeliver { from: ix, process, id: batch.id, alerts: batch.alerts };
+            self.schedule(self.now_ms + delay_ms, what);
+        }
+    }
+
+    fn membership_changed(&mut self) {
+        if let Some(alerting) = self.alerting.as_mut() {
+            alerting.membership_changes.push(self.now_ms);
         }
     }
 
@@ -739,7 +913,8 @@ impl Simulation {
                 continue;
             }
             if sending && self.peers[ix].ingests && !self.peers[ix].leaving {
-                let events = self.events_for(ix, flush_ms);
+                let mut events = self.events_for(ix, flush_ms);
+                events.extend(self.flow_events_for(ix, flush_ms));
                 if !events.is_empty() {
                     self.peers[ix].commit.submit((), events);
                 }
@@ -775,6 +950,35 @@ impl Simulation {
                 }
             })
             .collect()
+    }
+
+    /// The events of the workload's flows one peer takes in a turn: the rate's share of
+    /// the turn, every `1/error_ratio`-th failed, all stamped just before now (true
+    /// time), so that every peer's buckets get the same counts.
+    fn flow_events_for(&mut self, ix: usize, flush_ms: i64) -> Vec<Event> {
+        let mut events = Vec::new();
+        for (f, flow) in self.flows.iter().enumerate() {
+            let carry = &mut self.peers[ix].flow_carry[f];
+            carry.0 += flow.rate * flush_ms as f64 / 1000.0;
+            let n = carry.0.floor();
+            carry.0 -= n;
+            for _ in 0..n as u64 {
+                carry.1 += flow.error_ratio;
+                let error = carry.1 >= 1.0;
+                if error {
+                    carry.1 -= 1.0;
+                }
+                events.push(Event {
+                    edge: flow.edge.clone(),
+                    ts_ms: self.now_ms - 1,
+                    latency_us: Some(flow.latency.sample_us(&mut self.flow_rng).max(1)),
+                    error,
+                    bytes: 0,
+                    count: 1,
+                });
+            }
+        }
+        events
     }
 
     /// Carries out what a peer's commit queue asks: a write of its own changes goes into
@@ -879,6 +1083,11 @@ impl Simulation {
                 }
                 self.partition = Some(group_of);
                 self.partition_groups = groups.len();
+                if let Some(alerting) = self.alerting.as_mut()
+                    && alerting.partitions.last().is_none_or(|p| p.1.is_some())
+                {
+                    alerting.partitions.push((self.now_ms, None));
+                }
                 let detect_ms = self.scenario.network.failure_detect.as_millis() as i64;
                 let cut: Vec<((PeerIx, PeerIx), u64)> = self
                     .links
@@ -892,6 +1101,36 @@ impl Simulation {
             }
             Fault::Heal => {
                 self.partition = None;
+                if let Some(alerting) = self.alerting.as_mut()
+                    && let Some(open) = alerting.partitions.last_mut()
+                {
+                    open.1.get_or_insert(self.now_ms);
+                }
+            }
+            Fault::Sink(state) => {
+                if let Some(alerting) = self.alerting.as_mut() {
+                    alerting.sink_up = state == crate::scenario::SinkState::Up;
+                }
+            }
+            Fault::Traffic(traffic) => {
+                let mut changed = Vec::new();
+                for flow in
+                    self.flows.iter_mut().filter(|f| traffic.names(f.edge.from.as_str(), f.edge.to.as_str()))
+                {
+                    if let Some(rate) = traffic.rate {
+                        flow.rate = rate;
+                    }
+                    if let Some(ratio) = traffic.error_ratio {
+                        flow.error_ratio = ratio;
+                    }
+                    if let Some(latency) = &traffic.latency {
+                        flow.latency = latency.clone();
+                    }
+                    changed.push(flow.edge.clone());
+                }
+                if let Some(alerting) = self.alerting.as_mut() {
+                    alerting.traffic.push((self.now_ms, changed));
+                }
             }
             Fault::Crash(set) => {
                 for ix in resolve(&set) {
@@ -944,6 +1183,8 @@ impl Simulation {
             self.mark_lossy(ix);
         }
         self.peers[ix].up = false;
+        self.peers[ix].alerting = None;
+        self.membership_changed();
         // A decommissioned peer that crashes is simply down.
         self.peers[ix].leaving = false;
         self.peers[ix].converged_since_ms = None;
@@ -990,7 +1231,10 @@ impl Simulation {
         peer.disk = disk_state;
         peer.tick_at_ms = None;
         peer.dirty = true;
+        peer.alerting = self.alerting.as_mut().map(Alerting::for_process);
+        self.membership_changed();
         self.schedule_tick(ix as PeerIx);
+        self.schedule_alerting(ix as PeerIx);
     }
 
     /// The peer's replica is destroyed (beyond its disk): what only it held of its own
@@ -1136,7 +1380,11 @@ impl Simulation {
         let settled = self
             .all_converged_since_ms
             .is_some_and(|since| self.now_ms - since.max(self.settle_from_ms()) >= hold_ms);
-        if self.now_ms > workload_end_ms && faults_done && !leaving && settled {
+        // Alerts changed lately may still be on their way to the sink.
+        let alerts_settled = self.alerting.as_ref().is_none_or(|a| {
+            self.now_ms - a.last_transition_ms >= 2 * a.eval.eval_interval_ms + 2 * self.interval_ms() + 1000
+        });
+        if self.now_ms > workload_end_ms && faults_done && !leaving && settled && alerts_settled {
             self.ended = true;
         }
     }
@@ -1177,7 +1425,43 @@ impl Simulation {
             }
         }
         let outcome = check::final_checks(&self);
+        self.objective_checks();
         report::build(&self, outcome)
+    }
+
+    /// The objective invariants at the end (see [`crate::alerting`]).
+    fn objective_checks(&mut self) {
+        if self.alerting.is_none() {
+            return;
+        }
+        let interval = self.interval_ms();
+        let comparable: Vec<PeerIx> = (0..self.peers.len() as PeerIx)
+            .filter(|&ix| {
+                let peer = &self.peers[ix as usize];
+                peer.up
+                    && peer.skew_ms == 0
+                    && self.is_converged(peer)
+                    && self.scenario.loss_reason().is_none()
+            })
+            .filter(|&ix| self.mesh_status(ix).missing_peers(interval).is_empty())
+            .collect();
+        for &ix in &comparable {
+            self.evaluate_peer(ix, true);
+        }
+        let alerting = self.alerting.as_mut().expect("checked");
+        let oracle = alerting.evaluate_oracle(self.now_ms, &mut self.truth[0]);
+        let finals: Vec<alerting::Final<'_>> = comparable
+            .iter()
+            .filter_map(|&ix| {
+                let evaluation = self.peers[ix as usize].alerting.as_ref()?.latest.as_ref()?;
+                Some(alerting::Final { ix, evaluation })
+            })
+            .collect();
+        let alerting = self.alerting.as_ref().expect("checked");
+        let resend_ms = self.scenario.alerting.resend_interval.as_millis() as i64;
+        let found = alerting::final_checks(alerting, &finals, &oracle, self.now_ms, resend_ms);
+        self.compared_peers = finals.len();
+        self.record(found);
     }
 
     /// The scenario being run.
@@ -1209,6 +1493,17 @@ impl Simulation {
     pub(crate) fn interval_s(&self) -> f64 {
         self.interval_ms() as f64 / 1000.0
     }
+}
+
+/// A workload flow's edge.
+fn flow_edge(flow: &crate::scenario::Flow) -> Edge {
+    let name = |n: &str| NodeName::new(n, NODE_NAME_BYTES_MAX).expect("checked with the scenario");
+    let kind = flow
+        .kind
+        .as_deref()
+        .and_then(observatory_core::EdgeKind::from_name)
+        .unwrap_or(observatory_core::EdgeKind::Request);
+    Edge::with_kind(name(&flow.from), name(&flow.to), kind)
 }
 
 /// `edges` distinct ordered pairs of `services` services, drawn by the seed.

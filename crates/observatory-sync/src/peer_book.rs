@@ -23,8 +23,8 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Display;
 
-use observatory_core::backoff::Backoff;
 use crate::wire::{ADDRS_PER_PEER_MAX, PEERS_LISTED_MAX};
+use observatory_core::backoff::Backoff;
 
 /// Settings of the peer book (`mesh.*` in the configuration).
 #[derive(Debug, Clone, PartialEq, Eq)]

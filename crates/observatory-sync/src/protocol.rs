@@ -175,6 +175,9 @@ pub struct Hello {
     /// Whether the receiver should answer with its own hello (it does unless this hello
     /// is itself an answer).
     pub answer_me: bool,
+    /// The fingerprint of the sender's objectives (empty for none). Peers with the same
+    /// objectives share the sending of alerts; peers with other ones are only shown.
+    pub objectives: String,
 }
 
 /// The head of one step of a session (its pages travel beside it).
@@ -294,6 +297,8 @@ pub struct PeerReport<P> {
     pub bytes_in: u64,
     /// See `bytes_in`.
     pub bytes_out: u64,
+    /// Its objectives' fingerprint, once its hello came (empty: none).
+    pub objectives: Option<String>,
 }
 
 impl<P> PeerReport<P> {
@@ -313,6 +318,7 @@ impl<P> PeerReport<P> {
             shunned_until_ms: None,
             bytes_in: 0,
             bytes_out: 0,
+            objectives: None,
         }
     }
 
@@ -332,6 +338,7 @@ impl<P> PeerReport<P> {
             shunned_until_ms: self.shunned_until_ms,
             bytes_in: self.bytes_in,
             bytes_out: self.bytes_out,
+            objectives: self.objectives,
         }
     }
 }
@@ -356,6 +363,8 @@ struct PeerState {
     shunned_until_ms: Option<i64>,
     bytes_in: u64,
     bytes_out: u64,
+    /// Its objectives' fingerprint, from its last hello.
+    objectives: Option<String>,
 }
 
 impl PeerState {
@@ -375,6 +384,7 @@ impl PeerState {
             shunned_until_ms: None,
             bytes_in: 0,
             bytes_out: 0,
+            objectives: None,
         }
     }
 
@@ -410,7 +420,7 @@ impl<P: Clone + Ord + std::fmt::Display> Protocol<P> {
     pub fn new(config: ProtocolConfig, fingerprint: String, canonical: String, seed: u64) -> Self {
         Self {
             config,
-            hello: Hello { fingerprint, settings: canonical, answer_me: true },
+            hello: Hello { fingerprint, settings: canonical, answer_me: true, objectives: String::new() },
             rng: StdRng::seed_from_u64(seed),
             peers: BTreeMap::new(),
             outbox: VecDeque::new(),
@@ -440,6 +450,25 @@ impl<P: Clone + Ord + std::fmt::Display> Protocol<P> {
         state.agreement = Agreement::Unknown;
         state.hello_sent_ms = Some(now_ms);
         self.send(peer, Message::Hello(self.hello.clone()));
+    }
+
+    /// This peer's objectives changed (loaded or reloaded): tells every connected peer,
+    /// with a hello that asks for no answer.
+    pub fn set_objectives(&mut self, fingerprint: String) {
+        if self.hello.objectives == fingerprint {
+            return;
+        }
+        self.hello.objectives = fingerprint;
+        let connected: Vec<P> =
+            self.peers.iter().filter(|(_, s)| s.connected).map(|(p, _)| p.clone()).collect();
+        for peer in connected {
+            self.send(peer, Message::Hello(Hello { answer_me: false, ..self.hello.clone() }));
+        }
+    }
+
+    /// The fingerprint of this peer's objectives.
+    pub fn objectives(&self) -> &str {
+        &self.hello.objectives
     }
 
     /// The last connection to `peer` went away.
@@ -597,6 +626,7 @@ impl<P: Clone + Ord + std::fmt::Display> Protocol<P> {
             }
         }
         state.agreement = agreement;
+        state.objectives = Some(hello.objectives);
         // Answer, so that both sides know even when our own hello was lost.
         if hello.answer_me {
             self.send(from, Message::Hello(Hello { answer_me: false, ..self.hello.clone() }));
@@ -763,6 +793,7 @@ impl<P: Clone + Ord + std::fmt::Display> Protocol<P> {
                     shunned_until_ms: s.shunned_until_ms.filter(|&until| now_ms < until),
                     bytes_in: s.bytes_in,
                     bytes_out: s.bytes_out,
+                    objectives: s.objectives.clone(),
                 }
             })
             .collect()

@@ -30,7 +30,8 @@ use serde_bytes::ByteBuf;
 use crate::protocol::{Hello, Message, SyncMessage};
 
 /// Version of the envelope and of everything in it. A peer refuses other versions.
-pub const WIRE_VERSION: u32 = 2;
+/// Version 3 added the objectives' fingerprint to the hello.
+pub const WIRE_VERSION: u32 = 3;
 
 /// Most peers listed in one `Peers` body (part of the wire format: every peer of a mesh
 /// must agree on it, so it is not a setting).
@@ -143,6 +144,7 @@ struct WireHello {
     fingerprint: String,
     settings: String,
     answer_me: bool,
+    objectives: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -265,7 +267,12 @@ impl From<MeshMessage> for Body {
 
 impl From<Hello> for WireHello {
     fn from(hello: Hello) -> Self {
-        WireHello { fingerprint: hello.fingerprint, settings: hello.settings, answer_me: hello.answer_me }
+        WireHello {
+            fingerprint: hello.fingerprint,
+            settings: hello.settings,
+            answer_me: hello.answer_me,
+            objectives: hello.objectives,
+        }
     }
 }
 
@@ -438,6 +445,7 @@ impl TryFrom<Body> for MeshMessage {
                 fingerprint: hello.fingerprint,
                 settings: hello.settings,
                 answer_me: hello.answer_me,
+                objectives: hello.objectives,
             })),
             Body::Sync(sync) => {
                 let (head, pages) = sync.try_into_parts()?;

@@ -1,5 +1,6 @@
-//! The client subcommands: `send`, `graph`, `status`, `peers`. They talk to a peer
-//! through the API's client and print its answers.
+//! The client subcommands: `send`, `graph`, `status`, `peers`, `objectives`. They talk
+//! to a peer through the API's client and print its answers; `objectives check` reads
+//! files.
 
 use std::fmt::Write as _;
 use std::io::Read;
@@ -7,7 +8,9 @@ use std::path::Path;
 
 use anyhow::Context;
 use observatory_api::client::Client;
+use observatory_api::objectives::{GoalJson, ObjectiveJson, ObjectivesAnswer};
 use observatory_api::wire::{AgreementJson, EdgeJson, GraphAnswer, IngestAnswer, PeersAnswer};
+use observatory_config::Config;
 
 /// NDJSON input is sent in requests of at most this many lines.
 const NDJSON_LINES_PER_REQUEST: usize = 5_000;
@@ -278,6 +281,191 @@ pub async fn peers(peer: &str, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `observatory objectives`: the objectives as `peer` evaluates them. Returns whether an
+/// alert is firing.
+pub async fn objectives(peer: &str, name: Option<&str>, json: bool) -> anyhow::Result<bool> {
+    let fetched = Client::new(peer)?.objectives(name).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&fetched.raw)?);
+    } else {
+        print!("{}", objectives_table(&fetched.answer));
+    }
+    Ok(fetched.answer.objectives.iter().any(|o| o.state == "firing"))
+}
+
+/// `observatory objectives reload`.
+pub async fn reload_objectives(peer: &str) -> anyhow::Result<()> {
+    let fetched = Client::new(peer)?.reload_objectives().await?;
+    println!(
+        "reloaded: {} objectives, fingerprint {}",
+        fetched.answer.objectives.len(),
+        fetched.answer.fingerprint
+    );
+    Ok(())
+}
+
+/// `observatory objectives check`: every objective of `files` with its fingerprint, as
+/// a peer with `config` would evaluate them.
+pub fn check_objectives(config: &Config, files: &[std::path::PathBuf]) -> anyhow::Result<String> {
+    let set = observatory_config::load_objective_files(files, config.objective_defaults())?;
+    let settings = config.settings()?;
+    observatory_objectives::Evaluator::new(set.clone(), &settings, config.evaluation())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let header = ["OBJECTIVE", "EDGES", "WINDOW", "GOAL", "FINGERPRINT"];
+    let rows: Vec<[String; 5]> = set
+        .objectives()
+        .iter()
+        .map(|o| {
+            let kind = o.selector.kind.map_or(String::new(), |k| format!(" ({k})"));
+            [
+                o.name.clone(),
+                format!("{} -> {}{kind}", o.selector.from.as_str(), o.selector.to.as_str()),
+                observatory_core::settings::human_ms(o.window_ms),
+                goal_text(&GoalJson::from(&o.goal)),
+                o.fingerprint(),
+            ]
+        })
+        .collect();
+    let mut out = aligned(&header, &rows);
+    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    let _ = writeln!(
+        out,
+        "{}: ok, {} objectives, fingerprint {}",
+        names.join(", "),
+        rows.len(),
+        set.fingerprint()
+    );
+    Ok(out)
+}
+
+fn goal_text(goal: &GoalJson) -> String {
+    let percent = |share: f64| format!("{}%", share * 100.0);
+    match goal {
+        GoalJson::Latency { threshold_ms, target } => {
+            format!("{} within {threshold_ms} ms", percent(*target))
+        }
+        GoalJson::Errors { target } => format!("{} without error", percent(*target)),
+        GoalJson::Flow { rate_at_least_per_s, for_ } => {
+            format!("at least {rate_at_least_per_s}/s for {for_}")
+        }
+    }
+}
+
+fn state_rank(state: &str) -> u8 {
+    match state {
+        "firing" => 0,
+        "pending" => 1,
+        "resolved" => 2,
+        _ => 3,
+    }
+}
+
+/// The answer of `/api/v1/objectives` as an aligned table, breached first (firing, then
+/// pending, then the least budget left).
+pub fn objectives_table(answer: &ObjectivesAnswer) -> String {
+    let mut objectives: Vec<&ObjectiveJson> = answer.objectives.iter().collect();
+    objectives.sort_by(|a, b| {
+        state_rank(&a.state)
+            .cmp(&state_rank(&b.state))
+            .then(
+                a.budget_remaining
+                    .unwrap_or(f64::INFINITY)
+                    .total_cmp(&b.budget_remaining.unwrap_or(f64::INFINITY)),
+            )
+            .then(a.name.cmp(&b.name))
+    });
+    let share = |value: Option<f64>| value.map_or("-".to_string(), |v| format!("{:.3}%", v * 100.0));
+    let header =
+        ["OBJECTIVE", "EDGES", "GOAL", "WINDOW", "SLI", "BUDGET LEFT", "BURN (PAGE)", "STATE", "SINCE"];
+    let rows: Vec<[String; 9]> = objectives
+        .iter()
+        .map(|o| {
+            let kind = if o.kind == "*" { String::new() } else { format!(" ({})", o.kind) };
+            let sli = match (&o.goal, o.sli, o.sli_low, o.sli_high) {
+                (GoalJson::Flow { .. }, ..) => o.flow_rate_per_s.map_or("-".into(), |r| format!("{r:.3}/s")),
+                (_, Some(_), Some(low), Some(high)) if high - low > 5e-5 => {
+                    format!("{} ({}..{})", share(o.sli), share(Some(low)), share(Some(high)))
+                }
+                _ => share(o.sli),
+            };
+            let burn = o
+                .burn_rates
+                .iter()
+                .take(2)
+                .map(|b| format!("{} {:.1}", b.window.replace(' ', ""), b.rate))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut state = o.state.clone();
+            if o.coverage == "partial" {
+                state.push_str(" (partial)");
+            }
+            [
+                o.name.clone(),
+                format!("{} -> {}{kind} [{}]", o.from, o.to, o.edges),
+                goal_text(&o.goal),
+                o.window.clone(),
+                sli,
+                o.budget_remaining.map_or("-".into(), |b| format!("{:.1}%", b * 100.0)),
+                if burn.is_empty() { "-".into() } else { burn },
+                state,
+                o.since.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    let mut out = String::new();
+    let firing = answer.objectives.iter().filter(|o| o.state == "firing").count();
+    let _ = writeln!(
+        out,
+        "{} objectives at {}, {firing} firing; fingerprint {}",
+        answer.objectives.len(),
+        answer.at.as_deref().unwrap_or("(not evaluated yet)"),
+        if answer.fingerprint.is_empty() { "-" } else { &answer.fingerprint }
+    );
+    if let Some(error) = &answer.reload_error {
+        let _ = writeln!(out, "the last reload was refused (the objectives before stay): {error}");
+    }
+    out.push_str(&aligned(&header, &rows));
+    if rows.is_empty() {
+        let _ = writeln!(out, "(no objectives; name files in objectives.files)");
+    }
+    let failed = answer.sending.get("batches_failed").copied().unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "alerts: {} owned by this peer, {} batches sent, {failed} failed, to {}",
+        answer.sending.get("alerts_owned").copied().unwrap_or(0),
+        answer.sending.get("batches_sent").copied().unwrap_or(0),
+        if answer.alertmanagers.is_empty() {
+            "no Alertmanager".to_string()
+        } else {
+            answer.alertmanagers.join(", ")
+        }
+    );
+    out
+}
+
+/// Rows under a header, columns aligned.
+fn aligned<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut out = String::new();
+        for (i, (cell, width)) in cells.zip(widths).enumerate() {
+            let _ = write!(out, "{}{cell:<width$}", if i == 0 { "" } else { "  " });
+        }
+        out.trim_end().to_string()
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "{}", line(&mut header.iter().copied()));
+    for row in rows {
+        let _ = writeln!(out, "{}", line(&mut row.iter().map(String::as_str)));
+    }
+    out
+}
+
 /// How far behind one side is, as the table shows it.
 fn lag(seqs: Option<u64>, cells: Option<u64>) -> String {
     match (seqs, cells) {
@@ -296,8 +484,18 @@ pub fn peers_table(answer: &PeersAnswer) -> String {
         None => "never".to_string(),
         Some(ms) => format!("{} ago", observatory_core::settings::human_ms(ms.max(0))),
     };
-    let header = ["PEER", "CONNECTED", "SETTINGS", "LAST SYNC", "WE LACK", "IT LACKS", "REJECTED", "ADDRESS"];
-    let rows: Vec<[String; 8]> = answer
+    let header = [
+        "PEER",
+        "CONNECTED",
+        "SETTINGS",
+        "OBJECTIVES",
+        "LAST SYNC",
+        "WE LACK",
+        "IT LACKS",
+        "REJECTED",
+        "ADDRESS",
+    ];
+    let rows: Vec<[String; 9]> = answer
         .peers
         .iter()
         .map(|p| {
@@ -306,10 +504,17 @@ pub fn peers_table(answer: &PeersAnswer) -> String {
                 AgreementJson::Agrees => "agrees".into(),
                 AgreementJson::Unknown => "unknown".into(),
             };
+            let objectives = match (&p.objectives, p.objectives_agree) {
+                (None, _) => "unknown".to_string(),
+                (Some(_), Some(true)) => "agree".to_string(),
+                (Some(theirs), _) if theirs.is_empty() => "DIFFER (none)".to_string(),
+                (Some(theirs), _) => format!("DIFFER ({theirs})"),
+            };
             [
                 p.peer.clone(),
                 if p.connected { "yes".into() } else { "no".into() },
                 settings,
+                objectives,
                 age(p.last_sync_age_ms),
                 lag(p.we_lack_seqs, p.we_lack_cells),
                 lag(p.it_lacks_seqs, p.it_lacks_cells),
@@ -318,19 +523,6 @@ pub fn peers_table(answer: &PeersAnswer) -> String {
             ]
         })
         .collect();
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: &[String]| {
-        let mut out = String::new();
-        for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
-            let _ = write!(out, "{}{cell:<width$}", if i == 0 { "" } else { "  " });
-        }
-        out.trim_end().to_string()
-    };
     let mut out = String::new();
     let coverage = &answer.coverage;
     let _ = writeln!(
@@ -342,10 +534,7 @@ pub fn peers_table(answer: &PeersAnswer) -> String {
         coverage.peers_in_sync,
         if coverage.complete { "complete" } else { "partial" }
     );
-    let _ = writeln!(out, "{}", line(&header.map(str::to_string)));
-    for row in &rows {
-        let _ = writeln!(out, "{}", line(row));
-    }
+    out.push_str(&aligned(&header, &rows));
     if rows.is_empty() {
         let _ = writeln!(out, "(no peers known yet)");
     }

@@ -1,8 +1,9 @@
 //! `observatory`: the peer and its command-line tools.
 //!
-//! Subcommands: `peer` runs an observer peer; `send`, `graph`, `status` and `peers` talk
-//! to a running peer over HTTP; `config` checks and prints configuration; `sim` runs a
-//! failure simulation.
+//! Subcommands: `peer` runs an observer peer; `send`, `graph`, `status`, `peers` and
+//! `objectives` talk to a running peer over HTTP; `config` checks and prints
+//! configuration; `objectives check` checks objectives files; `sim` runs a failure
+//! simulation.
 
 mod client;
 mod peer;
@@ -108,6 +109,23 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show the objectives as a peer evaluates them: breached first, with the SLI, the
+    /// budget left, the burn rates and each alert's state; or check objectives files.
+    ///
+    /// Exits with 1 when an alert is firing, so scripts can tell.
+    Objectives {
+        #[command(subcommand)]
+        command: Option<ObjectivesCommand>,
+        /// URL of the peer's HTTP API.
+        #[arg(long, env = "OBSERVATORY_PEER", default_value = "http://127.0.0.1:7070")]
+        peer: String,
+        /// Only the objective of this name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Print the JSON answer instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check or print configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -132,6 +150,29 @@ enum Command {
         /// Print nothing but errors; the exit status and the files still tell.
         #[arg(long)]
         quiet: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ObjectivesCommand {
+    /// Validate objectives files (every error names the file, the objective and the key)
+    /// and print each objective with its fingerprint, and the set's fingerprint peers
+    /// compare.
+    Check {
+        /// The YAML files, read as one set.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// A config file whose `objectives.*` defaults (min_calls, for, keep_firing_for,
+        /// lookback) apply; without it, the documented defaults.
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Ask a peer to read its objectives files again (like SIGHUP); a bad file keeps the
+    /// objectives in force, and the error says why.
+    Reload {
+        /// URL of the peer's HTTP API.
+        #[arg(long, env = "OBSERVATORY_PEER", default_value = "http://127.0.0.1:7070")]
+        peer: String,
     },
 }
 
@@ -191,11 +232,31 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(client::peers(&peer, json))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Objectives { command: None, peer, name, json } => {
+            let breached = runtime()?.block_on(client::objectives(&peer, name.as_deref(), json))?;
+            Ok(if breached { ExitCode::from(1) } else { ExitCode::SUCCESS })
+        }
+        Command::Objectives { command: Some(ObjectivesCommand::Check { files, config }), .. } => {
+            let config = match config {
+                Some(file) => load_config(Some(&file), &Overrides::default())?,
+                None => Config::defaults().clone(),
+            };
+            print!("{}", client::check_objectives(&config, &files)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Objectives { command: Some(ObjectivesCommand::Reload { peer }), .. } => {
+            runtime()?.block_on(client::reload_objectives(&peer))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Config(ConfigCommand::Check { file }) => {
             let config = load_config(Some(&file), &Overrides::default())?;
             let settings = config.settings()?;
             println!("{}: ok", file.display());
             println!("settings fingerprint: {} ({})", settings.fingerprint(), settings.canonical());
+            let files = config.objective_files();
+            if !files.is_empty() {
+                print!("{}", client::check_objectives(&config, &files)?);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Sim { scenario, seed, out, peers, quiet } => {

@@ -160,6 +160,7 @@ fn garbage_bytes(garbage: Garbage, fingerprint: &str, local: PeerId) -> Vec<u8> 
                 fingerprint: fingerprint.to_string(),
                 settings: String::new(),
                 answer_me: true,
+                objectives: String::new(),
             });
             let mut value: Cbor =
                 ciborium::from_reader(&wire::encode(hello)[..]).expect("our own encoding reads back");

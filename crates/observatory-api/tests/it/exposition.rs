@@ -12,18 +12,18 @@ use crate::{TestPeer, default_limits, now_ms};
 
 /// One sample of the text format.
 #[derive(Debug, Clone, PartialEq)]
-struct Sample {
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
+pub(crate) struct Sample {
+    pub(crate) name: String,
+    pub(crate) labels: BTreeMap<String, String>,
+    pub(crate) value: f64,
 }
 
 /// A parsed exposition: the `# TYPE` of every family and the samples in order.
 #[derive(Debug, Default)]
-struct Exposition {
-    types: BTreeMap<String, String>,
+pub(crate) struct Exposition {
+    pub(crate) types: BTreeMap<String, String>,
     helps: BTreeMap<String, String>,
-    samples: Vec<Sample>,
+    pub(crate) samples: Vec<Sample>,
 }
 
 impl Exposition {
@@ -149,7 +149,7 @@ fn parse_sample(line: &str) -> Sample {
     Sample { name: name.to_string(), labels, value }
 }
 
-async fn metrics(peer: &TestPeer) -> (String, Exposition) {
+pub(crate) async fn metrics(peer: &TestPeer) -> (String, Exposition) {
     let request = Request::get("/metrics").body(Body::empty()).expect("request");
     let response = peer.app.clone().oneshot(request).await.expect("router answers");
     assert_eq!(response.status(), StatusCode::OK);

@@ -8,6 +8,7 @@
 
 mod exposition;
 mod ingest;
+mod objectives;
 mod query;
 mod spans;
 
@@ -17,11 +18,14 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use observatory_api::{Api, ApiLimits, AppliedCounters, MeshView, PeerApi, PeerInfo, SubmitError, router};
+use observatory_api::{
+    Api, ApiLimits, AppliedCounters, MeshView, ObjectivesView, PeerApi, PeerInfo, SubmitError, router,
+};
 use observatory_config::Config;
 use observatory_core::commit::Applied;
 use observatory_core::{Event, FlowState, Origin};
 use observatory_correlate::{CorrelationConfig, CorrelationCounters, Correlator, Sighting, Span};
+use observatory_objectives::{Coverage, Evaluation, Evaluator, SenderCounters};
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -41,6 +45,22 @@ struct Inner {
     correlator: Mutex<Correlator>,
     applied: Mutex<AppliedCounters>,
     info: PeerInfo,
+    objectives: Mutex<FakeObjectives>,
+}
+
+/// Objectives read from files, evaluated whenever they are asked for (not on a timer).
+#[derive(Debug)]
+struct FakeObjectives {
+    files: Vec<std::path::PathBuf>,
+    evaluator: Evaluator,
+    reload_error: Option<String>,
+}
+
+fn evaluator_of(files: &[std::path::PathBuf]) -> Result<Evaluator, String> {
+    let config = Config::defaults();
+    let set = observatory_config::load_objective_files(files, config.objective_defaults())
+        .map_err(|e| e.to_string())?;
+    Evaluator::new(set, &config.settings().expect("valid"), config.evaluation()).map_err(|e| e.to_string())
 }
 
 /// See the module documentation.
@@ -48,7 +68,8 @@ struct Inner {
 pub struct FakePeer(Arc<Inner>);
 
 impl FakePeer {
-    fn new(correlation: CorrelationConfig) -> Self {
+    fn new(correlation: CorrelationConfig, objective_files: Vec<std::path::PathBuf>) -> Self {
+        let evaluator = evaluator_of(&objective_files).expect("valid objectives");
         let config = Config::defaults();
         let mut state = FlowState::new(config.settings().expect("valid"), config.core_limits());
         state.set_local(Origin::new("12D3KooWFake", 1));
@@ -62,7 +83,22 @@ impl FakePeer {
                 version: "test".into(),
                 data_dir: "/nowhere".into(),
             },
+            objectives: Mutex::new(FakeObjectives { files: objective_files, evaluator, reload_error: None }),
         }))
+    }
+
+    fn view(&self, objectives: &FakeObjectives, evaluation: Option<Evaluation>) -> ObjectivesView {
+        ObjectivesView {
+            fingerprint: objectives.evaluator.objectives().fingerprint(),
+            files: objectives.files.iter().map(|f| f.display().to_string()).collect(),
+            reload_error: objectives.reload_error.clone(),
+            evaluation,
+            alertmanagers: Vec::new(),
+            sender: SenderCounters::default(),
+            sends: Vec::new(),
+            link_base_url: "http://fake.example".into(),
+            ends_at_ahead_ms: 240_000,
+        }
     }
 
     fn apply(&self, events: &[Event]) -> Applied {
@@ -130,6 +166,30 @@ impl PeerApi for FakePeer {
     fn mesh(&self) -> Option<MeshView> {
         None
     }
+
+    fn objectives(&self) -> ObjectivesView {
+        let mut objectives = self.0.objectives.lock().unwrap();
+        let changes = self.0.state.write().unwrap().take_changes();
+        let state = self.0.state.read().unwrap();
+        let evaluation =
+            objectives.evaluator.evaluate(self.now_ms(), &state, &changes, &Coverage::complete());
+        self.view(&objectives, Some(evaluation))
+    }
+
+    async fn reload_objectives(&self) -> Result<ObjectivesView, String> {
+        let mut objectives = self.0.objectives.lock().unwrap();
+        match evaluator_of(&objectives.files) {
+            Ok(evaluator) => {
+                objectives.evaluator = evaluator;
+                objectives.reload_error = None;
+                Ok(self.view(&objectives, None))
+            }
+            Err(error) => {
+                objectives.reload_error = Some(error.clone());
+                Err(error)
+            }
+        }
+    }
 }
 
 /// A router over a fresh fake peer.
@@ -146,8 +206,14 @@ impl TestPeer {
 
     /// A peer whose correlator runs with `config`.
     pub fn with_correlation(limits: ApiLimits, config: Option<CorrelationConfig>) -> Self {
-        let peer = FakePeer::new(config.unwrap_or_else(default_correlation));
+        let peer = FakePeer::new(config.unwrap_or_else(default_correlation), Vec::new());
         Self { app: router(Api::new(peer.clone(), limits)), peer }
+    }
+
+    /// A peer evaluating the objectives of `files`.
+    pub fn with_objectives(files: Vec<std::path::PathBuf>) -> Self {
+        let peer = FakePeer::new(default_correlation(), files);
+        Self { app: router(Api::new(peer.clone(), default_limits())), peer }
     }
 
     pub async fn request(&self, request: Request<Body>) -> (StatusCode, Value) {

@@ -95,5 +95,9 @@ fn an_evaluator_that_saw_a_partial_picture_agrees_once_the_rest_arrives() {
         merge(&mut whole_so_far, origin);
     }
     let during = evaluate(&mut evaluator(objectives()), &mut whole_so_far, T0 + 240_000);
-    assert!(matches!(during.objectives[0].alerts[0].state, AlertState::Firing { .. }), "{:?}", during.objectives[0].alerts);
+    assert!(
+        matches!(during.objectives[0].alerts[0].state, AlertState::Firing { .. }),
+        "{:?}",
+        during.objectives[0].alerts
+    );
 }

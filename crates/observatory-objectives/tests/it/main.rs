@@ -41,7 +41,8 @@ pub fn objective(json: serde_json::Value) -> Objective {
 
 pub fn evaluator(objectives: Vec<Objective>) -> Evaluator {
     let set = ObjectiveSet::new(objectives).expect("a set");
-    Evaluator::new(set, &Config::defaults().settings().expect("settings"), eval_config()).expect("an evaluator")
+    Evaluator::new(set, &Config::defaults().settings().expect("settings"), eval_config())
+        .expect("an evaluator")
 }
 
 pub fn state(peer: &str) -> FlowState {
@@ -55,10 +56,24 @@ pub fn state(peer: &str) -> FlowState {
 pub fn calls(edge: &Edge, ts_ms: i64, n: u64, errors: u64, latency_us: u64) -> Vec<Event> {
     let mut events = Vec::new();
     if n > errors {
-        events.push(Event { edge: edge.clone(), ts_ms, latency_us: Some(latency_us), error: false, bytes: 0, count: n - errors });
+        events.push(Event {
+            edge: edge.clone(),
+            ts_ms,
+            latency_us: Some(latency_us),
+            error: false,
+            bytes: 0,
+            count: n - errors,
+        });
     }
     if errors > 0 {
-        events.push(Event { edge: edge.clone(), ts_ms, latency_us: Some(latency_us), error: true, bytes: 0, count: errors });
+        events.push(Event {
+            edge: edge.clone(),
+            ts_ms,
+            latency_us: Some(latency_us),
+            error: true,
+            bytes: 0,
+            count: errors,
+        });
     }
     events
 }

@@ -88,7 +88,11 @@ fn a_total_outage_pages_within_about_a_minute_and_resolves_after_recovery() {
     let resolved_after_s = (resolved.1 - T0 - 300_000) / 1000;
     assert!((1_500..=1_800).contains(&resolved_after_s), "resolved {resolved_after_s} s after the outage");
     let last = evaluations.last().expect("evaluations");
-    assert_eq!(alert(last, Severity::Page), AlertState::Inactive, "the resolved alert is held for 5 minutes, then gone");
+    assert_eq!(
+        alert(last, Severity::Page),
+        AlertState::Inactive,
+        "the resolved alert is held for 5 minutes, then gone"
+    );
     assert!(last.objectives[0].sli.unwrap() < 1.0, "the outage stays in the 28-day SLI");
 }
 
@@ -145,6 +149,29 @@ fn a_stopped_flow_fires_the_not_flow_alert_and_a_resumed_one_resolves_it() {
         "the resumed flow resolves it"
     );
     assert_eq!(evaluations.last().unwrap().objectives[0].alerts[0].severity, Severity::Page);
+}
+
+#[test]
+fn a_flow_that_never_started_is_not_missing() {
+    let objective = objective(json!({"name": "orders-flow", "from": "checkout", "to": "payments",
+        "window": "1h", "flow": {"rate_at_least": "1/s", "for": "2m"}}));
+    let mut evaluator = evaluator(vec![objective]);
+    let mut state = state("p1");
+    // No flow for half an hour, then a trickle below the rate from T0 on.
+    let evaluations = run(&mut evaluator, &mut state, T0 - 1_800_000, T0 + 600_000, T0 - 1_800_000, |ts| {
+        if ts >= T0 && ts % 10_000 == 0 { (1, 0, 1_000) } else { (0, 0, 0) }
+    });
+    let flow = |e: &Evaluation| e.objectives[0].alerts[0].state;
+    let before = evaluations.iter().filter(|e| e.at_ms <= T0 + 120_000);
+    assert!(before.clone().all(|e| flow(e) == AlertState::Inactive), "nothing to miss before it started");
+    let fired = evaluations
+        .iter()
+        .find_map(|e| match flow(e) {
+            AlertState::Firing { starts_at_ms } => Some(starts_at_ms),
+            _ => None,
+        })
+        .expect("a flow below its rate fires once it has flowed for longer than `for`");
+    assert!(fired > T0 + 120_000, "fired at +{} s, not before the flow was `for` old", (fired - T0) / 1000);
 }
 
 #[test]

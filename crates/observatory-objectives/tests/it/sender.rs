@@ -12,11 +12,24 @@ fn alert(name: &str, starts_at_ms: i64, resolved_at_ms: Option<i64>) -> Alert {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-    Alert { labels, annotations: BTreeMap::new(), starts_at_ms, resolved_at_ms, generator_path: "/".into() }
+    Alert {
+        labels,
+        annotations: BTreeMap::new(),
+        starts_at_ms,
+        resolved_at_ms,
+        generator_path: "/".into(),
+        graph_path: "/".into(),
+    }
 }
 
 fn config() -> SenderConfig {
-    SenderConfig { targets: 2, resend_interval_ms: 60_000, ends_at_resends: 4, retry_min_ms: 1_000, retry_max_ms: 8_000 }
+    SenderConfig {
+        targets: 2,
+        resend_interval_ms: 60_000,
+        ends_at_resends: 4,
+        retry_min_ms: 1_000,
+        retry_max_ms: 8_000,
+    }
 }
 
 fn peers(names: &[&str]) -> Vec<String> {

@@ -26,7 +26,10 @@ fn the_three_goals_parse_with_units_and_shares() {
 
     let flow = objective(json!({"name": "orders-flow", "from": "checkout", "to": "orders-queue",
         "kind": "messaging", "window": "1h", "flow": {"rate_at_least": "30/m", "for": "5m"}, "severity": "ticket"}));
-    assert_eq!(flow.goal, Goal::Flow { rate_at_least_per_s: 0.5, for_ms: 300_000, severity: Severity::Ticket });
+    assert_eq!(
+        flow.goal,
+        Goal::Flow { rate_at_least_per_s: 0.5, for_ms: 300_000, severity: Severity::Ticket }
+    );
 }
 
 #[test]
@@ -54,7 +57,8 @@ fn bad_values_name_their_key() {
     }
     let flow = json!({"name": "f", "from": "a", "to": "b", "window": "1h", "flow": {"rate_at_least": "1 per s", "for": "5m"}});
     assert!(refused(flow).contains("flow.rate_at_least"));
-    let unknown: Result<ObjectiveSpec, _> = serde_json::from_value(json!({"name": "x", "from": "a", "to": "b",
+    let unknown: Result<ObjectiveSpec, _> =
+        serde_json::from_value(json!({"name": "x", "from": "a", "to": "b",
         "window": "1d", "errors": {"target": "99%"}, "treshold": 1}));
     assert!(unknown.expect_err("unknown key").to_string().contains("treshold"));
 }
@@ -72,17 +76,27 @@ fn patterns_match_names_with_stars() {
     assert!(matches(&pattern("checkout"), "checkout") && !matches(&pattern("checkout"), "checkouts"));
     assert!(matches(&pattern("pay*"), "payments") && !matches(&pattern("pay*"), "repay"));
     assert!(matches(&pattern("*-db"), "orders-db") && !matches(&pattern("*-db"), "orders-db2"));
-    assert!(matches(&pattern("a*b*c"), "a-b-c") && matches(&pattern("a*b*c"), "abc") && !matches(&pattern("a*b*c"), "acb"));
-    let everything_into_payments = objective(json!({"name": "p", "from": "*", "to": "payments", "window": "1d", "errors": {"target": "99%"}}));
+    assert!(
+        matches(&pattern("a*b*c"), "a-b-c")
+            && matches(&pattern("a*b*c"), "abc")
+            && !matches(&pattern("a*b*c"), "acb")
+    );
+    let everything_into_payments = objective(
+        json!({"name": "p", "from": "*", "to": "payments", "window": "1d", "errors": {"target": "99%"}}),
+    );
     assert!(everything_into_payments.selector.matches(&edge("web", "payments")));
     assert!(!everything_into_payments.selector.matches(&edge("payments", "web")));
 }
 
 #[test]
 fn the_set_fingerprint_ignores_order_and_sees_every_change() {
-    let a = objective(json!({"name": "a", "from": "x", "to": "y", "window": "1d", "errors": {"target": "99%"}}));
-    let b = objective(json!({"name": "b", "from": "x", "to": "z", "window": "1d", "errors": {"target": "99%"}}));
-    let b2 = objective(json!({"name": "b", "from": "x", "to": "z", "window": "1d", "errors": {"target": "99.5%"}}));
+    let a =
+        objective(json!({"name": "a", "from": "x", "to": "y", "window": "1d", "errors": {"target": "99%"}}));
+    let b =
+        objective(json!({"name": "b", "from": "x", "to": "z", "window": "1d", "errors": {"target": "99%"}}));
+    let b2 = objective(
+        json!({"name": "b", "from": "x", "to": "z", "window": "1d", "errors": {"target": "99.5%"}}),
+    );
     let one = ObjectiveSet::new(vec![a.clone(), b.clone()]).unwrap();
     let other_order = ObjectiveSet::new(vec![b.clone(), a.clone()]).unwrap();
     let changed = ObjectiveSet::new(vec![a.clone(), b2]).unwrap();

@@ -202,3 +202,117 @@ async fn status_and_peers_answer_for_the_running_mesh() {
     assert_eq!(peers["peer_id"], answer["peer_id"]);
     peer.stop().await;
 }
+
+const OBJECTIVES: &str = "objectives:
+  - name: payments-errors
+    from: checkout
+    to: payments
+    window: 28d
+    errors: { target: 99.9% }
+";
+
+/// An Alertmanager stand-in on loopback: keeps every body posted to `/api/v2/alerts`.
+async fn alert_sink() -> (String, Arc<std::sync::Mutex<Vec<Value>>>) {
+    let posted: Arc<std::sync::Mutex<Vec<Value>>> = Arc::default();
+    let keep = posted.clone();
+    let app = axum::Router::new().route(
+        "/api/v2/alerts",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let keep = keep.clone();
+            async move {
+                keep.lock().unwrap().push(body);
+                StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
+    let url = format!("http://{}", listener.local_addr().expect("bound"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, posted)
+}
+
+async fn wait_for<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: not so within 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_objectives_task_evaluates_and_sends_alerts_and_a_reload_changes_the_fingerprint() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("objectives.yaml");
+    std::fs::write(&file, OBJECTIVES).expect("writing the objectives");
+    let (sink, posted) = alert_sink().await;
+    let unreachable = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+        format!("http://{}", listener.local_addr().expect("bound"))
+    };
+    let config = config(dir.path(), |c| {
+        c.objectives.files = vec![figment::value::magic::RelativePathBuf::from(file.clone())];
+        c.objectives.eval_interval = Duration::from_secs(1);
+        c.alerts.alertmanagers = vec![sink.clone(), unreachable];
+        c.alerts.retry_min = Duration::from_millis(100);
+    });
+    let peer = start(&config).await;
+    // Every call failed, 30 s ago (in a closed bucket).
+    let ts = now_ms() - 30_000;
+    let events = json!([{"from": "checkout", "to": "payments", "ts": ts, "error": true, "count": 50}]);
+    let (status, answer) = peer.post("/api/v1/events", "application/json", events.to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+
+    let alerts = wait_for("the page reaches the Alertmanager", async || {
+        let batches = posted.lock().unwrap().clone();
+        batches
+            .into_iter()
+            .flat_map(|b| b.as_array().cloned().unwrap_or_default())
+            .find(|a| a["labels"]["severity"] == "page")
+    })
+    .await;
+    assert_eq!(alerts["labels"]["objective"], "payments-errors", "{alerts}");
+    assert_eq!(alerts["labels"]["alertname"], "ObservatoryObjectiveBurn");
+    assert!(alerts["generatorURL"].as_str().is_some_and(|u| u.starts_with("http://127.0.0.1:")), "{alerts}");
+    let (_, answer) = peer.get("/api/v1/objectives").await;
+    assert_eq!(answer["objectives"][0]["state"], "firing", "{answer}");
+    assert_eq!(answer["sends"].as_array().map(Vec::len), Some(2), "page and ticket: {answer}");
+    // The second Alertmanager refuses connections: counted, retried.
+    let failed = wait_for("a failed send is counted", async || {
+        let (_, answer) = peer.get("/api/v1/objectives").await;
+        answer["sending"]["batches_failed"].as_u64().filter(|&n| n > 0)
+    })
+    .await;
+    assert!(failed > 0);
+
+    // A reload with another objective: a new fingerprint, told to the mesh too.
+    let (_, before) = peer.get("/api/v1/objectives").await;
+    std::fs::write(&file, OBJECTIVES.replace("99.9%", "99%")).expect("writing");
+    let (status, reloaded) =
+        peer.request(Request::post("/api/v1/objectives/reload").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{reloaded}");
+    assert_ne!(reloaded["fingerprint"], before["fingerprint"]);
+    let fingerprint = reloaded["fingerprint"].clone();
+    wait_for("the mesh status carries the new fingerprint", async || {
+        let (_, peers) = peer.get("/api/v1/peers").await;
+        (peers["objectives"] == fingerprint).then_some(())
+    })
+    .await;
+    peer.stop().await;
+}
+
+#[tokio::test]
+async fn objectives_that_do_not_check_refuse_the_start_naming_the_file_and_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("objectives.yaml");
+    std::fs::write(&file, OBJECTIVES.replace("window: 28d", "window: 90d")).expect("writing");
+    let config = config(dir.path(), |c| {
+        c.objectives.files = vec![figment::value::magic::RelativePathBuf::from(file.clone())];
+    });
+    let error = observatory_peer::start(&config, Arc::new(SystemClock), "test").await.expect_err("refused");
+    let message = error.to_string();
+    assert!(message.contains("objectives.yaml") && message.contains("window"), "{message}");
+    assert!(message.contains("from 1h to 28d"), "{message}");
+}

@@ -3,6 +3,7 @@
 
 mod checks;
 mod determinism;
+mod objectives;
 mod scenario_errors;
 mod scenarios;
 

@@ -1117,6 +1117,7 @@ fn messages_round_trip_through_the_wire() {
         fingerprint: "f".into(),
         settings: "s".into(),
         answer_me: true,
+        objectives: "o".into(),
     });
     assert_eq!(decode_message(&encode_message(hello.clone())), Ok(hello));
 }

@@ -1,11 +1,13 @@
-//! The bytes of every body of wire version 2, pinned.
+//! The bytes of every body of the wire version, pinned.
 //!
-//! `snapshots/wire-v2.hex` holds one sample of each body (a hello, a sync step with pages
+//! `snapshots/wire-v3.hex` holds one sample of each body (a hello, a sync step with pages
 //! of all three edge kinds, a want alone, a peer list, a handoff with every span kind and
 //! a sighting), as encoded when wire version 2 was made. The test encodes the same
 //! messages and compares byte for byte, and decodes the snapshot back into them. A test
 //! that fails here means the encoding changed: that needs a new `WIRE_VERSION` (and a new
-//! snapshot file), never an edited one.
+//! snapshot file), never an edited one. `snapshots/wire-v2.hex` is the version before
+//! (without the objectives' fingerprint in the hello): a peer refuses it, naming the
+//! version.
 
 use observatory_core::{Edge, EdgeKind, Event, FlowState, NodeName, Origin, Transfer};
 use observatory_correlate::{Handoff, Remote, Sighting, Span, SpanKind};
@@ -14,7 +16,8 @@ use observatory_sync::wire::{self, MeshMessage, WIRE_VERSION};
 
 use crate::{default_limits, default_settings};
 
-const SNAPSHOT: &str = include_str!("snapshots/wire-v2.hex");
+const SNAPSHOT: &str = include_str!("snapshots/wire-v3.hex");
+const SNAPSHOT_V2: &str = include_str!("snapshots/wire-v2.hex");
 const NOW: i64 = 1_800_000_000_000;
 
 fn name(s: &str) -> NodeName {
@@ -61,6 +64,7 @@ fn samples() -> Vec<(&'static str, MeshMessage)> {
         fingerprint: "0123456789abcdef".into(),
         settings: default_settings().canonical(),
         answer_me: true,
+        objectives: "fedcba9876543210".into(),
     };
     let want = b.sync_request(&Transfer::default());
     let head = SyncMessage {
@@ -129,12 +133,22 @@ fn unhex(text: &str) -> Vec<u8> {
 }
 
 fn snapshot() -> Vec<(&'static str, &'static str)> {
-    SNAPSHOT.lines().map(|line| line.split_once(' ').expect("`name hex` per line")).collect()
+    lines(SNAPSHOT)
+}
+
+fn lines(text: &'static str) -> Vec<(&'static str, &'static str)> {
+    text.lines().map(|line| line.split_once(' ').expect("`name hex` per line")).collect()
 }
 
 #[test]
-fn every_body_encodes_byte_for_byte_as_wire_version_2() {
-    assert_eq!(WIRE_VERSION, 2, "a new wire version needs a snapshot file of its own");
+fn every_body_encodes_byte_for_byte_as_the_wire_version() {
+    assert_eq!(WIRE_VERSION, 3, "a new wire version needs a snapshot file of its own");
+    if std::env::var_os("WRITE_WIRE_SNAPSHOT").is_some() {
+        // Only when a new wire version is made: writes its file once.
+        let text: String =
+            samples().into_iter().map(|(name, m)| format!("{name} {}\n", hex(&wire::encode(m)))).collect();
+        std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/snapshots/wire-v3.hex"), text).unwrap();
+    }
     let pinned = snapshot();
     let samples = samples();
     assert_eq!(
@@ -150,5 +164,12 @@ fn every_body_encodes_byte_for_byte_as_wire_version_2() {
 fn the_pinned_bytes_decode_into_the_same_messages() {
     for ((name, bytes), (_, message)) in snapshot().into_iter().zip(samples()) {
         assert_eq!(wire::decode(&unhex(bytes)).as_ref(), Ok(&message), "`{name}` decodes otherwise");
+    }
+}
+
+#[test]
+fn the_version_before_is_refused_naming_it() {
+    for (name, bytes) in lines(SNAPSHOT_V2) {
+        assert_eq!(wire::decode(&unhex(bytes)), Err(wire::WireError::Version(2)), "`{name}` of version 2");
     }
 }
