@@ -79,9 +79,10 @@ fn summary(status: &ObjectiveStatus) -> String {
             percent(*target)
         ),
         Goal::Flow { rate_at_least_per_s, for_ms, .. } => format!(
-            "{edges}: {:.3}/s over the last {}, expected at least {rate_at_least_per_s}/s",
-            status.flow_rate_per_s.unwrap_or(0.0),
-            human_ms(*for_ms)
+            "{edges}: {} over the last {}, expected at least {}",
+            crate::model::rate_text(status.flow_rate_per_s.unwrap_or(0.0)),
+            human_ms(*for_ms),
+            crate::model::rate_text(*rate_at_least_per_s)
         ),
     }
 }

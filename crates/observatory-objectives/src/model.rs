@@ -295,6 +295,22 @@ fn parse_share(key: &str, share: &ShareSpec) -> Result<f64, ObjectiveError> {
     Ok(value)
 }
 
+/// A rate per second as a person writes it: `2/s`, `10/m` or `30/h`, whichever shows it
+/// in a whole number or with the fewest decimals.
+pub fn rate_text(per_s: f64) -> String {
+    let trimmed = |x: f64| {
+        let text = format!("{x:.3}");
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    };
+    if per_s >= 1.0 || per_s == 0.0 {
+        format!("{}/s", trimmed(per_s))
+    } else if per_s * 60.0 >= 1.0 {
+        format!("{}/m", trimmed(per_s * 60.0))
+    } else {
+        format!("{}/h", trimmed(per_s * 3600.0))
+    }
+}
+
 /// A rate: `1/s`, `30/m`, `100/h`.
 fn parse_rate(key: &str, text: &str) -> Result<f64, ObjectiveError> {
     let bad = || error(key, format!("`{text}` is not a rate; write e.g. 1/s, 30/m or 100/h"));

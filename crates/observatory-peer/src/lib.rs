@@ -264,6 +264,10 @@ impl PeerApi for Peer {
             let reloaded = objectives.reload();
             let fingerprint = objectives.fingerprint();
             drop(objectives);
+            // The answer shows the new objectives evaluated, not an empty list.
+            if reloaded.is_ok() {
+                objectives::evaluate(&peer, peer.now_ms());
+            }
             (reloaded, fingerprint)
         })
         .await

@@ -189,7 +189,8 @@ pub(crate) async fn run(peer: Peer, reloaded: Arc<Notify>, timeout: Duration, st
     while posts.join_next().await.is_some() {}
 }
 
-fn evaluate(peer: &Peer, now_ms: i64) {
+/// Evaluates at `now_ms` and hands the alerts to the sender (the task posts them).
+pub(crate) fn evaluate(peer: &Peer, now_ms: i64) {
     let inner = &peer.inner;
     let mesh = inner.mesh.as_ref().map(|m| (m.status(), m.sync_interval_ms()));
     let changes = inner.state.write().expect("no writer panicked holding the state lock").take_changes();

@@ -346,7 +346,7 @@ fn goal_text(goal: &GoalJson) -> String {
         }
         GoalJson::Errors { target } => format!("{} without error", percent(*target)),
         GoalJson::Flow { rate_at_least_per_s, for_ } => {
-            format!("at least {rate_at_least_per_s}/s for {for_}")
+            format!("at least {} for {for_}", observatory_objectives::model::rate_text(*rate_at_least_per_s))
         }
     }
 }
@@ -382,7 +382,9 @@ pub fn objectives_table(answer: &ObjectivesAnswer) -> String {
         .map(|o| {
             let kind = if o.kind == "*" { String::new() } else { format!(" ({})", o.kind) };
             let sli = match (&o.goal, o.sli, o.sli_low, o.sli_high) {
-                (GoalJson::Flow { .. }, ..) => o.flow_rate_per_s.map_or("-".into(), |r| format!("{r:.3}/s")),
+                (GoalJson::Flow { .. }, ..) => {
+                    o.flow_rate_per_s.map_or("-".into(), observatory_objectives::model::rate_text)
+                }
                 (_, Some(_), Some(low), Some(high)) if high - low > 5e-5 => {
                     format!("{} ({}..{})", share(o.sli), share(Some(low)), share(Some(high)))
                 }
@@ -527,9 +529,12 @@ pub fn peers_table(answer: &PeersAnswer) -> String {
     let coverage = &answer.coverage;
     let _ = writeln!(
         out,
-        "peer {}: {} peers known, {} connected, {} in sync; picture {}",
+        "peer {}: {} known, {} connected, {} in sync; picture {}",
         answer.peer_id,
-        coverage.peers_known,
+        match coverage.peers_known {
+            1 => "1 other peer".to_string(),
+            n => format!("{n} other peers"),
+        },
         coverage.peers_connected,
         coverage.peers_in_sync,
         if coverage.complete { "complete" } else { "partial" }
