@@ -90,7 +90,13 @@ fn the_state_machines_touch_no_socket_file_or_runtime() {
         "observatory-peer",
         "observatory-config",
     ];
-    for krate in ["observatory-core", "observatory-correlate", "observatory-sync", "observatory-objectives"] {
+    for krate in [
+        "observatory-core",
+        "observatory-correlate",
+        "observatory-sync",
+        "observatory-objectives",
+        "observatory-layout",
+    ] {
         let found: Vec<&String> = deps[krate].iter().filter(|d| forbidden.contains(&d.as_str())).collect();
         assert!(found.is_empty(), "{krate} must stay sans-IO but depends on {found:?}");
     }

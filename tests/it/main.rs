@@ -10,6 +10,7 @@ mod architecture;
 mod config;
 mod mesh;
 mod otel;
+mod page;
 mod partition;
 mod prometheus;
 mod restart;

@@ -364,6 +364,14 @@ fn send_and_graph_subcommands() {
         "checkout -> payments is drawn\n{mermaid}"
     );
     assert_eq!(lines.iter().filter(|l| l.contains("-->|")).count(), expected.len(), "{mermaid}");
+
+    // SVG from the peer's own layout: no Graphviz.
+    let svg = run_observatory(&["graph", "--peer", &url, "--format", "svg"], &[]);
+    svg.assert_success("graph --format svg");
+    assert!(svg.stdout.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""), "{svg}");
+    assert_eq!(svg.stdout.matches("<path class=\"edge").count(), expected.len(), "one path per edge\n{svg}");
+    assert!(svg.stdout.contains("<title>checkout → payments (request)</title>"), "{svg}");
+    assert!(svg.stdout.trim_end().ends_with("</svg>"));
 }
 
 /// Renders dot text with Graphviz's `dot`, which `.ci/run` installs.

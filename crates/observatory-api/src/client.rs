@@ -131,6 +131,19 @@ impl Client {
         self.fetch(self.http.get(self.url("/api/v1/graph")).query(&query), "reading the graph").await
     }
 
+    /// `GET /api/v1/layout`: the graph drawn by the peer.
+    pub async fn layout(
+        &self,
+        window: &str,
+        at: Option<&str>,
+    ) -> Result<Fetched<crate::picture::PictureAnswer>, ClientError> {
+        let mut query = vec![("window", window.to_string())];
+        if let Some(at) = at {
+            query.push(("at", at.to_string()));
+        }
+        self.fetch(self.http.get(self.url("/api/v1/layout")).query(&query), "reading the drawing").await
+    }
+
     /// `GET /api/v1/status`.
     pub async fn status(&self) -> Result<Fetched<StatusAnswer>, ClientError> {
         self.fetch(self.http.get(self.url("/api/v1/status")), "reading the status").await

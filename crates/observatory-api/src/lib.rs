@@ -13,6 +13,9 @@
 //! - `GET /api/v1/status`, `GET /api/v1/peers`, `GET /healthz`.
 //! - `GET /api/v1/objectives?name=`, `POST /api/v1/objectives/reload`, `GET /api/v1/alerts`:
 //!   objectives, and alerts in Alertmanager's format. See [`objectives`].
+//! - `GET /`: the live picture (a page embedded in the binary); `GET /api/v1/layout`,
+//!   `GET /graph.svg` and `GET /api/v1/live` (server-sent events) draw the graph. See
+//!   [`picture`].
 //! - `GET /metrics`: Prometheus text format, the service graph and the peer's own metrics.
 //! - `GET /api/v2/dependencies?endTs=<ms>&lookback=<ms>`: Zipkin's dependency links.
 //! - `GET /api/dependencies?endTs=<ms>&lookback=<ms>`: Jaeger's dependency links.
@@ -27,6 +30,7 @@ mod ingest_spans;
 pub mod objectives;
 pub mod otlp;
 pub mod peer;
+pub mod picture;
 mod query;
 pub mod spans;
 pub mod time_text;
@@ -63,6 +67,8 @@ pub struct ApiLimits {
     pub ingest_requests_in_flight_max: usize,
     /// Most spans in one OTLP or Zipkin request; the rest are refused.
     pub spans_per_request_max: usize,
+    /// How pictures are coloured, and the live streams' interval and bound (`ui.*`).
+    pub picture: picture::PictureSettings,
 }
 
 impl ApiLimits {
@@ -80,6 +86,7 @@ impl ApiLimits {
             request_timeout: config.http.request_timeout,
             ingest_requests_in_flight_max: limits.ingest_requests_in_flight_max,
             spans_per_request_max: limits.spans_per_request_max,
+            picture: picture::PictureSettings::from_config(config),
         }
     }
 }
@@ -96,13 +103,22 @@ pub struct Api<P> {
     pub counters: Counters,
     /// Places for ingest requests in flight (`limits.ingest_requests_in_flight_max`).
     pub(crate) ingest_slots: tokio::sync::Semaphore,
+    /// The last drawing and the live streams.
+    pub(crate) pictures: picture::Pictures,
 }
 
 impl<P: PeerApi> Api<P> {
-    /// The edge over `peer` with `limits`.
+    /// The edge over `peer` with `limits`, whose live streams run until the process ends.
     pub fn new(peer: P, limits: ApiLimits) -> Arc<Self> {
+        Self::with_shutdown(peer, limits, CancellationToken::new())
+    }
+
+    /// The edge over `peer` with `limits`; live streams end when `shutdown` is cancelled,
+    /// so that they do not hold a graceful shutdown open.
+    pub fn with_shutdown(peer: P, limits: ApiLimits, shutdown: CancellationToken) -> Arc<Self> {
         let ingest_slots = tokio::sync::Semaphore::new(limits.ingest_requests_in_flight_max);
-        Arc::new(Self { peer, limits, counters: Counters::default(), ingest_slots })
+        let pictures = picture::Pictures::new(limits.picture.clone(), shutdown);
+        Arc::new(Self { peer, limits, counters: Counters::default(), ingest_slots, pictures })
     }
 }
 
@@ -123,6 +139,12 @@ pub fn router<P: PeerApi>(api: Arc<Api<P>>) -> Router {
         .route("/api/v1/objectives", get(objectives::get_objectives::<P>))
         .route("/api/v1/objectives/reload", post(objectives::post_reload::<P>))
         .route("/api/v1/alerts", get(objectives::get_alerts::<P>))
+        .route("/", get(picture::get_page))
+        .route("/ui/app.js", get(picture::get_script))
+        .route("/ui/app.css", get(picture::get_style))
+        .route("/graph.svg", get(picture::get_svg::<P>))
+        .route("/api/v1/layout", get(picture::get_layout::<P>))
+        .route("/api/v1/live", get(picture::get_live::<P>))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(exposition::get_metrics::<P>))
         .route("/api/v2/dependencies", get(exposition::get_zipkin_dependencies::<P>))

@@ -56,15 +56,24 @@ pub(crate) async fn get_graph<P: PeerApi>(
     params: Result<Query<GraphParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<wire::GraphAnswer>, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    graph_answer(&api, params.window.as_deref(), params.at.as_deref()).map(Json)
+}
+
+/// The graph of the window `window` (default 5m) ending at `at` (default now).
+pub(crate) fn graph_answer<P: PeerApi>(
+    api: &Api<P>,
+    window: Option<&str>,
+    at: Option<&str>,
+) -> Result<wire::GraphAnswer, ApiError> {
     let now_ms = api.peer.now_ms();
-    let (window_ms, end_ms) = window_and_end(params.window.as_deref(), params.at.as_deref(), "5m", now_ms)?;
+    let (window_ms, end_ms) = window_and_end(window, at, "5m", now_ms)?;
     let (view, origins) = api.peer.read(|state| {
         let view = state.graph_as_of(window_ms, end_ms, now_ms);
         (view, state.coverage())
     });
     let view = view.map_err(|e| ApiError::bad_param(query_param(&e), e))?;
-    let coverage = coverage(&api, &origins, now_ms);
-    Ok(Json(wire::GraphAnswer::from_core(view, window_ms, coverage)))
+    let coverage = coverage(api, &origins, now_ms);
+    Ok(wire::GraphAnswer::from_core(view, window_ms, coverage))
 }
 
 #[derive(Debug, Deserialize)]

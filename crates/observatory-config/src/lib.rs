@@ -75,6 +75,29 @@ pub struct Config {
     pub objectives: ObjectivesSection,
     /// `alerts.*`: where alerts go.
     pub alerts: AlertsSection,
+    /// `ui.*`: the live picture.
+    pub ui: UiSection,
+}
+
+/// `ui.*`: how the page, `graph --format svg` and `top` colour what has no objective.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UiSection {
+    /// An edge failing at least this share of calls is drawn amber.
+    pub error_ratio_warn: f64,
+    /// ... and at least this share, red.
+    pub error_ratio_bad: f64,
+    /// An edge whose p99 is at least this is drawn amber.
+    #[serde(with = "humantime_serde")]
+    pub p99_warn: Duration,
+    /// ... and at least this, red.
+    #[serde(with = "humantime_serde")]
+    pub p99_bad: Duration,
+    /// Time between two updates of a live stream.
+    #[serde(with = "humantime_serde")]
+    pub live_interval: Duration,
+    /// Most live streams open at once; more get 503.
+    pub live_streams_max: usize,
 }
 
 /// `objectives.*`
@@ -445,6 +468,7 @@ impl Config {
             ("correlation.tokens_max", self.correlation.tokens_max as u64),
             ("correlation.sightings_per_token_max", self.correlation.sightings_per_token_max as u64),
             ("alerts.ends_at_resends", u64::from(self.alerts.ends_at_resends)),
+            ("ui.live_streams_max", self.ui.live_streams_max as u64),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(invalid(format!("{key} must be at least 1")));
@@ -471,12 +495,28 @@ impl Config {
             ("alerts.resend_interval", self.alerts.resend_interval),
             ("alerts.retry_min", self.alerts.retry_min),
             ("alerts.timeout", self.alerts.timeout),
+            ("ui.live_interval", self.ui.live_interval),
+            ("ui.p99_warn", self.ui.p99_warn),
         ];
         if let Some((key, _)) = longer_than_zero.iter().find(|(_, value)| value.is_zero()) {
             return Err(invalid(format!("{key} must be longer than 0")));
         }
         if mesh.redial_max < mesh.redial_min {
             return Err(invalid("mesh.redial_max must be at least mesh.redial_min"));
+        }
+        let ui = &self.ui;
+        for (key, share) in
+            [("ui.error_ratio_warn", ui.error_ratio_warn), ("ui.error_ratio_bad", ui.error_ratio_bad)]
+        {
+            if !(share > 0.0 && share <= 1.0) {
+                return Err(invalid(format!("{key} must be a share above 0 and at most 1, such as 0.01")));
+            }
+        }
+        if ui.error_ratio_bad < ui.error_ratio_warn {
+            return Err(invalid("ui.error_ratio_bad must be at least ui.error_ratio_warn"));
+        }
+        if ui.p99_bad < ui.p99_warn {
+            return Err(invalid("ui.p99_bad must be at least ui.p99_warn"));
         }
         if self.alerts.retry_max < self.alerts.retry_min {
             return Err(invalid("alerts.retry_max must be at least alerts.retry_min"));

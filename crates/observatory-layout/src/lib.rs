@@ -68,7 +68,7 @@ pub struct LayoutConfig {
 impl Default for LayoutConfig {
     fn default() -> Self {
         LayoutConfig {
-            rank_gap: 240.0,
+            rank_gap: 330.0,
             node_width: 168.0,
             node_height: 40.0,
             node_gap: 28.0,

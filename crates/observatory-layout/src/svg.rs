@@ -162,6 +162,17 @@ fn middle(points: &[[f64; 2]]) -> [f64; 2] {
     }
 }
 
+fn label_at(edge: &crate::RoutedEdge, bulge: f64) -> [f64; 2] {
+    match edge.direction {
+        Direction::Flat => {
+            let m = middle(&edge.points);
+            [m[0] + bulge * 0.75, m[1]]
+        }
+        Direction::Loop => [edge.points[1][0] + 8.0, edge.points[1][1]],
+        _ => middle(&edge.points),
+    }
+}
+
 /// The drawing as an SVG document.
 pub fn svg(layout: &Layout, decor: &Decor) -> String {
     let b = layout.bounds;
@@ -186,7 +197,7 @@ pub fn svg(layout: &Layout, decor: &Decor) -> String {
     for health in [Health::Good, Health::Warn, Health::Bad, Health::Idle] {
         let _ = write!(
             out,
-            r#"<marker id="arrow-{}" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="{}"/></marker>"#,
+            r#"<marker id="arrow-{}" viewBox="0 0 10 10" refX="9" refY="5" markerUnits="userSpaceOnUse" markerWidth="11" markerHeight="11" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="{}"/></marker>"#,
             health.id(),
             health.colour()
         );
@@ -204,7 +215,29 @@ pub fn svg(layout: &Layout, decor: &Decor) -> String {
     }
     let bulge = 80.0;
     let mut labels = String::new();
-    for edge in &layout.edges {
+    // Labels that would overlap one already placed are left out (edges come busiest first
+    // when the decor gives widths); titles still name every edge.
+    let mut placed: Vec<[f64; 4]> = Vec::new();
+    let mut order: Vec<usize> = (0..layout.edges.len()).collect();
+    let width_of = |i: usize| {
+        let e = &layout.edges[i];
+        decor.edges.get(&EdgeKey::new(e.from.clone(), e.to.clone(), e.kind.clone())).map_or(0.0, |d| d.width)
+    };
+    order.sort_by(|&a, &b| width_of(b).total_cmp(&width_of(a)).then(a.cmp(&b)));
+    let mut shown = vec![false; layout.edges.len()];
+    for &i in &order {
+        let edge = &layout.edges[i];
+        let key = EdgeKey::new(edge.from.clone(), edge.to.clone(), edge.kind.clone());
+        let Some(look) = decor.edges.get(&key).filter(|d| !d.label.is_empty()) else { continue };
+        let [x, y] = label_at(edge, bulge);
+        let half = look.label.chars().count() as f64 * 2.9;
+        let b = [x - half, y - 16.0, x + half, y - 2.0];
+        if placed.iter().all(|p| b[2] < p[0] || b[0] > p[2] || b[3] < p[1] || b[1] > p[3]) {
+            placed.push(b);
+            shown[i] = true;
+        }
+    }
+    for (i, edge) in layout.edges.iter().enumerate() {
         let key = EdgeKey::new(edge.from.clone(), edge.to.clone(), edge.kind.clone());
         let look = decor.edges.get(&key).cloned().unwrap_or(EdgeDecor { width: 1.5, ..EdgeDecor::default() });
         let dash = match edge.kind.as_str() {
@@ -224,15 +257,8 @@ pub fn svg(layout: &Layout, decor: &Decor) -> String {
             escape(&edge.to),
             escape(&edge.kind)
         );
-        if !look.label.is_empty() {
-            let [x, y] = match edge.direction {
-                Direction::Flat => {
-                    let m = middle(&edge.points);
-                    [m[0] + bulge * 0.75, m[1]]
-                }
-                Direction::Loop => [edge.points[1][0] + 8.0, edge.points[1][1]],
-                _ => middle(&edge.points),
-            };
+        if shown[i] {
+            let [x, y] = label_at(edge, bulge);
             let _ = writeln!(
                 labels,
                 r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle" font-size="11" fill="{}" stroke="{}" stroke-width="3" paint-order="stroke">{}</text>"#,

@@ -495,7 +495,7 @@ impl Running {
             ..
         } = self;
         let grace = config.http.shutdown_grace;
-        let api = Api::new(peer.clone(), ApiLimits::from_config(&config));
+        let api = Api::with_shutdown(peer.clone(), ApiLimits::from_config(&config), stop.clone());
         let otlp_served = otlp.map(|otlp| {
             tracing::info!(otlp_addr = %otlp.local_addr().map(|a| a.to_string()).unwrap_or_default(), "OTLP/HTTP listening");
             let app = observatory_api::otlp_router(api.clone());

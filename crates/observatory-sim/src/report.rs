@@ -337,6 +337,7 @@ impl Report {
     /// `convergence.svg`: the share of up peers whose view is exact over simulated time,
     /// with the faults marked.
     pub fn convergence_svg(&self) -> String {
+        use observatory_layout::palette::{ACCENT, BAD, FONT, IDLE, INK, PAPER, RULE};
         const W: f64 = 800.0;
         const H: f64 = 360.0;
         const LEFT: f64 = 56.0;
@@ -351,9 +352,9 @@ impl Report {
         let mut svg = String::new();
         let _ = writeln!(
             svg,
-            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="{FONT}" font-size="12">"#
         );
-        let _ = writeln!(svg, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
+        let _ = writeln!(svg, r#"<rect width="{W}" height="{H}" fill="{PAPER}"/>"#);
         let _ = writeln!(
             svg,
             r#"<text x="{LEFT}" y="22" font-size="14">{}: share of peers with an exact view (seed {})</text>"#,
@@ -364,7 +365,7 @@ impl Report {
             let share = f64::from(tick) / 4.0;
             let _ = writeln!(
                 svg,
-                r##"<line x1="{LEFT}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}%</text>"##,
+                r##"<line x1="{LEFT}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="{RULE}"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}%</text>"##,
                 W - RIGHT,
                 y(share),
                 y(share),
@@ -395,7 +396,7 @@ impl Report {
             let label_y = TOP + 12.0 + 14.0 * (i % 4) as f64;
             let _ = writeln!(
                 svg,
-                r##"<line x1="{0:.1}" x2="{0:.1}" y1="{TOP}" y2="{1:.1}" stroke="#c33" stroke-dasharray="4 3"/><text x="{2:.1}" y="{3:.1}" fill="#c33">{4}</text>"##,
+                r##"<line x1="{0:.1}" x2="{0:.1}" y1="{TOP}" y2="{1:.1}" stroke="{BAD}" stroke-dasharray="4 3"/><text x="{2:.1}" y="{3:.1}" fill="{BAD}">{4}</text>"##,
                 x(mark.at_s),
                 TOP + plot_h,
                 x(mark.at_s) + 3.0,
@@ -406,7 +407,7 @@ impl Report {
         let settle = x(self.settle_from_s);
         let _ = writeln!(
             svg,
-            r##"<line x1="{settle:.1}" x2="{settle:.1}" y1="{TOP}" y2="{:.1}" stroke="#888"/>"##,
+            r##"<line x1="{settle:.1}" x2="{settle:.1}" y1="{TOP}" y2="{:.1}" stroke="{IDLE}"/>"##,
             TOP + plot_h
         );
         // A step line: the share holds until the next change.
@@ -424,12 +425,12 @@ impl Report {
         }
         let _ = writeln!(
             svg,
-            r##"<polyline points="{}" fill="none" stroke="#1f77b4" stroke-width="2"/>"##,
+            r##"<polyline points="{}" fill="none" stroke="{ACCENT}" stroke-width="2"/>"##,
             points.trim_end()
         );
         let _ = writeln!(
             svg,
-            r##"<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#333"/>"##
+            r##"<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="none" stroke="{INK}"/>"##
         );
         svg.push_str("</svg>\n");
         svg

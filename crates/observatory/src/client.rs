@@ -73,10 +73,17 @@ pub enum GraphFormat {
     Dot,
     /// A Mermaid flowchart (renders in GitHub and GitLab Markdown).
     Mermaid,
+    /// An SVG picture drawn by the peer's layout, the one the page at / shows (no Graphviz).
+    Svg,
 }
 
 /// Fetches the graph of a window and prints it.
 pub async fn graph(peer: &str, window: &str, at: Option<&str>, format: GraphFormat) -> anyhow::Result<()> {
+    if let GraphFormat::Svg = format {
+        let drawn = Client::new(peer)?.layout(window, at).await?;
+        print!("{}", observatory_api::picture::picture_svg(&drawn.answer));
+        return Ok(());
+    }
     let fetched = Client::new(peer)?.graph(window, at).await?;
     let answer = &fetched.answer;
     match format {
@@ -84,6 +91,7 @@ pub async fn graph(peer: &str, window: &str, at: Option<&str>, format: GraphForm
         GraphFormat::Table => print!("{}", table(answer)),
         GraphFormat::Dot => print!("{}", dot(answer)),
         GraphFormat::Mermaid => print!("{}", mermaid(answer)),
+        GraphFormat::Svg => unreachable!("drawn above"),
     }
     Ok(())
 }

@@ -9,6 +9,7 @@
 mod exposition;
 mod ingest;
 mod objectives;
+mod picture;
 mod query;
 mod spans;
 

@@ -1,0 +1,480 @@
+// The live picture. The peer lays the graph out (GET api/v1/layout, and `graph` events of
+// the stream GET api/v1/live); this page only draws it, updates figures from `figures`
+// events, animates dots along the edges, and shows details. Every URL is relative, so the
+// page works behind a path prefix.
+"use strict";
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const NS = "http://www.w3.org/2000/svg";
+  const HEALTH = ["idle", "good", "warn", "bad"];
+  const PARTICLES_MAX = 1200;
+  const svg = $("graph");
+  const reduceMotion = window.matchMedia && window.matchMedia("(prefers-reduced-motion: reduce)").matches;
+  const state = {
+    window: $("window").value, at: null, answer: null, source: null, maxRate: 0, selected: null,
+    focus: null, depth: 0, search: "", view: null, particles: [], peers: null, events: 0,
+  };
+  // For tests and the curious: the state, and the timestamps of the last animation frames.
+  window.__observatory = state;
+  window.__frames = [];
+
+  function el(name, attrs, parent) {
+    const e = document.createElementNS(NS, name);
+    for (const k in attrs) e.setAttribute(k, attrs[k]);
+    if (parent) parent.appendChild(e);
+    return e;
+  }
+  function html(tag, text, parent, cls) {
+    const e = document.createElement(tag);
+    if (text != null) e.textContent = text;
+    if (cls) e.className = cls;
+    if (parent) parent.appendChild(e);
+    return e;
+  }
+  const num = (x) => (x === 0 ? "0" : String(Number(x.toPrecision(3))));
+  function rateText(r) {
+    if (!(r > 0)) return "0/s";
+    if (r >= 1) return num(r) + "/s";
+    if (r * 60 >= 1) return num(r * 60) + "/m";
+    return num(r * 3600) + "/h";
+  }
+  const msText = (x) => (x == null ? "–" : (x >= 100 ? String(Math.round(x)) : num(x)) + " ms");
+  const pct = (x) => (x * 100).toFixed(x < 0.001 && x > 0 ? 3 : 2) + "%";
+  const fit = (text, n) => (text.length <= n ? text : text.slice(0, n - 1) + "…");
+  const keyOf = (e) => e.from + "\u0000" + e.to + "\u0000" + e.kind;
+
+  // The same curves as observatory-layout's route_path: horizontal tangents at each point.
+  function routePath(direction, p, bulge) {
+    if (!p.length) return "";
+    let d = `M${p[0][0]},${p[0][1]}`;
+    const last = p[p.length - 1];
+    if (direction === "loop") {
+      d += ` C${p[0][0] + 36},${p[0][1] - 22} ${last[0] + 36},${last[1] + 22} ${last[0]},${last[1]}`;
+    } else if (direction === "flat") {
+      d += ` C${p[0][0] + bulge},${p[0][1]} ${last[0] + bulge},${last[1]} ${last[0]},${last[1]}`;
+    } else {
+      for (let i = 1; i < p.length; i++) {
+        const a = p[i - 1], b = p[i], h = (b[0] - a[0]) / 2;
+        d += ` C${a[0] + h},${a[1]} ${b[0] - h},${b[1]} ${b[0]},${b[1]}`;
+      }
+    }
+    return d;
+  }
+  function middle(p, direction) {
+    if (direction === "loop") return [p[1][0] + 8, p[1][1]];
+    const n = p.length;
+    const m = n % 2 ? p[(n - 1) / 2] : [(p[n / 2 - 1][0] + p[n / 2][0]) / 2, (p[n / 2 - 1][1] + p[n / 2][1]) / 2];
+    return direction === "flat" ? [m[0] + 60, m[1]] : m;
+  }
+  function strokeWidth(rate) {
+    if (!(rate > 0) || !(state.maxRate > 0)) return 1.5;
+    return 1.5 + 7.5 * Math.min(1, Math.log1p(rate) / Math.log1p(state.maxRate));
+  }
+  function edgeLabel(e) {
+    let text = rateText(e.rate_per_s);
+    if (e.latency_ms) text += ` · p99 ${msText(e.latency_ms.p99)}`;
+    if (e.error_ratio > 0) text += ` · ${pct(e.error_ratio)} err`;
+    return text;
+  }
+
+  // ---- view box: fit, pan, zoom ----
+  function setView(v) {
+    state.view = v;
+    svg.setAttribute("viewBox", `${v.x} ${v.y} ${v.w} ${v.h}`);
+  }
+  // The whole drawing, never magnified beyond its natural size (a small graph stays small).
+  function fitView() {
+    const b = state.answer.bounds, r = svg.getBoundingClientRect();
+    const bw = b[2] - b[0], bh = b[3] - b[1];
+    const scale = Math.max(bw / Math.max(r.width, 1), bh / Math.max(r.height, 1), 1);
+    const w = r.width * scale, h = r.height * scale;
+    setView({ x: b[0] - (w - bw) / 2, y: b[1] - (h - bh) / 2, w, h });
+  }
+  svg.addEventListener("wheel", (ev) => {
+    if (!state.view) return;
+    ev.preventDefault();
+    const r = svg.getBoundingClientRect(), v = state.view;
+    const f = Math.exp(ev.deltaY * 0.0015);
+    const px = v.x + ((ev.clientX - r.left) / r.width) * v.w, py = v.y + ((ev.clientY - r.top) / r.height) * v.h;
+    setView({ x: px - (px - v.x) * f, y: py - (py - v.y) * f, w: v.w * f, h: v.h * f });
+  }, { passive: false });
+  let drag = null;
+  svg.addEventListener("pointerdown", (ev) => {
+    if (!state.view || ev.target.closest(".node, .hitline")) return;
+    drag = { x: ev.clientX, y: ev.clientY, view: state.view };
+    svg.classList.add("dragging");
+  });
+  window.addEventListener("pointermove", (ev) => {
+    if (!drag) return;
+    const r = svg.getBoundingClientRect();
+    const sx = drag.view.w / r.width, sy = drag.view.h / r.height;
+    setView({ ...drag.view, x: drag.view.x - (ev.clientX - drag.x) * sx, y: drag.view.y - (ev.clientY - drag.y) * sy });
+  });
+  window.addEventListener("pointerup", () => { drag = null; svg.classList.remove("dragging"); });
+
+  // ---- drawing ----
+  function render(answer) {
+    const first = !state.answer;
+    state.answer = answer;
+    state.maxRate = Math.max(state.maxRate * 0.5, ...answer.edges.map((e) => e.rate_per_s), 0);
+    svg.textContent = "";
+    const defs = el("defs", {}, svg);
+    const colours = { idle: "#868e96", good: "#2f9e44", warn: "#e8890c", bad: "#e03131" };
+    for (const h of HEALTH) {
+      const m = el("marker", { id: "arrow-" + h, viewBox: "0 0 10 10", refX: 9, refY: 5, markerUnits: "userSpaceOnUse", markerWidth: 11, markerHeight: 11, orient: "auto-start-reverse" }, defs);
+      el("path", { d: "M0,0 L10,5 L0,10 z", fill: colours[h] }, m);
+    }
+    const root = el("g", { id: "viewport" }, svg);
+    const gEdges = el("g", {}, root), gLabels = el("g", {}, root), gDots = el("g", {}, root), gNodes = el("g", {}, root);
+    state.gDots = gDots;
+    answer.edges.forEach((e, i) => {
+      const d = routePath(e.direction, e.points, 80);
+      const path = el("path", {
+        class: `edge ${e.kind} ${e.health}`, d, "stroke-width": strokeWidth(e.rate_per_s).toFixed(1),
+        "marker-end": `url(#arrow-${e.health})`, "data-index": i,
+      }, gEdges);
+      el("title", {}, path).textContent = `${e.from} → ${e.to} (${e.kind})`;
+      const hit = el("path", { class: "hitline", d, "data-index": i }, gEdges);
+      hit.addEventListener("click", () => select(keyOf(e)));
+      const [x, y] = middle(e.points, e.direction);
+      const label = el("text", { class: "label", x, y: y - 6, "text-anchor": "middle", "data-index": i }, gLabels);
+      label.textContent = edgeLabel(e);
+      e._path = path; e._label = label; e._mid = [x, y - 6];
+    });
+    placeLabels(answer.edges);
+    const w = answer.node_width, h = answer.node_height;
+    for (const n of answer.nodes) {
+      const g = el("g", { class: "node", "data-name": n.name }, gNodes);
+      el("title", {}, g).textContent = n.name;
+      const x0 = n.x - w / 2, y0 = n.y - h / 2;
+      if (n.shape === "database") {
+        const e = 6;
+        el("path", { class: n.health, d: `M${x0},${y0 + e} a${w / 2},${e} 0 0,1 ${w},0 v${h - 2 * e} a${w / 2},${e} 0 0,1 -${w},0 z M${x0},${y0 + e} a${w / 2},${e} 0 0,0 ${w},0` }, g);
+      } else {
+        el("rect", { class: n.health, x: x0, y: y0, width: w, height: h, rx: 8 }, g);
+      }
+      const name = el("text", { x: n.x, y: n.y - 2, "text-anchor": "middle" }, g);
+      name.textContent = fit(n.name, 22);
+      n._note = el("text", { class: "note", x: n.x, y: n.y + 12, "text-anchor": "middle" }, g);
+      n._g = g;
+      g.addEventListener("click", () => focusOn(n.name));
+    }
+    updateNotes();
+    if (first || !state.view) fitView();
+    applyFilters();
+    setupParticles();
+    showCoverage(answer.coverage);
+    if (state.selected) showDetail();
+  }
+
+  // Labels that would overlap one already placed (the busier edge wins) are left out;
+  // the edge's title and detail still say everything.
+  function placeLabels(edges) {
+    const placed = [];
+    const order = edges.map((e, i) => i).sort((a, b) => edges[b].rate_per_s - edges[a].rate_per_s);
+    for (const i of order) {
+      const e = edges[i];
+      const w = e._label.textContent.length * 5.6, h = 13;
+      const box = [e._mid[0] - w / 2, e._mid[1] - h, e._mid[0] + w / 2, e._mid[1] + 2];
+      const free = placed.length < 400 && placed.every((b) => box[2] < b[0] || box[0] > b[2] || box[3] < b[1] || box[1] > b[3]);
+      e._label.style.display = free ? "" : "none";
+      if (free) placed.push(box);
+    }
+  }
+
+  function updateNotes() {
+    const into = new Map();
+    for (const e of state.answer.edges) into.set(e.to, (into.get(e.to) || 0) + e.rate_per_s);
+    for (const n of state.answer.nodes) n._note.textContent = into.has(n.name) ? rateText(into.get(n.name)) + " in" : "";
+  }
+
+  function applyDelta(delta) {
+    const answer = state.answer;
+    if (!answer) return;
+    let top = 0;
+    for (const [i, rate, errorRatio, p50, p99, health] of delta.edges) {
+      const e = answer.edges[i];
+      if (!e) continue;
+      e.rate_per_s = rate; e.error_ratio = errorRatio;
+      if (p50 != null) e.latency_ms = { ...(e.latency_ms || {}), p50, p99 };
+      e.health = HEALTH[health] || "idle";
+      e._label.textContent = edgeLabel(e);
+      e._path.setAttribute("class", `edge ${e.kind} ${e.health}`);
+      e._path.setAttribute("marker-end", `url(#arrow-${e.health})`);
+    }
+    for (const e of answer.edges) top = Math.max(top, e.rate_per_s);
+    state.maxRate = Math.max(state.maxRate * 0.98, top);
+    for (const e of answer.edges) e._path.setAttribute("stroke-width", strokeWidth(e.rate_per_s).toFixed(1));
+    answer.window.end = delta.end;
+    if (delta.coverage) {
+      answer.coverage = { ...answer.coverage, mesh: delta.coverage.mesh };
+      showCoverage(answer.coverage);
+    }
+    updateNotes();
+    if (delta.edges.length) setupParticles();
+    if (state.selected) refreshDetailFigures();
+  }
+
+  // ---- dots: density follows rate against the moving maximum, speed follows latency ----
+  function setupParticles() {
+    for (const p of state.particles) p.dot.remove();
+    state.particles = [];
+    if (reduceMotion || !state.answer) return;
+    const colours = { idle: "#868e96", good: "#2f9e44", warn: "#e8890c", bad: "#e03131" };
+    const busy = state.answer.edges.filter((e) => e.rate_per_s > 0 && !e._path.classList.contains("dim"))
+      .sort((a, b) => b.rate_per_s - a.rate_per_s);
+    let budget = PARTICLES_MAX;
+    for (const e of busy) {
+      if (budget <= 0) break;
+      const share = state.maxRate > 0 ? e.rate_per_s / state.maxRate : 0;
+      const n = Math.min(budget, Math.max(1, Math.round(6 * Math.sqrt(share))));
+      const p50 = e.latency_ms ? e.latency_ms.p50 : 1;
+      const seconds = 0.8 + 1.8 * Math.min(1, Math.log10(1 + p50) / 3);
+      const length = e._path.getTotalLength();
+      for (let k = 0; k < n; k++) {
+        const dot = el("circle", { class: "particle", r: 2.6, fill: colours[e.health] || colours.idle }, state.gDots);
+        state.particles.push({ path: e._path, length, seconds, offset: k / n, dot });
+      }
+      budget -= n;
+    }
+  }
+  function frame(t) {
+    const frames = window.__frames;
+    frames.push(t);
+    if (frames.length > 600) frames.splice(0, frames.length - 600);
+    const s = t / 1000;
+    for (const p of state.particles) {
+      const at = (((s / p.seconds) + p.offset) % 1) * p.length;
+      const pt = p.path.getPointAtLength(at);
+      p.dot.setAttribute("cx", pt.x.toFixed(1));
+      p.dot.setAttribute("cy", pt.y.toFixed(1));
+    }
+    requestAnimationFrame(frame);
+  }
+  requestAnimationFrame(frame);
+
+  // ---- search and focus ----
+  function neighbourhood(name, depth) {
+    const seen = new Set([name]);
+    let edge = [name];
+    for (let d = 0; d < depth; d++) {
+      const next = [];
+      for (const e of state.answer.edges) {
+        for (const [a, b] of [[e.from, e.to], [e.to, e.from]]) {
+          if (edge.includes(a) && !seen.has(b)) { seen.add(b); next.push(b); }
+        }
+      }
+      edge = next;
+    }
+    return seen;
+  }
+  function applyFilters() {
+    const answer = state.answer;
+    if (!answer) return;
+    const q = state.search.trim().toLowerCase();
+    const shown = state.focus && state.depth > 0 ? neighbourhood(state.focus, state.depth) : null;
+    for (const n of answer.nodes) {
+      const hit = q && n.name.toLowerCase().includes(q);
+      n._g.classList.toggle("hit", !!hit);
+      n._g.classList.toggle("dim", (shown && !shown.has(n.name)) || (!!q && !hit && !shown));
+    }
+    for (const e of answer.edges) {
+      const off = shown ? !(shown.has(e.from) && shown.has(e.to)) : !!q && !(e.from.toLowerCase().includes(q) || e.to.toLowerCase().includes(q));
+      e._path.classList.toggle("dim", off);
+      e._label.classList.toggle("dim", off);
+    }
+  }
+  function focusOn(name) {
+    state.focus = state.focus === name ? null : name;
+    if (state.focus && state.depth === 0) { state.depth = 1; $("depth").value = "1"; }
+    applyFilters();
+    setupParticles();
+  }
+  $("search").addEventListener("input", (ev) => { state.search = ev.target.value; applyFilters(); });
+  $("search").addEventListener("keydown", (ev) => {
+    if (ev.key !== "Enter" || !state.answer) return;
+    const q = state.search.trim().toLowerCase();
+    const n = state.answer.nodes.find((n) => n.name.toLowerCase().includes(q));
+    if (n && state.view) setView({ ...state.view, x: n.x - state.view.w / 2, y: n.y - state.view.h / 2 });
+  });
+  $("depth").addEventListener("change", (ev) => { state.depth = Number(ev.target.value); applyFilters(); setupParticles(); });
+
+  // ---- coverage and peers ----
+  function showCoverage(coverage) {
+    const banner = $("coverage");
+    const mesh = coverage && coverage.mesh;
+    const origins = coverage && coverage.origins ? coverage.origins.length : 0;
+    banner.classList.remove("problem");
+    if (!mesh) {
+      banner.className = "banner";
+      banner.textContent = `complete: a single peer (${origins} origin${origins === 1 ? "" : "s"})`;
+      return;
+    }
+    banner.className = mesh.complete ? "banner" : "banner partial";
+    let text = mesh.complete
+      ? (mesh.peers_known === 0 ? "complete: no other peer known" : `complete: ${mesh.peers_in_sync} of ${mesh.peers_known} other peers in sync`)
+      : `partial: ${mesh.peers_in_sync} of ${mesh.peers_known} other peers in sync, ${mesh.peers_connected} connected`;
+    if (!mesh.complete && state.peers) {
+      const missing = state.peers.peers.filter((p) => !p.connected || p.last_sync_age_ms == null || p.last_sync_age_ms > mesh.fresh_ms);
+      if (missing.length) text += ` · missing ${missing.map((p) => p.peer.slice(-8)).join(", ")}`;
+    }
+    banner.textContent = text + (state.answer ? ` · up to ${state.answer.window.end}` : "");
+  }
+  async function loadPeers() {
+    try {
+      const r = await fetch("api/v1/peers");
+      state.peers = r.ok ? await r.json() : null;
+    } catch (_) {
+      state.peers = null;
+    }
+    if (state.answer) showCoverage(state.answer.coverage);
+    if (!$("peers").hidden) showPeers();
+  }
+  function showPeers() {
+    const box = $("peers");
+    box.textContent = "";
+    const close = html("button", "×", box, "close");
+    close.addEventListener("click", () => { box.hidden = true; });
+    html("h2", "Peers", box);
+    if (!state.peers) { html("p", "This peer runs without a mesh, or /api/v1/peers did not answer.", box); return; }
+    const p = state.peers;
+    html("p", `this peer ${p.peer_id} · ${p.coverage.peers_in_sync} of ${p.coverage.peers_known} in sync · picture ${p.coverage.complete ? "complete" : "partial"}`, box);
+    const table = html("table", null, box);
+    const head = html("tr", null, table);
+    for (const t of ["peer", "connected", "last sync", "we lack", "objectives"]) html("th", t, head);
+    for (const peer of p.peers) {
+      const row = html("tr", null, table);
+      html("td", peer.peer.slice(-12), row).title = peer.peer;
+      html("td", peer.connected ? "yes" : "no", row);
+      html("td", peer.last_sync_age_ms == null ? "never" : `${Math.round(peer.last_sync_age_ms / 1000)} s ago`, row);
+      html("td", peer.we_lack_cells == null ? "–" : `${peer.we_lack_cells} cells`, row);
+      html("td", peer.objectives_agree == null ? "–" : peer.objectives_agree ? "agree" : "differ", row);
+    }
+  }
+  $("peers-button").addEventListener("click", () => { const box = $("peers"); box.hidden = !box.hidden; if (!box.hidden) { $("detail").hidden = true; showPeers(); } });
+
+  // ---- edge detail ----
+  function select(key) {
+    state.selected = key;
+    $("peers").hidden = true;
+    for (const e of state.answer.edges) e._path.classList.toggle("selected", keyOf(e) === key);
+    showDetail();
+  }
+  function selectedEdge() {
+    return state.answer && state.answer.edges.find((e) => keyOf(e) === state.selected);
+  }
+  function stepFor(window) {
+    const s = { "30s": "10s", "1m": "10s", "5m": "10s", "15m": "1m", "1h": "1m", "6h": "10m", "24h": "1h", "7d": "6h" };
+    return s[window] || "1m";
+  }
+  function chart(parent, points, value, title, unit) {
+    html("h3", title, parent);
+    const W = 380, H = 90;
+    const s = el("svg", { width: W, height: H, viewBox: `0 0 ${W} ${H}`, class: "chart" }, parent);
+    const values = points.map(value);
+    const top = Math.max(...values.filter((v) => v != null), 0) || 1;
+    el("line", { x1: 0, y1: H - 14, x2: W, y2: H - 14, stroke: "#dee2e6" }, s);
+    const xs = (i) => (points.length < 2 ? 0 : (i / (points.length - 1)) * (W - 4) + 2);
+    const ys = (v) => H - 14 - (v / top) * (H - 24);
+    const d = values.map((v, i) => (v == null ? null : `${xs(i).toFixed(1)},${ys(v).toFixed(1)}`)).filter(Boolean).join(" ");
+    el("polyline", { points: d, fill: "none", stroke: "#1971c2", "stroke-width": 1.5 }, s);
+    values.forEach((v, i) => { if (v != null) el("circle", { cx: xs(i), cy: ys(v), r: 2, fill: "#1971c2" }, s); });
+    el("text", { x: 2, y: 10, "font-size": 10, fill: "#5c636a" }, s).textContent = `max ${unit(top)}`;
+    el("text", { x: 2, y: H - 2, "font-size": 10, fill: "#5c636a" }, s).textContent = points.length ? points[0].start : "";
+  }
+  function figuresTable(box, e) {
+    const table = html("table", null, box);
+    table.id = "detail-figures";
+    const l = e.latency_ms || {};
+    const rows = [
+      ["calls", e.calls], ["errors", `${e.errors} (${pct(e.error_ratio)})`], ["rate", rateText(e.rate_per_s)],
+      ["p50", msText(l.p50)], ["p95", msText(l.p95)], ["p99", msText(l.p99)], ["max", msText(l.max)],
+    ];
+    for (const [k, v] of rows) { const r = html("tr", null, table); html("th", k, r); html("td", String(v), r); }
+  }
+  async function showDetail() {
+    const e = selectedEdge();
+    const box = $("detail");
+    if (!e) { box.hidden = true; return; }
+    box.hidden = false;
+    box.textContent = "";
+    const close = html("button", "×", box, "close");
+    close.addEventListener("click", () => { box.hidden = true; state.selected = null; for (const x of state.answer.edges) x._path.classList.remove("selected"); });
+    html("h2", `${e.from} → ${e.to}`, box).id = "detail-title";
+    html("p", `${e.kind} · over the last ${state.answer.window.length}${state.at ? " to " + state.at : ""}`, box);
+    const figures = html("div", null, box);
+    figuresTable(figures, e);
+    if (e.objectives.length) {
+      html("h3", "Objectives", box);
+      const list = html("ul", null, box);
+      for (const o of e.objectives) html("li", `${o.name}: ${o.state}`, list, "state-" + o.state);
+    }
+    const series = html("div", "loading the series…", box);
+    const q = new URLSearchParams({ window: state.window, step: stepFor(state.window), kind: e.kind });
+    if (state.at) q.set("at", state.at);
+    try {
+      const r = await fetch(`api/v1/edges/${encodeURIComponent(e.from)}/${encodeURIComponent(e.to)}?${q}`);
+      const body = await r.json();
+      series.textContent = "";
+      if (!r.ok) { html("p", body.error || body.message || `the series: HTTP ${r.status}`, series); return; }
+      chart(series, body.points, (p) => p.rate_per_s, "calls per second", rateText);
+      chart(series, body.points, (p) => (p.latency_ms ? p.latency_ms.p99 : null), "p99 latency", msText);
+    } catch (err) {
+      series.textContent = "the series could not be read: " + err;
+    }
+  }
+  async function refreshDetailFigures() {
+    const box = document.getElementById("detail-figures");
+    const e = selectedEdge();
+    if (!box || !e) return;
+    box.remove();
+    const holder = document.createElement("div");
+    figuresTable(holder, e);
+    const title = document.getElementById("detail-title");
+    title.nextSibling.after(holder.firstChild);
+  }
+
+  // ---- data: a live stream, or one drawing at a past time ----
+  function problem(text) {
+    const banner = $("coverage");
+    banner.className = "banner problem";
+    banner.textContent = text;
+  }
+  function connect() {
+    if (state.source) { state.source.close(); state.source = null; }
+    if (state.at) { loadOnce(false); return; }
+    const source = new EventSource(`api/v1/live?window=${encodeURIComponent(state.window)}`);
+    state.source = source;
+    source.addEventListener("graph", (ev) => { state.events++; render(JSON.parse(ev.data)); });
+    source.addEventListener("figures", (ev) => { state.events++; applyDelta(JSON.parse(ev.data)); });
+    source.addEventListener("problem", (ev) => problem(ev.data));
+    source.onerror = () => { if (source.readyState !== EventSource.OPEN) problem("connection to the peer lost; retrying…"); };
+  }
+  async function loadOnce(fresh) {
+    const q = new URLSearchParams({ window: state.window });
+    if (state.at) q.set("at", state.at);
+    if (fresh) q.set("fresh", "true");
+    try {
+      const r = await fetch(`api/v1/layout?${q}`);
+      const body = await r.json();
+      if (!r.ok) { problem(body.error || body.message || `HTTP ${r.status}`); return; }
+      render(body);
+    } catch (err) {
+      problem("the peer did not answer: " + err);
+    }
+  }
+  $("window").addEventListener("change", (ev) => { state.window = ev.target.value; state.view = null; connect(); });
+  let timeTimer = null;
+  $("time").addEventListener("input", (ev) => {
+    const minutes = Number(ev.target.value);
+    state.at = minutes === 0 ? null : new Date(Date.now() + minutes * 60000).toISOString().replace(/\.\d+Z$/, "Z");
+    $("time-label").textContent = minutes === 0 ? "live" : `${minutes} min (${state.at})`;
+    clearTimeout(timeTimer);
+    timeTimer = setTimeout(connect, 250);
+  });
+  $("tidy").addEventListener("click", () => { state.view = null; loadOnce(true); });
+
+  connect();
+  loadPeers();
+  setInterval(loadPeers, 5000);
+})();
