@@ -16,3 +16,4 @@ mod prometheus;
 mod restart;
 mod sim;
 mod single_peer;
+mod top;

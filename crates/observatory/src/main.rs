@@ -8,6 +8,7 @@
 mod client;
 mod peer;
 mod sim_cmd;
+mod top;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -92,6 +93,19 @@ enum Command {
         /// Output format.
         #[arg(long, short = 'f', value_enum, default_value = "table")]
         format: client::GraphFormat,
+    },
+    /// The busiest edges, live in the terminal: rates, errors, p50/p99, a sparkline per
+    /// edge and the coverage line. Keys: q quit, s sort, / filter, p pause.
+    Top {
+        /// URL of the peer's HTTP API.
+        #[arg(long, env = "OBSERVATORY_PEER", default_value = "http://127.0.0.1:7070")]
+        peer: String,
+        /// Length of the window, ending now: 30s, 1m, 5m, 1h.
+        #[arg(long, short = 'w', default_value = "1m")]
+        window: String,
+        /// Order of the edges (`s` cycles).
+        #[arg(long, value_enum, default_value = "rate")]
+        sort: top::SortBy,
     },
     /// Show a peer's status: identity, settings, sizes, ingest counters.
     Status {
@@ -222,6 +236,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Graph { peer, window, at, format } => {
             runtime()?.block_on(client::graph(&peer, &window, at.as_deref(), format))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Top { peer, window, sort } => {
+            top::run(&peer, &window, sort, std::time::Duration::from_secs(1))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { peer } => {
