@@ -3,7 +3,7 @@
 //!
 //! The page loads with no script error, draws every edge of the graph answer with its
 //! labels, takes a new edge without a reload while every node already drawn keeps its
-//! place, opens an edge's detail with its series, follows the window picker, and says
+//! place, opens an edge's detail with its series and latency histogram, follows the window picker, and says
 //! "partial" once a peer of the mesh is down. Screenshots go to `target/screenshots/`.
 
 use std::collections::BTreeMap;
@@ -255,9 +255,9 @@ fn the_page_draws_the_mesh_graph_live_in_chromium() {
     );
     wait_until(PHASE, "the edge detail shows the series", || {
         let shown = browser.run(
-            "const d = document.getElementById('detail'); return [d.hidden, (document.getElementById('detail-title') || {}).textContent, d.querySelectorAll('polyline').length, d.textContent];",
+            "const d = document.getElementById('detail'); return [d.hidden, (document.getElementById('detail-title') || {}).textContent, d.querySelectorAll('polyline').length, d.querySelectorAll('#latency-chart rect').length, d.textContent];",
         );
-        if shown[0] == false && shown[1] == "web → checkout" && shown[2] == 2 {
+        if shown[0] == false && shown[1] == "web → checkout" && shown[2] == 2 && shown[3] == 1 {
             Ok(shown)
         } else {
             Err(shown.to_string())

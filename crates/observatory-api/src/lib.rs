@@ -9,7 +9,8 @@
 //! - `POST /v1/traces`: OTLP/HTTP spans (protobuf or JSON, gzip); `POST /api/v2/spans`:
 //!   Zipkin v2 spans; `POST /api/v1/sightings`: token sightings. See [`ingest_spans`].
 //! - `GET /api/v1/graph?window=5m&at=<time>`: the flow graph of a window.
-//! - `GET /api/v1/edges/{from}/{to}?window=1h&step=1m&kind=request`: one edge's time series.
+//! - `GET /api/v1/edges/{from}/{to}?window=1h&step=1m&kind=request`: one edge's time series;
+//!   `.../latency?window=5m&kind=`: its merged latency histogram.
 //! - `GET /api/v1/status`, `GET /api/v1/peers`, `GET /healthz`.
 //! - `GET /api/v1/objectives?name=`, `POST /api/v1/objectives/reload`, `GET /api/v1/alerts`:
 //!   objectives, and alerts in Alertmanager's format. See [`objectives`].
@@ -134,6 +135,7 @@ pub fn router<P: PeerApi>(api: Arc<Api<P>>) -> Router {
         .route("/api/v1/sightings", ingest_spans::sightings_route::<P>(body_limit))
         .route("/api/v1/graph", get(query::get_graph::<P>))
         .route("/api/v1/edges/{from}/{to}", get(query::get_edge_series::<P>))
+        .route("/api/v1/edges/{from}/{to}/latency", get(query::get_edge_latency::<P>))
         .route("/api/v1/status", get(query::get_status::<P>))
         .route("/api/v1/peers", get(query::get_peers::<P>))
         .route("/api/v1/objectives", get(objectives::get_objectives::<P>))

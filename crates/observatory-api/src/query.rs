@@ -92,15 +92,8 @@ pub(crate) async fn get_edge_series<P: PeerApi>(
 ) -> Result<Json<wire::SeriesAnswer>, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let Path((from, to)) = path.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let name = |field: &str, value: &str| {
-        NodeName::new(value, api.limits.parse.node_name_bytes_max).map_err(|e| ApiError::bad_param(field, e))
-    };
-    let kind = match params.kind.as_deref() {
-        None => EdgeKind::Request,
-        Some(kind) => EdgeKind::from_name(kind)
-            .ok_or_else(|| ApiError::bad_param("kind", "must be request, messaging or database"))?,
-    };
-    let edge = Edge::with_kind(name("from", &from)?, name("to", &to)?, kind);
+    let edge = edge_of(&api, &from, &to, params.kind.as_deref())?;
+    let kind = edge.kind;
     let now_ms = api.peer.now_ms();
     let (window_ms, end_ms) = window_and_end(params.window.as_deref(), params.at.as_deref(), "1h", now_ms)?;
     let step = params.step.as_deref().unwrap_or("1m");
@@ -117,6 +110,50 @@ pub(crate) async fn get_edge_series<P: PeerApi>(
     let view = view.map_err(|e| ApiError::bad_param(query_param(&e), e))?;
     let coverage = coverage(&api, &origins, now_ms);
     Ok(Json(wire::SeriesAnswer::from_core(&edge, view, window_ms, coverage)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LatencyParams {
+    window: Option<String>,
+    kind: Option<String>,
+    at: Option<String>,
+}
+
+pub(crate) async fn get_edge_latency<P: PeerApi>(
+    State(api): State<Arc<Api<P>>>,
+    path: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
+    params: Result<Query<LatencyParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<wire::LatencyAnswer>, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let Path((from, to)) = path.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let edge = edge_of(&api, &from, &to, params.kind.as_deref())?;
+    let now_ms = api.peer.now_ms();
+    let (window_ms, end_ms) = window_and_end(params.window.as_deref(), params.at.as_deref(), "5m", now_ms)?;
+    let read = api.peer.read(|state| {
+        state
+            .has_edge(&edge)
+            .then(|| (state.latency_as_of(&edge, window_ms, end_ms, now_ms), state.coverage()))
+    });
+    let Some((latency, origins)) = read else {
+        return Err(ApiError::NotFound(format!("no {} edge {from} -> {to} is known", edge.kind)));
+    };
+    let (span, histogram) = latency.map_err(|e| ApiError::bad_param(query_param(&e), e))?;
+    let coverage = coverage(&api, &origins, now_ms);
+    Ok(Json(wire::LatencyAnswer::from_core(&edge, &span, &histogram, window_ms, coverage)))
+}
+
+/// The edge a path and a `kind` parameter name.
+fn edge_of<P: PeerApi>(api: &Api<P>, from: &str, to: &str, kind: Option<&str>) -> Result<Edge, ApiError> {
+    let name = |field: &str, value: &str| {
+        NodeName::new(value, api.limits.parse.node_name_bytes_max).map_err(|e| ApiError::bad_param(field, e))
+    };
+    let kind = match kind {
+        None => EdgeKind::Request,
+        Some(kind) => EdgeKind::from_name(kind)
+            .ok_or_else(|| ApiError::bad_param("kind", "must be request, messaging or database"))?,
+    };
+    Ok(Edge::with_kind(name("from", from)?, name("to", to)?, kind))
 }
 
 /// Adds `more` into `into`, reason by reason.

@@ -325,6 +325,66 @@ impl SeriesAnswer {
     }
 }
 
+/// One counter of a latency histogram: calls whose latency fell in `[low_ms, high_ms]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LatencyCounterJson {
+    /// Lowest latency the counter holds.
+    pub low_ms: f64,
+    /// Highest latency the counter holds.
+    pub high_ms: f64,
+    /// Calls counted.
+    pub count: u64,
+}
+
+/// Answer to `GET /api/v1/edges/{from}/{to}/latency`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LatencyAnswer {
+    /// Sender.
+    pub from: String,
+    /// Receiver.
+    pub to: String,
+    /// The edge's kind.
+    pub kind: String,
+    /// What was read.
+    pub window: WindowJson,
+    /// Calls that reported a latency.
+    pub samples: u64,
+    /// The non-zero counters of the merged histogram (two significant digits), fastest first.
+    pub counters: Vec<LatencyCounterJson>,
+    /// Which origins the answer sums.
+    pub coverage: Coverage,
+}
+
+impl LatencyAnswer {
+    /// From the core's histogram.
+    pub fn from_core(
+        edge: &Edge,
+        span: &Span,
+        histogram: &observatory_core::LatencyHistogram,
+        window_ms: i64,
+        coverage: Coverage,
+    ) -> Self {
+        use observatory_core::histogram::{highest_value_at, lowest_value_at};
+        let counters: Vec<LatencyCounterJson> = histogram
+            .counters()
+            .map(|(index, count)| LatencyCounterJson {
+                low_ms: lowest_value_at(index) as f64 / 1000.0,
+                high_ms: highest_value_at(index) as f64 / 1000.0,
+                count,
+            })
+            .collect();
+        LatencyAnswer {
+            from: edge.from.to_string(),
+            to: edge.to.to_string(),
+            kind: edge.kind.to_string(),
+            window: WindowJson::new(span, window_ms),
+            samples: counters.iter().map(|c| c.count).sum(),
+            counters,
+            coverage,
+        }
+    }
+}
+
 /// Ingest counters in the status answer.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct IngestCounters {

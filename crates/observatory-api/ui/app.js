@@ -382,6 +382,30 @@
     el("text", { x: 2, y: 10, "font-size": 10, fill: "#5c636a" }, s).textContent = `max ${unit(top)}`;
     el("text", { x: 2, y: H - 2, "font-size": 10, fill: "#5c636a" }, s).textContent = points.length ? points[0].start : "";
   }
+  // The merged HDR counters, grouped into bins of a third of a decade by their upper end.
+  function latencyChart(parent, answer) {
+    html("h3", `latency histogram (${answer.samples} calls)`, parent);
+    if (!answer.counters.length) { html("p", "no call reported a latency", parent); return; }
+    const bins = new Map();
+    for (const c of answer.counters) {
+      const bin = Math.floor(Math.log10(Math.max(c.high_ms, 0.001)) * 3);
+      bins.set(bin, (bins.get(bin) || 0) + c.count);
+    }
+    const keys = [...bins.keys()];
+    const lo = Math.min(...keys) - 1, hi = Math.max(...keys) + 1;
+    const W = 380, H = 90, n = hi - lo + 1, bw = (W - 4) / n;
+    const top = Math.max(...bins.values());
+    const s = el("svg", { width: W, height: H, viewBox: `0 0 ${W} ${H}`, class: "chart", id: "latency-chart" }, parent);
+    for (let b = lo; b <= hi; b++) {
+      const count = bins.get(b) || 0;
+      const h = (count / top) * (H - 26);
+      const bar = el("rect", { x: 2 + (b - lo) * bw, y: H - 14 - h, width: Math.max(bw - 1, 1), height: h, fill: "#1971c2" }, s);
+      el("title", {}, bar).textContent = `${count} calls up to ${msText(10 ** ((b + 1) / 3))}`;
+    }
+    el("text", { x: 2, y: H - 2, "font-size": 10, fill: "#5c636a" }, s).textContent = msText(10 ** (lo / 3));
+    el("text", { x: W - 2, y: H - 2, "font-size": 10, fill: "#5c636a", "text-anchor": "end" }, s).textContent = msText(10 ** ((hi + 1) / 3));
+    el("text", { x: 2, y: 10, "font-size": 10, fill: "#5c636a" }, s).textContent = `most ${top} calls in a bin`;
+  }
   function figuresTable(box, e) {
     const table = html("table", null, box);
     table.id = "detail-figures";
@@ -419,6 +443,12 @@
       if (!r.ok) { html("p", body.error || body.message || `the series: HTTP ${r.status}`, series); return; }
       chart(series, body.points, (p) => p.rate_per_s, "calls per second", rateText);
       chart(series, body.points, (p) => (p.latency_ms ? p.latency_ms.p99 : null), "p99 latency", msText);
+      const l = new URLSearchParams({ window: state.window, kind: e.kind });
+      if (state.at) l.set("at", state.at);
+      const lr = await fetch(`api/v1/edges/${encodeURIComponent(e.from)}/${encodeURIComponent(e.to)}/latency?${l}`);
+      const latency = await lr.json();
+      if (lr.ok) latencyChart(series, latency);
+      else html("p", latency.error || latency.message || `the histogram: HTTP ${lr.status}`, series);
     } catch (err) {
       series.textContent = "the series could not be read: " + err;
     }

@@ -8,7 +8,7 @@
 
 use std::ops::Range;
 
-use crate::histogram::{LatencyAccumulator, LatencySummary};
+use crate::histogram::{LatencyAccumulator, LatencyHistogram, LatencySummary};
 use crate::model::{CellData, Edge, Resolution};
 use crate::settings::human_ms;
 use crate::state::FlowState;
@@ -315,6 +315,28 @@ impl FlowState {
             })
             .collect();
         Ok(SeriesView { span, step_ms, points })
+    }
+
+    /// The latency histogram of `edge` over `[end_ms - window_ms, end_ms)` asked at
+    /// `now_ms`, summed over every origin: the counters the graph's percentiles are read
+    /// from. Empty when the edge has no latency in the window.
+    pub fn latency_as_of(
+        &self,
+        edge: &Edge,
+        window_ms: i64,
+        end_ms: i64,
+        now_ms: i64,
+    ) -> Result<(Span, LatencyHistogram), QueryError> {
+        let (r, span) = self.choose(window_ms, end_ms, None, now_ms)?;
+        let mut merged = LatencyHistogram::new();
+        if let Some(cells) = self.global.get(edge) {
+            for (level, range) in self.read_plan(r, span.from_ms, span.to_ms) {
+                for (_, cell) in cells.per_resolution[level].range(range) {
+                    merged.add_saturating(&cell.latency);
+                }
+            }
+        }
+        Ok((span, merged))
     }
 }
 

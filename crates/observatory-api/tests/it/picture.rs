@@ -96,6 +96,29 @@ async fn the_drawing_is_coloured_by_health_and_keeps_its_places() {
 }
 
 #[tokio::test]
+async fn an_edge_latency_histogram_is_the_merged_counters() {
+    let peer = TestPeer::new(default_limits());
+    send(
+        &peer,
+        json!([calls("web", "checkout", 90, false, 5.0), calls("web", "checkout", 10, false, 480.0)]),
+    )
+    .await;
+    let (status, answer) = peer.get("/api/v1/edges/web/checkout/latency?window=5m").await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["samples"], 100);
+    let counters = answer["counters"].as_array().unwrap();
+    assert_eq!(counters.len(), 2, "two latencies, two counters: {answer}");
+    let holds =
+        |c: &Value, ms: f64| c["low_ms"].as_f64().unwrap() <= ms && ms <= c["high_ms"].as_f64().unwrap();
+    assert!(holds(&counters[0], 5.0) && counters[0]["count"] == 90, "{answer}");
+    assert!(holds(&counters[1], 480.0) && counters[1]["count"] == 10, "{answer}");
+    let (status, missing) = peer.get("/api/v1/edges/web/nowhere/latency").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{missing}");
+    let (status, bad) = peer.get("/api/v1/edges/web/checkout/latency?kind=rpc").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+}
+
+#[tokio::test]
 async fn the_svg_and_the_page_are_served_with_relative_urls() {
     let peer = TestPeer::new(default_limits());
     send(
