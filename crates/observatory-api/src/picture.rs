@@ -76,7 +76,7 @@ impl PictureSettings {
 #[derive(Debug)]
 pub(crate) struct Pictures {
     pub(crate) settings: PictureSettings,
-    last_drawing: Mutex<Option<Layout>>,
+    drawings: Mutex<Drawings>,
     live_slots: Arc<tokio::sync::Semaphore>,
     pub(crate) shutdown: CancellationToken,
 }
@@ -84,7 +84,45 @@ pub(crate) struct Pictures {
 impl Pictures {
     pub(crate) fn new(settings: PictureSettings, shutdown: CancellationToken) -> Self {
         let live_slots = Arc::new(tokio::sync::Semaphore::new(settings.live_streams_max));
-        Pictures { settings, last_drawing: Mutex::new(None), live_slots, shutdown }
+        Pictures { settings, drawings: Mutex::new(Drawings::default()), live_slots, shutdown }
+    }
+}
+
+/// What the edge remembers of its drawings.
+#[derive(Debug, Default)]
+struct Drawings {
+    /// Every place drawn so far (nodes and routes that left the graph included), handed to
+    /// the next drawing so that what comes back comes back to its place.
+    memory: Option<Layout>,
+    /// The last drawing, with the edges it drew: the same edges draw the same again.
+    last: Option<(BTreeSet<EdgeKey>, Layout)>,
+    /// Counts fresh drawings (`fresh=true`): a live stream that drew with an older version
+    /// sends its client the new places.
+    version: u64,
+}
+
+impl Drawings {
+    fn draw(&mut self, keys: BTreeSet<EdgeKey>, fresh: bool) -> (Layout, u64) {
+        let config = LayoutConfig::default();
+        if fresh {
+            self.version += 1;
+            let drawing = observatory_layout::layout(&keys, None, &config);
+            self.memory = Some(drawing.clone());
+            self.last = Some((keys, drawing.clone()));
+            return (drawing, self.version);
+        }
+        if let Some((last_keys, drawing)) = &self.last
+            && *last_keys == keys
+        {
+            return (drawing.clone(), self.version);
+        }
+        let drawing = observatory_layout::layout(&keys, self.memory.as_ref(), &config);
+        self.memory = Some(match &self.memory {
+            Some(memory) => drawing.remembering(memory, &config),
+            None => drawing.clone(),
+        });
+        self.last = Some((keys, drawing.clone()));
+        (drawing, self.version)
     }
 }
 
@@ -240,16 +278,19 @@ fn selects(selector: &Selector, from: &str, to: &str, kind: &str) -> bool {
         && selector.to.matches(to)
 }
 
-/// Draws `graph`, extending the last drawing unless `fresh`.
-pub(crate) fn draw<P: PeerApi>(api: &Api<P>, graph: GraphAnswer, fresh: bool) -> PictureAnswer {
+/// Draws `graph`, extending what was drawn before unless `fresh`; also says which
+/// version of the places it drew with.
+pub(crate) fn draw<P: PeerApi>(api: &Api<P>, graph: GraphAnswer, fresh: bool) -> (PictureAnswer, u64) {
     let keys: BTreeSet<EdgeKey> =
         graph.edges.iter().map(|e| EdgeKey::new(e.from.clone(), e.to.clone(), e.kind.clone())).collect();
-    let drawing = {
-        let mut last = api.pictures.last_drawing.lock().expect("no drawing panicked");
-        let previous = if fresh { None } else { last.as_ref() };
-        let drawing = observatory_layout::layout(&keys, previous, &LayoutConfig::default());
-        *last = Some(drawing.clone());
-        drawing
+    let (drawing, version) = {
+        // A drawing that panicked leaves nothing half done worth keeping: start over.
+        let mut drawings = api.pictures.drawings.lock().unwrap_or_else(|poisoned| {
+            let mut drawings = poisoned.into_inner();
+            *drawings = Drawings::default();
+            drawings
+        });
+        drawings.draw(keys, fresh)
     };
     let view = api.peer.objectives();
     let objectives: Vec<(&Selector, EdgeObjectiveJson)> = view
@@ -277,10 +318,13 @@ pub(crate) fn draw<P: PeerApi>(api: &Api<P>, graph: GraphAnswer, fresh: bool) ->
                 .filter(|(selector, _)| selects(selector, &routed.from, &routed.to, &routed.kind))
                 .map(|(_, o)| o.clone())
                 .collect();
-            let health = if on_edge.is_empty() {
+            // Objectives colour an edge with calls, or one they page about; an edge with
+            // neither is grey like any other without calls.
+            let by_objectives = objectives_health(&on_edge);
+            let health = if on_edge.is_empty() || (figures.calls == 0 && by_objectives < HealthJson::Warn) {
                 figures_health(settings, &figures)
             } else {
-                objectives_health(&on_edge)
+                by_objectives
             };
             PictureEdge {
                 from: routed.from.clone(),
@@ -316,7 +360,7 @@ pub(crate) fn draw<P: PeerApi>(api: &Api<P>, graph: GraphAnswer, fresh: bool) ->
         })
         .collect();
     let b = drawing.bounds;
-    PictureAnswer {
+    let answer = PictureAnswer {
         window: graph.window,
         coverage: graph.coverage,
         node_width: drawing.node_width,
@@ -324,7 +368,8 @@ pub(crate) fn draw<P: PeerApi>(api: &Api<P>, graph: GraphAnswer, fresh: bool) ->
         bounds: [b.min_x, b.min_y, b.max_x, b.max_y].map(round2),
         nodes,
         edges,
-    }
+    };
+    (answer, version)
 }
 
 fn round2(x: f64) -> f64 {
@@ -449,7 +494,7 @@ async fn drawn<P: PeerApi>(api: Arc<Api<P>>, params: PictureParams) -> Result<Pi
     // A big graph takes a while to draw: off the async threads.
     tokio::task::spawn_blocking(move || {
         let graph = graph_answer(&api, params.window.as_deref(), params.at.as_deref())?;
-        Ok(draw(&api, graph, params.fresh.unwrap_or(false)))
+        Ok(draw(&api, graph, params.fresh.unwrap_or(false)).0)
     })
     .await
     .map_err(|join| ApiError::Internal(format!("drawing the graph failed: {join}")))?
@@ -500,6 +545,15 @@ fn health_code(health: HealthJson) -> u8 {
     }
 }
 
+/// A whole number written without `.0`: the stream's bytes are mostly numbers.
+fn compact(x: f64) -> serde_json::Value {
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        serde_json::Value::from(x as i64)
+    } else {
+        serde_json::Value::from(x)
+    }
+}
+
 fn rounded(edge: &PictureEdge) -> Sent {
     let latency = edge.figures.latency_ms.as_ref();
     (
@@ -516,6 +570,7 @@ struct Live<P> {
     api: Arc<Api<P>>,
     window: String,
     keys: Option<Vec<(String, String, String)>>,
+    version: u64,
     sent: Vec<Sent>,
     coverage: Option<serde_json::Value>,
     _slot: tokio::sync::OwnedSemaphorePermit,
@@ -546,11 +601,12 @@ impl<P: PeerApi> Live<P> {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let changed_topology = self.keys.as_ref() != Some(&keys);
-        let answer = draw(&self.api, graph, false);
+        let (answer, version) = draw(&self.api, graph, false);
         let coverage = coverage_summary(&answer.coverage);
-        if changed_topology {
+        // New edges, or new places (another client tidied): the whole drawing again.
+        if self.keys.as_ref() != Some(&keys) || self.version != version {
             self.keys = Some(keys);
+            self.version = version;
             self.sent = answer.edges.iter().map(rounded).collect();
             self.coverage = Some(coverage);
             let data = serde_json::to_string(&answer).map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -560,7 +616,14 @@ impl<P: PeerApi> Live<P> {
         for (i, edge) in answer.edges.iter().enumerate() {
             let now = rounded(edge);
             if self.sent[i] != now {
-                edges.push(serde_json::json!([i, now.0, now.1, now.2, now.3, now.4]));
+                edges.push(serde_json::json!([
+                    i,
+                    compact(now.0),
+                    compact(now.1),
+                    now.2.map(compact),
+                    now.3.map(compact),
+                    now.4
+                ]));
                 self.sent[i] = now;
             }
         }
@@ -590,7 +653,7 @@ pub(crate) async fn get_live<P: PeerApi>(
     })?;
     let interval = api.pictures.settings.live_interval;
     let shutdown = api.pictures.shutdown.clone();
-    let live = Live { api, window, keys: None, sent: Vec::new(), coverage: None, _slot: slot };
+    let live = Live { api, window, keys: None, version: 0, sent: Vec::new(), coverage: None, _slot: slot };
     let stream = futures_util::stream::unfold((live, true), move |(mut live, first)| {
         let shutdown = shutdown.clone();
         async move {

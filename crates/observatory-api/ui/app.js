@@ -7,12 +7,14 @@
   const $ = (id) => document.getElementById(id);
   const NS = "http://www.w3.org/2000/svg";
   const HEALTH = ["idle", "good", "warn", "bad"];
+  const COLOURS = { idle: "#868e96", good: "#2f9e44", warn: "#e8890c", bad: "#e03131" };
   const PARTICLES_MAX = 1200;
   const svg = $("graph");
   const reduceMotion = window.matchMedia && window.matchMedia("(prefers-reduced-motion: reduce)").matches;
   const state = {
     window: $("window").value, at: null, answer: null, source: null, maxRate: 0, selected: null,
     focus: null, depth: 0, search: "", view: null, particles: [], peers: null, events: 0,
+    streamAnswer: null, retry: 1000, loads: 0,
   };
   // For tests and the curious: the state, and the timestamps of the last animation frames.
   window.__observatory = state;
@@ -94,7 +96,10 @@
     if (!state.view) return;
     ev.preventDefault();
     const r = svg.getBoundingClientRect(), v = state.view;
-    const f = Math.exp(ev.deltaY * 0.0015);
+    const f = Math.exp(Math.max(-1, Math.min(1, ev.deltaY * 0.0015)));
+    const b = state.answer ? state.answer.bounds : [0, 0, 1000, 1000];
+    const span = Math.max(b[2] - b[0], b[3] - b[1], 400);
+    if ((f < 1 && v.w * f < 40) || (f > 1 && v.w * f > span * 20)) return;
     const px = v.x + ((ev.clientX - r.left) / r.width) * v.w, py = v.y + ((ev.clientY - r.top) / r.height) * v.h;
     setView({ x: px - (px - v.x) * f, y: py - (py - v.y) * f, w: v.w * f, h: v.h * f });
   }, { passive: false });
@@ -119,14 +124,13 @@
     state.maxRate = Math.max(state.maxRate * 0.5, ...answer.edges.map((e) => e.rate_per_s), 0);
     svg.textContent = "";
     const defs = el("defs", {}, svg);
-    const colours = { idle: "#868e96", good: "#2f9e44", warn: "#e8890c", bad: "#e03131" };
+    const colours = COLOURS;
     for (const h of HEALTH) {
       const m = el("marker", { id: "arrow-" + h, viewBox: "0 0 10 10", refX: 9, refY: 5, markerUnits: "userSpaceOnUse", markerWidth: 11, markerHeight: 11, orient: "auto-start-reverse" }, defs);
       el("path", { d: "M0,0 L10,5 L0,10 z", fill: colours[h] }, m);
     }
     const root = el("g", { id: "viewport" }, svg);
-    const gEdges = el("g", {}, root), gLabels = el("g", {}, root), gDots = el("g", {}, root), gNodes = el("g", {}, root);
-    state.gDots = gDots;
+    const gEdges = el("g", {}, root), gLabels = el("g", {}, root), gNodes = el("g", {}, root);
     answer.edges.forEach((e, i) => {
       const d = routePath(e.direction, e.points, 80);
       const path = el("path", {
@@ -164,7 +168,7 @@
     applyFilters();
     setupParticles();
     showCoverage(answer.coverage);
-    if (state.selected) showDetail();
+    if (state.selected && !$("detail").hidden) showDetail();
   }
 
   // Labels that would overlap one already placed (the busier edge wins) are left out;
@@ -190,13 +194,15 @@
 
   function applyDelta(delta) {
     const answer = state.answer;
-    if (!answer) return;
+    // Indices refer to the stream's last graph event; a drawing fetched since (Tidy) waits
+    // for the stream's next graph event.
+    if (!answer || answer !== state.streamAnswer) return;
     let top = 0;
     for (const [i, rate, errorRatio, p50, p99, health] of delta.edges) {
       const e = answer.edges[i];
       if (!e) continue;
       e.rate_per_s = rate; e.error_ratio = errorRatio;
-      if (p50 != null) e.latency_ms = { ...(e.latency_ms || {}), p50, p99 };
+      e.latency_ms = p50 == null ? null : { ...(e.latency_ms || {}), p50, p99 };
       e.health = HEALTH[health] || "idle";
       e._label.textContent = edgeLabel(e);
       e._path.setAttribute("class", `edge ${e.kind} ${e.health}`);
@@ -204,7 +210,11 @@
     }
     for (const e of answer.edges) top = Math.max(top, e.rate_per_s);
     state.maxRate = Math.max(state.maxRate * 0.98, top);
-    for (const e of answer.edges) e._path.setAttribute("stroke-width", strokeWidth(e.rate_per_s).toFixed(1));
+    // Only what changed is touched: a big drawing repaints less.
+    for (const e of answer.edges) {
+      const width = strokeWidth(e.rate_per_s).toFixed(1);
+      if (e._width !== width) { e._width = width; e._path.setAttribute("stroke-width", width); }
+    }
     answer.window.end = delta.end;
     if (delta.coverage) {
       answer.coverage = { ...answer.coverage, mesh: delta.coverage.mesh };
@@ -216,11 +226,25 @@
   }
 
   // ---- dots: density follows rate against the moving maximum, speed follows latency ----
+  // They are drawn on a canvas over the drawing, so that moving them never repaints the
+  // SVG; each route is sampled once per drawing and the dots move between the samples.
+  const canvas = $("dots");
+  const ctx = canvas.getContext("2d");
+  function samples(e) {
+    if (e._samples) return e._samples;
+    const length = e._path.getTotalLength();
+    const n = Math.max(16, Math.min(96, e.points.length * 4));
+    const out = new Float32Array(2 * (n + 1));
+    for (let i = 0; i <= n; i++) {
+      const pt = e._path.getPointAtLength((i / n) * length);
+      out[2 * i] = pt.x; out[2 * i + 1] = pt.y;
+    }
+    e._samples = out;
+    return out;
+  }
   function setupParticles() {
-    for (const p of state.particles) p.dot.remove();
     state.particles = [];
     if (reduceMotion || !state.answer) return;
-    const colours = { idle: "#868e96", good: "#2f9e44", warn: "#e8890c", bad: "#e03131" };
     const busy = state.answer.edges.filter((e) => e.rate_per_s > 0 && !e._path.classList.contains("dim"))
       .sort((a, b) => b.rate_per_s - a.rate_per_s);
     let budget = PARTICLES_MAX;
@@ -228,27 +252,46 @@
       if (budget <= 0) break;
       const share = state.maxRate > 0 ? e.rate_per_s / state.maxRate : 0;
       const n = Math.min(budget, Math.max(1, Math.round(6 * Math.sqrt(share))));
-      const p50 = e.latency_ms ? e.latency_ms.p50 : 1;
+      const p50 = e.latency_ms && e.latency_ms.p50 != null ? e.latency_ms.p50 : 1;
       const seconds = 0.8 + 1.8 * Math.min(1, Math.log10(1 + p50) / 3);
-      const length = e._path.getTotalLength();
-      for (let k = 0; k < n; k++) {
-        const dot = el("circle", { class: "particle", r: 2.6, fill: colours[e.health] || colours.idle }, state.gDots);
-        state.particles.push({ path: e._path, length, seconds, offset: k / n, dot });
-      }
+      const colour = COLOURS[e.health] || COLOURS.idle;
+      for (let k = 0; k < n; k++) state.particles.push({ edge: e, seconds, offset: k / n, colour });
       budget -= n;
+    }
+  }
+  function drawParticles(s) {
+    const r = svg.getBoundingClientRect(), ratio = window.devicePixelRatio || 1;
+    const w = Math.round(r.width * ratio), h = Math.round(r.height * ratio);
+    if (canvas.width !== w || canvas.height !== h) { canvas.width = w; canvas.height = h; }
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.clearRect(0, 0, w, h);
+    const v = state.view;
+    if (!v || !state.particles.length) return;
+    // The SVG's own mapping (preserveAspectRatio xMidYMid meet).
+    const scale = Math.min(r.width / v.w, r.height / v.h);
+    const tx = (r.width - v.w * scale) / 2 - v.x * scale, ty = (r.height - v.h * scale) / 2 - v.y * scale;
+    ctx.setTransform(scale * ratio, 0, 0, scale * ratio, tx * ratio, ty * ratio);
+    const byColour = new Map();
+    for (const p of state.particles) {
+      const pts = samples(p.edge), n = pts.length / 2 - 1;
+      const f = (((s / p.seconds) + p.offset) % 1) * n, i = Math.floor(f), u = f - i;
+      const x = pts[2 * i] + (pts[2 * i + 2] - pts[2 * i]) * u, y = pts[2 * i + 1] + (pts[2 * i + 3] - pts[2 * i + 1]) * u;
+      let list = byColour.get(p.colour);
+      if (!list) { list = []; byColour.set(p.colour, list); }
+      list.push(x, y);
+    }
+    for (const [colour, list] of byColour) {
+      ctx.fillStyle = colour;
+      ctx.beginPath();
+      for (let i = 0; i < list.length; i += 2) { ctx.moveTo(list[i] + 2.6, list[i + 1]); ctx.arc(list[i], list[i + 1], 2.6, 0, 2 * Math.PI); }
+      ctx.fill();
     }
   }
   function frame(t) {
     const frames = window.__frames;
     frames.push(t);
     if (frames.length > 600) frames.splice(0, frames.length - 600);
-    const s = t / 1000;
-    for (const p of state.particles) {
-      const at = (((s / p.seconds) + p.offset) % 1) * p.length;
-      const pt = p.path.getPointAtLength(at);
-      p.dot.setAttribute("cx", pt.x.toFixed(1));
-      p.dot.setAttribute("cy", pt.y.toFixed(1));
-    }
+    drawParticles(t / 1000);
     requestAnimationFrame(frame);
   }
   requestAnimationFrame(frame);
@@ -256,15 +299,15 @@
   // ---- search and focus ----
   function neighbourhood(name, depth) {
     const seen = new Set([name]);
-    let edge = [name];
-    for (let d = 0; d < depth; d++) {
-      const next = [];
+    let frontier = new Set([name]);
+    for (let d = 0; d < depth && frontier.size; d++) {
+      const next = new Set();
       for (const e of state.answer.edges) {
         for (const [a, b] of [[e.from, e.to], [e.to, e.from]]) {
-          if (edge.includes(a) && !seen.has(b)) { seen.add(b); next.push(b); }
+          if (frontier.has(a) && !seen.has(b)) { seen.add(b); next.add(b); }
         }
       }
-      edge = next;
+      frontier = next;
     }
     return seen;
   }
@@ -290,7 +333,7 @@
     applyFilters();
     setupParticles();
   }
-  $("search").addEventListener("input", (ev) => { state.search = ev.target.value; applyFilters(); });
+  $("search").addEventListener("input", (ev) => { state.search = ev.target.value; applyFilters(); setupParticles(); });
   $("search").addEventListener("keydown", (ev) => {
     if (ev.key !== "Enter" || !state.answer) return;
     const q = state.search.trim().toLowerCase();
@@ -394,7 +437,7 @@
     const keys = [...bins.keys()];
     const lo = Math.min(...keys) - 1, hi = Math.max(...keys) + 1;
     const W = 380, H = 90, n = hi - lo + 1, bw = (W - 4) / n;
-    const top = Math.max(...bins.values());
+    const top = Math.max(...bins.values(), 1);
     const s = el("svg", { width: W, height: H, viewBox: `0 0 ${W} ${H}`, class: "chart", id: "latency-chart" }, parent);
     for (let b = lo; b <= hi; b++) {
       const count = bins.get(b) || 0;
@@ -471,22 +514,43 @@
     banner.textContent = text;
   }
   function connect() {
+    state.loads++;
     if (state.source) { state.source.close(); state.source = null; }
     if (state.at) { loadOnce(false); return; }
     const source = new EventSource(`api/v1/live?window=${encodeURIComponent(state.window)}`);
     state.source = source;
-    source.addEventListener("graph", (ev) => { state.events++; render(JSON.parse(ev.data)); });
+    source.addEventListener("graph", (ev) => {
+      state.events++;
+      state.retry = 1000;
+      const answer = JSON.parse(ev.data);
+      state.streamAnswer = answer;
+      render(answer);
+    });
     source.addEventListener("figures", (ev) => { state.events++; applyDelta(JSON.parse(ev.data)); });
     source.addEventListener("problem", (ev) => problem(ev.data));
-    source.onerror = () => { if (source.readyState !== EventSource.OPEN) problem("connection to the peer lost; retrying…"); };
+    source.onerror = () => {
+      if (source.readyState === EventSource.CLOSED) {
+        // Refused (503 when too many streams are open, 400, a proxy error): the browser
+        // gives up, so try again later, waiting longer each time.
+        const wait = state.retry || 1000;
+        state.retry = Math.min(wait * 2, 30000);
+        problem(`the live stream was refused; trying again in ${Math.round(wait / 1000)} s`);
+        setTimeout(() => { if (state.source === source) connect(); }, wait);
+      } else if (source.readyState !== EventSource.OPEN) {
+        problem("connection to the peer lost; retrying…");
+      }
+    };
   }
   async function loadOnce(fresh) {
+    const ticket = ++state.loads;
     const q = new URLSearchParams({ window: state.window });
     if (state.at) q.set("at", state.at);
     if (fresh) q.set("fresh", "true");
     try {
       const r = await fetch(`api/v1/layout?${q}`);
       const body = await r.json();
+      // A newer request (another window, time or Tidy) answers for the page.
+      if (ticket !== state.loads) return;
       if (!r.ok) { problem(body.error || body.message || `HTTP ${r.status}`); return; }
       render(body);
     } catch (err) {

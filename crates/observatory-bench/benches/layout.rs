@@ -9,41 +9,15 @@
 
 use std::collections::BTreeSet;
 
-use observatory_bench::median_time;
+use observatory_bench::{median_time, tiered_system};
 use observatory_layout::{Decor, EdgeKey, LayoutConfig, layout, svg};
-use rand::{Rng, SeedableRng, rngs::StdRng};
-
-const TIERS: usize = 10;
-const PER_TIER: usize = 100;
-const EDGES: usize = 5_000;
-
-fn name(tier: usize, i: usize) -> String {
-    format!("t{tier}-svc-{i:03}")
-}
-
-fn system() -> BTreeSet<EdgeKey> {
-    let mut rng = StdRng::seed_from_u64(7);
-    let mut edges = BTreeSet::new();
-    while edges.len() < EDGES {
-        let tier = rng.random_range(0..TIERS - 1);
-        let from = name(tier, rng.random_range(0..PER_TIER));
-        let roll: f64 = rng.random();
-        let to_tier = if roll < 0.02 {
-            rng.random_range(0..=tier)
-        } else if roll < 0.2 {
-            (tier + 2).min(TIERS - 1)
-        } else {
-            tier + 1
-        };
-        let kind = if to_tier == TIERS - 1 && roll > 0.6 { "database" } else { "request" };
-        edges.insert(EdgeKey::new(from, name(to_tier, rng.random_range(0..PER_TIER)), kind));
-    }
-    edges
-}
 
 fn main() {
     let config = LayoutConfig::default();
-    let edges = system();
+    let edges: BTreeSet<EdgeKey> = tiered_system(10, 100, 5_000)
+        .into_iter()
+        .map(|(from, to, kind)| EdgeKey::new(from, to, kind))
+        .collect();
     let nodes: BTreeSet<&str> = edges.iter().flat_map(|e| [e.from.as_str(), e.to.as_str()]).collect();
     let drawing = layout(&edges, None, &config);
     let backward =
@@ -66,7 +40,7 @@ fn main() {
         std::hint::black_box(layout(&edges, Some(&drawing), &config));
     });
     let mut more = edges.clone();
-    more.insert(EdgeKey::new(name(3, 7), "a-new-service", "request"));
+    more.insert(EdgeKey::new("t3-svc-007", "a-new-service", "request"));
     let extended = median_time(runs, || {
         std::hint::black_box(layout(&more, Some(&drawing), &config));
     });

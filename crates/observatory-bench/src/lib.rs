@@ -96,6 +96,32 @@ pub fn default_protocol() -> observatory_sync::ProtocolConfig {
     observatory_config::Config::defaults().protocol()
 }
 
+/// A big system for the pictures' benchmarks: `tiers` tiers of `per_tier` services and
+/// `edges` distinct edges, most to the next tier, some two tiers on, 2% calling back up
+/// (so that cycles must be broken), calls into the last tier partly database calls.
+/// Seeded: the same system every run.
+pub fn tiered_system(tiers: usize, per_tier: usize, edges: usize) -> Vec<(String, String, &'static str)> {
+    use rand::{Rng, SeedableRng};
+    let name = |tier: usize, i: usize| format!("t{tier}-svc-{i:03}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut set = std::collections::BTreeSet::new();
+    while set.len() < edges {
+        let tier = rng.random_range(0..tiers - 1);
+        let from = name(tier, rng.random_range(0..per_tier));
+        let roll: f64 = rng.random();
+        let to_tier = if roll < 0.02 {
+            rng.random_range(0..=tier)
+        } else if roll < 0.2 {
+            (tier + 2).min(tiers - 1)
+        } else {
+            tier + 1
+        };
+        let kind = if to_tier == tiers - 1 && roll > 0.6 { "database" } else { "request" };
+        set.insert((from, name(to_tier, rng.random_range(0..per_tier)), kind));
+    }
+    set.into_iter().collect()
+}
+
 /// The system clock, as a peer is given it.
 pub fn unix_now_ms() -> i64 {
     use observatory_core::Clock;

@@ -79,7 +79,8 @@ pub struct Config {
     pub ui: UiSection,
 }
 
-/// `ui.*`: how the page, `graph --format svg` and `top` colour what has no objective.
+/// `ui.*`: how the page and `graph --format svg` colour what has no objective, and the
+/// live streams.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct UiSection {

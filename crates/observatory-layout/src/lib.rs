@@ -161,11 +161,58 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// This drawing, and what `previous` drew that this one does not show, so that a node
+    /// or an edge that leaves the graph and comes back is drawn where it was (and nothing
+    /// new takes its place meanwhile). The memory to hand to the next [`layout`]. What
+    /// `previous` drew where this drawing now has something (it was drawn afresh) is
+    /// forgotten.
+    pub fn remembering(&self, previous: &Layout, config: &LayoutConfig) -> Layout {
+        let half = config.node_height / 2.0;
+        // Clear of this drawing's nodes: not overlapping, with a bend's clearance.
+        let clear = |rank: i32, y: f64, own_half: f64| {
+            self.nodes
+                .iter()
+                .all(|n| n.rank != rank || (n.y - y).abs() >= half + own_half + config.route_gap - 1e-9)
+        };
+        let mut nodes = self.nodes.clone();
+        nodes.extend(
+            previous
+                .nodes
+                .iter()
+                .filter(|n| self.node(&n.name).is_none() && clear(n.rank, n.y, half))
+                .cloned(),
+        );
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        let kept = |name: &str| nodes.binary_search_by(|n| n.name.as_str().cmp(name)).is_ok();
+        let key = |e: &RoutedEdge| (e.from.clone(), e.to.clone(), e.kind.clone());
+        let shown: BTreeSet<_> = self.edges.iter().map(key).collect();
+        let remembered: Vec<RoutedEdge> = previous
+            .edges
+            .iter()
+            .filter(|e| !shown.contains(&key(e)) && kept(&e.from) && kept(&e.to))
+            .filter(|e| {
+                e.points.iter().skip(1).take(e.points.len().saturating_sub(2)).all(|p| {
+                    let rank = (p[0] / config.rank_gap).round() as i32;
+                    clear(rank, p[1], 0.0)
+                })
+            })
+            .cloned()
+            .collect();
+        let mut edges = self.edges.clone();
+        edges.extend(remembered);
+        edges.sort_by_key(key);
+        Layout { nodes, edges, ..self.clone() }
+    }
+
     /// The node named `name`.
     pub fn node(&self, name: &str) -> Option<&PlacedNode> {
         self.nodes.binary_search_by(|n| n.name.as_str().cmp(name)).ok().map(|i| &self.nodes[i])
     }
 }
+
+/// A graph of at least this many nodes of which the previous drawing holds under a
+/// quarter is drawn afresh.
+const FRESH_BELOW_NODES: usize = 64;
 
 /// Draws `edges`, keeping what `previous` drew of them (see the module header).
 pub fn layout(edges: &BTreeSet<EdgeKey>, previous: Option<&Layout>, config: &LayoutConfig) -> Layout {
@@ -178,7 +225,12 @@ pub fn layout(edges: &BTreeSet<EdgeKey>, previous: Option<&Layout>, config: &Lay
     let id = |name: &str| names.binary_search_by(|n| n.as_str().cmp(name)).expect("every endpoint is a node");
     let links: BTreeSet<(usize, usize)> =
         edges.iter().map(|e| (id(&e.from), id(&e.to))).filter(|(u, v)| u != v).collect();
-    let previous = previous.filter(|p| names.iter().any(|n| p.node(n).is_some()));
+    // A previous drawing that holds none of the nodes, or under a quarter of a big graph,
+    // would only make a poor drawing of the new graph: draw afresh instead.
+    let previous = previous.filter(|p| {
+        let held = names.iter().filter(|n| p.node(n).is_some()).count();
+        held > 0 && !(names.len() >= FRESH_BELOW_NODES && held * 4 < names.len())
+    });
     let placed = match previous {
         Some(previous) => extend(&names, &links, previous, config),
         None => fresh(names.len(), &links, config),
@@ -288,26 +340,35 @@ fn back_edges(
             drawn[u].push(v);
         }
     }
-    for (u, v) in reversed.clone() {
-        let at = drawn[v].iter().position(|&w| w == u).expect("a reversed link is drawn");
-        drawn[v].swap_remove(at);
-        let mut seen = vec![false; n];
-        let mut stack = vec![v];
-        let mut closes = false;
-        while let Some(x) = stack.pop() {
-            if x == u {
-                closes = true;
-                break;
+    // Putting one back flips its drawn arc, which may break the path that justified
+    // keeping an earlier one: repeat until nothing more can be put back.
+    loop {
+        let mut put_back = false;
+        for (u, v) in reversed.clone() {
+            let at = drawn[v].iter().position(|&w| w == u).expect("a reversed link is drawn");
+            drawn[v].swap_remove(at);
+            let mut seen = vec![false; n];
+            let mut stack = vec![v];
+            let mut closes = false;
+            while let Some(x) = stack.pop() {
+                if x == u {
+                    closes = true;
+                    break;
+                }
+                if !std::mem::replace(&mut seen[x], true) {
+                    stack.extend(drawn[x].iter().copied().filter(|&w| !seen[w]));
+                }
             }
-            if !std::mem::replace(&mut seen[x], true) {
-                stack.extend(drawn[x].iter().copied().filter(|&w| !seen[w]));
+            if closes {
+                drawn[v].push(u);
+            } else {
+                reversed.remove(&(u, v));
+                drawn[u].push(v);
+                put_back = true;
             }
         }
-        if closes {
-            drawn[v].push(u);
-        } else {
-            reversed.remove(&(u, v));
-            drawn[u].push(v);
+        if !put_back {
+            break;
         }
     }
     reversed
@@ -363,25 +424,75 @@ fn longest_path_ranks(n: usize, arcs: &BTreeSet<(usize, usize)>) -> Vec<usize> {
 /// What one rank holds in an extended drawing: centres and half heights.
 #[derive(Default)]
 struct Column {
+    /// Centres and half heights, by centre.
     taken: Vec<(f64, f64)>,
+    /// The largest half height taken.
+    half_max: f64,
 }
 
 impl Column {
-    /// The free centre nearest to `want` for something `half` high.
+    /// The free centre nearest to `want` for something `half` high (the lower one of two
+    /// as near). Only places near a candidate are looked at: the column is sorted.
     fn nearest_free(&self, want: f64, half: f64, config: &LayoutConfig) -> f64 {
         let gap =
             |other_half: f64| if half > 0.0 && other_half > 0.0 { config.node_gap } else { config.route_gap };
-        let fits = |y: f64| self.taken.iter().all(|&(c, h)| (y - c).abs() >= h + half + gap(h) - 1e-9);
-        let candidates = std::iter::once(want)
-            .chain(self.taken.iter().flat_map(|&(c, h)| [c - h - half - gap(h), c + h + half + gap(h)]));
-        candidates
-            .filter(|&y| fits(y))
-            .min_by(|a, b| (a - want).abs().total_cmp(&(b - want).abs()).then(a.total_cmp(b)))
-            .expect("the place beyond the last taken one is free")
+        let reach_max = self.half_max + half + config.node_gap.max(config.route_gap);
+        let fits = |y: f64| {
+            let from = self.taken.partition_point(|&(c, _)| c < y - reach_max);
+            self.taken[from..]
+                .iter()
+                .take_while(|&&(c, _)| c <= y + reach_max)
+                .all(|&(c, h)| (y - c).abs() >= h + half + gap(h) - 1e-9)
+        };
+        if fits(want) {
+            return want;
+        }
+        // Candidates lie just beside a taken place; places nearer to `want` come first, and
+        // once a place is further than the best candidate by more than any reach, stop.
+        let at = self.taken.partition_point(|&(c, _)| c < want);
+        let (mut below, mut above) = (at, at);
+        let mut best: Option<f64> = None;
+        loop {
+            let down = below.checked_sub(1).map(|i| (want - self.taken[i].0, i));
+            let up = (above < self.taken.len()).then(|| (self.taken[above].0 - want, above));
+            let (distance, i) = match (down, up) {
+                (None, None) => break,
+                (Some(d), None) => d,
+                (None, Some(u)) => u,
+                (Some(d), Some(u)) => {
+                    if d.0 <= u.0 {
+                        d
+                    } else {
+                        u
+                    }
+                }
+            };
+            if best.is_some_and(|b| distance - reach_max > (b - want).abs()) {
+                break;
+            }
+            if i < at {
+                below = i;
+            } else {
+                above = i + 1;
+            }
+            let (c, h) = self.taken[i];
+            for y in [c - h - half - gap(h), c + h + half + gap(h)] {
+                let better = best.is_none_or(|b| {
+                    let (dy, db) = ((y - want).abs(), (b - want).abs());
+                    dy < db || (dy == db && y < b)
+                });
+                if better && fits(y) {
+                    best = Some(y);
+                }
+            }
+        }
+        best.expect("the place beyond the last taken one is free")
     }
 
     fn take(&mut self, y: f64, half: f64) {
-        self.taken.push((y, half));
+        let at = self.taken.partition_point(|&(c, _)| c < y);
+        self.taken.insert(at, (y, half));
+        self.half_max = self.half_max.max(half);
     }
 }
 
@@ -396,9 +507,18 @@ fn extend(
     let mut rank: Vec<Option<i32>> = held.iter().map(|p| p.map(|p| p.rank)).collect();
     let mut y: Vec<f64> = held.iter().map(|p| p.map_or(0.0, |p| p.y)).collect();
     let half_node = config.node_height / 2.0;
+    // Every place the previous drawing used stays taken, also those of nodes and routes
+    // not in the graph now: they may come back.
     let mut columns: BTreeMap<i32, Column> = BTreeMap::new();
-    for p in held.iter().flatten() {
+    for p in &previous.nodes {
         columns.entry(p.rank).or_default().take(p.y, half_node);
+    }
+    for route in &previous.edges {
+        if matches!(route.direction, Direction::Forward | Direction::Backward) {
+            for p in route.points.iter().skip(1).take(route.points.len().saturating_sub(2)) {
+                columns.entry((p[0] / config.rank_gap).round() as i32).or_default().take(p[1], 0.0);
+            }
+        }
     }
     // Routes between held nodes stay as they were drawn.
     let mut bends = BTreeMap::new();
@@ -411,10 +531,8 @@ fn extend(
             continue;
         }
         if let Some(route) = old_routes.get(&(names[u].as_str(), names[v].as_str())) {
-            let inner = route.points[1..route.points.len().saturating_sub(1).max(1)].to_vec();
-            for p in &inner {
-                columns.entry((p[0] / config.rank_gap).round() as i32).or_default().take(p[1], 0.0);
-            }
+            let inner =
+                route.points.iter().skip(1).take(route.points.len().saturating_sub(2)).copied().collect();
             bends.insert((u, v), inner);
         }
     }
@@ -426,7 +544,7 @@ fn extend(
         .filter(|&&(u, v)| is_new(u) && is_new(v))
         .map(|&(u, v)| if reversed.contains(&(u, v)) { (v, u) } else { (u, v) })
         .collect();
-    let bottom = held.iter().flatten().map(|p| p.y).fold(f64::NEG_INFINITY, f64::max);
+    let bottom = previous.nodes.iter().map(|p| p.y).fold(f64::NEG_INFINITY, f64::max);
     let mut below = if bottom.is_finite() { bottom + config.node_height + config.node_gap } else { 0.0 };
     for v in topological(n, &arcs, is_new) {
         let callers: Vec<usize> = links

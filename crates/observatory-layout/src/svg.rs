@@ -81,6 +81,9 @@ fn escape(text: &str) -> String {
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
+            // Not characters XML allows; node names may hold them.
+            '\u{FFFE}' | '\u{FFFF}' => out.push('\u{FFFD}'),
+            c if c.is_control() && !matches!(c, '\t' | '\n' | '\r') => out.push('\u{FFFD}'),
             _ => out.push(c),
         }
     }
@@ -104,6 +107,9 @@ pub fn route_path(direction: Direction, points: &[[f64; 2]], bulge: f64) -> Stri
     let mut d = String::new();
     let Some(first) = points.first() else { return d };
     let _ = write!(d, "M{:.1},{:.1}", first[0], first[1]);
+    if points.len() < 2 {
+        return d;
+    }
     match direction {
         Direction::Loop => {
             let last = points[points.len() - 1];
@@ -154,6 +160,9 @@ pub fn route_path(direction: Direction, points: &[[f64; 2]], bulge: f64) -> Stri
 /// Where an edge's label goes: the middle of its route.
 fn middle(points: &[[f64; 2]]) -> [f64; 2] {
     let n = points.len();
+    if n == 0 {
+        return [0.0, 0.0];
+    }
     if n % 2 == 1 {
         points[n / 2]
     } else {
@@ -168,7 +177,7 @@ fn label_at(edge: &crate::RoutedEdge, bulge: f64) -> [f64; 2] {
             let m = middle(&edge.points);
             [m[0] + bulge * 0.75, m[1]]
         }
-        Direction::Loop => [edge.points[1][0] + 8.0, edge.points[1][1]],
+        Direction::Loop if edge.points.len() >= 2 => [edge.points[1][0] + 8.0, edge.points[1][1]],
         _ => middle(&edge.points),
     }
 }
@@ -218,17 +227,22 @@ pub fn svg(layout: &Layout, decor: &Decor) -> String {
     // Labels that would overlap one already placed are left out (edges come busiest first
     // when the decor gives widths); titles still name every edge.
     let mut placed: Vec<[f64; 4]> = Vec::new();
+    let looks: Vec<Option<&EdgeDecor>> = layout
+        .edges
+        .iter()
+        .map(|e| decor.edges.get(&EdgeKey::new(e.from.clone(), e.to.clone(), e.kind.clone())))
+        .collect();
     let mut order: Vec<usize> = (0..layout.edges.len()).collect();
-    let width_of = |i: usize| {
-        let e = &layout.edges[i];
-        decor.edges.get(&EdgeKey::new(e.from.clone(), e.to.clone(), e.kind.clone())).map_or(0.0, |d| d.width)
-    };
+    let width_of = |i: usize| looks[i].map_or(0.0, |d| d.width);
     order.sort_by(|&a, &b| width_of(b).total_cmp(&width_of(a)).then(a.cmp(&b)));
     let mut shown = vec![false; layout.edges.len()];
     for &i in &order {
+        // At most 400 labels: beyond, a label helps less than it costs.
+        if placed.len() >= 400 {
+            break;
+        }
         let edge = &layout.edges[i];
-        let key = EdgeKey::new(edge.from.clone(), edge.to.clone(), edge.kind.clone());
-        let Some(look) = decor.edges.get(&key).filter(|d| !d.label.is_empty()) else { continue };
+        let Some(look) = looks[i].filter(|d| !d.label.is_empty()) else { continue };
         let [x, y] = label_at(edge, bulge);
         let half = look.label.chars().count() as f64 * 2.9;
         let b = [x - half, y - 16.0, x + half, y - 2.0];

@@ -281,7 +281,7 @@ pub fn run(peer: &str, window: &str, sort: SortBy, interval: Duration) -> anyhow
     let mut top = Top::new(peer, sort);
     // Checked before the terminal is taken over, so a bad peer or window is a plain error.
     top.update(runtime.block_on(client.graph(window, None))?.answer);
-    let mut terminal = ratatui::init();
+    let mut terminal = ratatui::try_init()?;
     let outcome = (|| -> anyhow::Result<()> {
         let mut next_poll = Instant::now() + interval;
         loop {
@@ -299,9 +299,13 @@ pub fn run(peer: &str, window: &str, sort: SortBy, interval: Duration) -> anyhow
             if top.paused() {
                 continue;
             }
-            match runtime.block_on(client.graph(window, None)) {
-                Ok(fetched) => top.update(fetched.answer),
-                Err(error) => top.failed(error.to_string()),
+            // A peer that hangs must not freeze the keys: give up on a poll after a while.
+            let poll = runtime
+                .block_on(async { tokio::time::timeout(interval * 3, client.graph(window, None)).await });
+            match poll {
+                Ok(Ok(fetched)) => top.update(fetched.answer),
+                Ok(Err(error)) => top.failed(error.to_string()),
+                Err(_) => top.failed(format!("{peer} did not answer within {:?}", interval * 3)),
             }
         }
     })();

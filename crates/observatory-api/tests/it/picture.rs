@@ -238,6 +238,18 @@ async fn the_live_stream_sends_the_graph_then_only_what_changed() {
         }
     };
     assert_eq!(graph["edges"].as_array().unwrap().len(), 2);
+    // Another client tidies: the stream sends the new places, though no edge changed.
+    let (status, _) = peer.get("/api/v1/layout?window=1m&fresh=true").await;
+    assert_eq!(status, StatusCode::OK);
+    let mut events = Vec::new();
+    while events.len() < 10 {
+        let (event, _) = next_event(&mut body, &mut buffer).await;
+        if event == "graph" {
+            break;
+        }
+        events.push(event);
+    }
+    assert!(events.len() < 10, "a graph event after the tidy: {events:?}");
     drop(body);
 
     // A stream ends when the edge shuts down.

@@ -174,6 +174,37 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// With the remembered drawing, nodes that left the graph come back to their place,
+    /// and what arrived meanwhile did not take it.
+    #[test]
+    fn nodes_that_leave_and_return_keep_their_place(
+        edges in edges_strategy(12, 30),
+        drop in prop::collection::vec(any::<prop::sample::Index>(), 1..8),
+        meanwhile in edges_strategy(20, 8),
+    ) {
+        let config = LayoutConfig::default();
+        let first = layout(&edges, None, &config);
+        let list: Vec<&EdgeKey> = edges.iter().collect();
+        let gone: BTreeSet<&EdgeKey> = drop.iter().map(|i| *i.get(&list)).collect();
+        let mut fewer: BTreeSet<EdgeKey> = edges.iter().filter(|e| !gone.contains(e)).cloned().collect();
+        fewer.extend(meanwhile.iter().cloned());
+        let second = layout(&fewer, Some(&first), &config);
+        let memory = second.remembering(&first, &config);
+        let all: BTreeSet<EdgeKey> = edges.union(&fewer).cloned().collect();
+        let third = layout(&all, Some(&memory), &config);
+        check_kept(&memory, &third)?;
+        check_kept(&second, &third)?;
+        if first.nodes.iter().any(|n| second.node(&n.name).is_some()) {
+            // Extended, not drawn afresh: everything first drew is remembered.
+            check_kept(&first, &third)?;
+        }
+        check_no_overlap(&third, &config)?;
+    }
+}
+
 #[test]
 fn a_service_chain_reads_left_to_right() {
     let edges: BTreeSet<EdgeKey> = [
