@@ -21,23 +21,12 @@ use serde_json::{Value, json};
 /// within about 15 s of its cause; the rest is slack for a loaded machine.
 const PHASE: Duration = Duration::from_secs(90);
 
-/// Whether `prometheus-alertmanager` can run; says why not (or fails under
-/// `OBSERVATORY_REQUIRE_ALL`).
 fn alertmanager_available() -> bool {
-    let reason = match Command::new("prometheus-alertmanager").arg("--version").output() {
-        Ok(output) if output.status.success() => return true,
-        Ok(output) => format!("`prometheus-alertmanager --version` failed with {}", output.status),
-        Err(error) => format!("Alertmanager is not installed ({error})"),
-    };
-    let reason = format!(
-        "{reason}; cannot check that alerts reach Alertmanager (apt-get install prometheus-alertmanager)"
-    );
-    assert!(
-        std::env::var_os("OBSERVATORY_REQUIRE_ALL").is_none(),
-        "OBSERVATORY_REQUIRE_ALL is set: {reason}"
-    );
-    eprintln!("skipped: {reason}");
-    false
+    observatory_e2e::programs_available(
+        &[("prometheus-alertmanager", "--version")],
+        "that alerts reach Alertmanager",
+        "apt-get install prometheus-alertmanager",
+    )
 }
 
 /// A running Alertmanager on a temporary dir, killed when dropped.

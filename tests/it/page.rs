@@ -17,30 +17,12 @@ use serde_json::{Value, json};
 
 const PHASE: Duration = Duration::from_secs(60);
 
-/// Whether Chromium and chromedriver can run; says why not (or fails under
-/// `OBSERVATORY_REQUIRE_ALL`).
 fn browser_available() -> bool {
-    let mut missing = Vec::new();
-    for program in ["chromium", "chromedriver"] {
-        match Command::new(program).arg("--version").output() {
-            Ok(output) if output.status.success() => {}
-            Ok(output) => missing.push(format!("`{program} --version` failed with {}", output.status)),
-            Err(error) => missing.push(format!("{program} is not installed ({error})")),
-        }
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    let reason = format!(
-        "{}; cannot check the page in a browser (apt-get install chromium chromium-driver)",
-        missing.join("; ")
-    );
-    assert!(
-        std::env::var_os("OBSERVATORY_REQUIRE_ALL").is_none(),
-        "OBSERVATORY_REQUIRE_ALL is set: {reason}"
-    );
-    eprintln!("skipped: {reason}");
-    false
+    observatory_e2e::programs_available(
+        &[("chromium", "--version"), ("chromedriver", "--version")],
+        "the page in a browser",
+        "apt-get install chromium chromium-driver",
+    )
 }
 
 /// A running chromedriver, killed when dropped.

@@ -11,21 +11,12 @@ use serde_json::{Value, json};
 /// How long Prometheus may take to start and scrape the peer once.
 const SCRAPE_DEADLINE: Duration = Duration::from_secs(60);
 
-/// Whether `prometheus` can run; says why not (or fails under `OBSERVATORY_REQUIRE_ALL`).
 fn prometheus_available() -> bool {
-    let reason = match Command::new("prometheus").arg("--version").output() {
-        Ok(output) if output.status.success() => return true,
-        Ok(output) => format!("`prometheus --version` failed with {}", output.status),
-        Err(error) => format!("Prometheus is not installed ({error})"),
-    };
-    let reason =
-        format!("{reason}; cannot check that Prometheus reads /metrics (apt-get install prometheus)");
-    assert!(
-        std::env::var_os("OBSERVATORY_REQUIRE_ALL").is_none(),
-        "OBSERVATORY_REQUIRE_ALL is set: {reason}"
-    );
-    eprintln!("skipped: {reason}");
-    false
+    observatory_e2e::programs_available(
+        &[("prometheus", "--version")],
+        "that Prometheus reads /metrics",
+        "apt-get install prometheus",
+    )
 }
 
 /// A running Prometheus on a temporary storage dir, killed when dropped.

@@ -11,18 +11,11 @@ use serde_json::json;
 const PHASE: Duration = Duration::from_secs(30);
 
 fn tmux_available() -> bool {
-    let reason = match Command::new("tmux").arg("-V").output() {
-        Ok(output) if output.status.success() => return true,
-        Ok(output) => format!("`tmux -V` failed with {}", output.status),
-        Err(error) => format!("tmux is not installed ({error})"),
-    };
-    let reason = format!("{reason}; cannot run `observatory top` in a real terminal (apt-get install tmux)");
-    assert!(
-        std::env::var_os("OBSERVATORY_REQUIRE_ALL").is_none(),
-        "OBSERVATORY_REQUIRE_ALL is set: {reason}"
-    );
-    eprintln!("skipped: {reason}");
-    false
+    observatory_e2e::programs_available(
+        &[("tmux", "-V")],
+        "`observatory top` in a real terminal",
+        "apt-get install tmux",
+    )
 }
 
 /// A tmux session on its own server socket, killed when dropped.

@@ -73,6 +73,30 @@ pub fn observatory_command() -> Command {
     command
 }
 
+/// Whether every program of `programs` runs (`program arg` exits 0). If one does not,
+/// says why on stderr and that the test cannot check `what` (install with `install`),
+/// and fails instead under `OBSERVATORY_REQUIRE_ALL`, which CI sets.
+pub fn programs_available(programs: &[(&str, &str)], what: &str, install: &str) -> bool {
+    let missing: Vec<String> = programs
+        .iter()
+        .filter_map(|(program, arg)| match Command::new(program).arg(arg).output() {
+            Ok(output) if output.status.success() => None,
+            Ok(output) => Some(format!("`{program} {arg}` failed with {}", output.status)),
+            Err(error) => Some(format!("{program} is not installed ({error})")),
+        })
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let reason = format!("{}; cannot check {what} ({install})", missing.join("; "));
+    assert!(
+        std::env::var_os("OBSERVATORY_REQUIRE_ALL").is_none(),
+        "OBSERVATORY_REQUIRE_ALL is set: {reason}"
+    );
+    eprintln!("skipped: {reason}");
+    false
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("the clock is after 1970").as_millis() as i64
