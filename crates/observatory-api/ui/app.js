@@ -131,14 +131,25 @@
     }
     const root = el("g", { id: "viewport" }, svg);
     const gEdges = el("g", {}, root), gLabels = el("g", {}, root), gNodes = el("g", {}, root);
+    // Edges between the same two nodes (several kinds, or both ways) share a route: draw
+    // them side by side, a few pixels apart.
+    const pairs = new Map();
+    for (const e of answer.edges) {
+      const pair = [e.from, e.to].sort().join("\u0000");
+      e._twin = (pairs.get(pair) || 0);
+      pairs.set(pair, e._twin + 1);
+    }
     answer.edges.forEach((e, i) => {
       const d = routePath(e.direction, e.points, 80);
+      const twins = pairs.get([e.from, e.to].sort().join("\u0000"));
+      const shift = twins > 1 ? (e._twin - (twins - 1) / 2) * 6 : 0;
+      e._shift = shift;
       const path = el("path", {
         class: `edge ${e.kind} ${e.health}`, d, "stroke-width": strokeWidth(e.rate_per_s).toFixed(1),
-        "marker-end": `url(#arrow-${e.health})`, "data-index": i,
+        "marker-end": `url(#arrow-${e.health})`, "data-index": i, transform: `translate(0,${shift})`,
       }, gEdges);
       el("title", {}, path).textContent = `${e.from} → ${e.to} (${e.kind})`;
-      const hit = el("path", { class: "hitline", d, "data-index": i }, gEdges);
+      const hit = el("path", { class: "hitline", d, "data-index": i, transform: `translate(0,${shift})` }, gEdges);
       hit.addEventListener("click", () => select(keyOf(e)));
       const [x, y] = middle(e.points, e.direction);
       const label = el("text", { class: "label", x, y: y - 6, "text-anchor": "middle", "data-index": i }, gLabels);
@@ -237,7 +248,7 @@
     const out = new Float32Array(2 * (n + 1));
     for (let i = 0; i <= n; i++) {
       const pt = e._path.getPointAtLength((i / n) * length);
-      out[2 * i] = pt.x; out[2 * i + 1] = pt.y;
+      out[2 * i] = pt.x; out[2 * i + 1] = pt.y + (e._shift || 0);
     }
     e._samples = out;
     return out;

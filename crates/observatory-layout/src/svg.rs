@@ -236,6 +236,27 @@ pub fn svg(layout: &Layout, decor: &Decor) -> String {
     let width_of = |i: usize| looks[i].map_or(0.0, |d| d.width);
     order.sort_by(|&a, &b| width_of(b).total_cmp(&width_of(a)).then(a.cmp(&b)));
     let mut shown = vec![false; layout.edges.len()];
+    // Edges between the same two nodes (several kinds, or both ways) share a route: side
+    // by side, a few pixels apart.
+    fn pair(e: &crate::RoutedEdge) -> (&String, &String) {
+        if e.from <= e.to { (&e.from, &e.to) } else { (&e.to, &e.from) }
+    }
+    let mut twins: BTreeMap<(&String, &String), usize> = BTreeMap::new();
+    for e in &layout.edges {
+        *twins.entry(pair(e)).or_default() += 1;
+    }
+    let mut seen: BTreeMap<(&String, &String), usize> = BTreeMap::new();
+    let shifts: Vec<String> = layout
+        .edges
+        .iter()
+        .map(|e| {
+            let count = twins[&pair(e)];
+            let index = seen.entry(pair(e)).or_default();
+            let shift = (*index as f64 - (count as f64 - 1.0) / 2.0) * 6.0;
+            *index += 1;
+            if count > 1 { format!(r#" transform="translate(0,{shift:.1})""#) } else { String::new() }
+        })
+        .collect();
     for &i in &order {
         // At most 400 labels: beyond, a label helps less than it costs.
         if placed.len() >= 400 {
@@ -261,8 +282,9 @@ pub fn svg(layout: &Layout, decor: &Decor) -> String {
         };
         let _ = writeln!(
             out,
-            r#"<path class="edge {}" d="{}" fill="none" stroke="{}" stroke-width="{:.1}"{dash} marker-end="url(#arrow-{})"><title>{} → {} ({})</title></path>"#,
+            r#"<path class="edge {}" d="{}"{} fill="none" stroke="{}" stroke-width="{:.1}"{dash} marker-end="url(#arrow-{})"><title>{} → {} ({})</title></path>"#,
             escape(&edge.kind),
+            shifts[i],
             route_path(edge.direction, &edge.points, bulge),
             look.health.colour(),
             look.width.max(0.5),

@@ -10,6 +10,7 @@ fn every_node_and_edge_is_drawn_with_its_look() {
         EdgeKey::new("web", "checkout", "request"),
         EdgeKey::new("checkout", "orders<db>", "database"),
         EdgeKey::new("checkout", "queue", "messaging"),
+        EdgeKey::new("queue", "checkout", "messaging"),
     ]
     .into();
     let drawing = layout(&edges, None, &LayoutConfig::default());
@@ -23,7 +24,12 @@ fn every_node_and_edge_is_drawn_with_its_look() {
     assert!(text.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
     assert!(text.trim_end().ends_with("</svg>"));
     assert_eq!(text.matches("<g class=\"node\">").count(), 4);
-    assert_eq!(text.matches("<path class=\"edge").count(), 3);
+    assert_eq!(text.matches("<path class=\"edge").count(), 4);
+    assert_eq!(
+        text.matches(" transform=\"translate(0,").count(),
+        2,
+        "the two ways between checkout and queue side by side"
+    );
     assert!(text.contains("orders&lt;db&gt;") && !text.contains("orders<db>"), "names are escaped");
     assert!(text.contains("graph of the last 5m") && text.contains("12/s · p99 310 ms"));
     assert!(
