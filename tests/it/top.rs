@@ -1,6 +1,6 @@
 //! `observatory top` in a real terminal: tmux (which `.ci/run` installs) runs it against a
 //! real peer; the pane shows the edges and the coverage line, takes a new edge on its own,
-//! answers keys, and `q` ends it with the terminal restored and exit status 0.
+//! answers keys, and `q` (and SIGTERM) end it with the terminal restored and exit status 0.
 
 use std::process::Command;
 use std::time::Duration;
@@ -90,4 +90,22 @@ fn top_runs_in_a_real_terminal_and_restores_it_on_q() {
     });
     assert!(after.contains("top exited with 0"), "exit status 0:\n{after}");
     assert!(!after.contains("RATE/S"), "the terminal is restored (the view is gone):\n{after}");
+
+    // SIGTERM ends it the same way.
+    session.tmux(&["new-session", "-d", "-s", "again", "-x", "120", "-y", "30", &command]);
+    wait_until(PHASE, "top runs again", || {
+        let pane = session.tmux(&["capture-pane", "-p", "-t", "again"]);
+        if pane.contains("RATE/S") { Ok(()) } else { Err(pane) }
+    });
+    let pattern = format!("^{} top --peer", observatory_bin().display());
+    let killed = Command::new("pkill").args(["-TERM", "-f", &pattern]).status().expect("running pkill");
+    assert!(killed.success(), "pkill found top");
+    let after = wait_until(PHASE, "SIGTERM ends top", || {
+        let pane = session.tmux(&["capture-pane", "-p", "-t", "again"]);
+        if pane.contains("top exited with") { Ok(pane) } else { Err(pane) }
+    });
+    assert!(
+        after.contains("top exited with 0") && !after.contains("RATE/S"),
+        "restored on SIGTERM:\n{after}"
+    );
 }

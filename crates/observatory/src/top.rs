@@ -4,9 +4,11 @@
 //! ([`Top::key`]) and draws itself into any ratatui backend ([`Top::draw`]), so tests
 //! render it into a `TestBackend` from scripted answers. [`run`] drives it on the real
 //! terminal: it polls the peer at most once per `interval` (1 s), restores the terminal on
-//! `q`, Esc or Ctrl-C, and also when it fails.
+//! `q`, Esc or Ctrl-C, on SIGTERM and SIGHUP, and also when it fails.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use observatory_api::client::Client;
@@ -281,18 +283,46 @@ pub fn run(peer: &str, window: &str, sort: SortBy, interval: Duration) -> anyhow
     let mut top = Top::new(peer, sort);
     // Checked before the terminal is taken over, so a bad peer or window is a plain error.
     top.update(runtime.block_on(client.graph(window, None))?.answer);
+    // SIGTERM and SIGHUP end the view like q does, so the terminal is restored. The
+    // watcher lives as long as the process; the loop looks at its flag every 250 ms.
+    let signalled = Arc::new(AtomicBool::new(false));
+    let watcher = signalled.clone();
+    runtime.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            if let Ok(runtime) = runtime {
+                runtime.block_on(async {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = hup.recv() => {}
+                    }
+                });
+                watcher.store(true, Ordering::SeqCst);
+            }
+        });
+        Ok::<(), std::io::Error>(())
+    })?;
     let mut terminal = ratatui::try_init()?;
     let outcome = (|| -> anyhow::Result<()> {
         let mut next_poll = Instant::now() + interval;
         loop {
             terminal.draw(|frame| top.draw(frame))?;
-            let wait = next_poll.saturating_duration_since(Instant::now());
+            if signalled.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            let wait = next_poll.saturating_duration_since(Instant::now()).min(Duration::from_millis(250));
             if event::poll(wait)? {
                 if let Event::Key(key) = event::read()?
                     && top.key(key)
                 {
                     return Ok(());
                 }
+                continue;
+            }
+            if Instant::now() < next_poll {
                 continue;
             }
             next_poll = Instant::now() + interval;
