@@ -26,12 +26,12 @@ use observatory_config::Config;
 use observatory_layout::{
     Decor, Direction, EdgeDecor, EdgeKey, Health, Layout, LayoutConfig, NodeDecor, Shape,
 };
-use observatory_objectives::model::Selector;
+use observatory_objectives::model::{Pattern, Selector};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::objectives::ObjectiveJson;
-use crate::query::graph_answer;
+use crate::query::{graph_answer, graph_answer_grouped};
 use crate::wire::{Coverage, FiguresJson, GraphAnswer, WindowJson};
 use crate::{Api, ApiError, PeerApi};
 
@@ -54,6 +54,10 @@ pub struct PictureSettings {
     pub live_interval: Duration,
     /// Most live streams open at once.
     pub live_streams_max: usize,
+    /// Over this many nodes, nodes are collapsed into groups.
+    pub group_above: usize,
+    /// Named groups, tried in order: (name, pattern).
+    pub groups: Vec<(String, Pattern)>,
 }
 
 impl PictureSettings {
@@ -67,6 +71,15 @@ impl PictureSettings {
             p99_bad_ms: ui.p99_bad.as_secs_f64() * 1000.0,
             live_interval: ui.live_interval,
             live_streams_max: ui.live_streams_max,
+            group_above: ui.group_above,
+            // The config crate checked these; a pattern it let through always parses.
+            groups: ui
+                .groups
+                .iter()
+                .filter_map(|g| {
+                    Pattern::parse("ui.groups.match", &g.pattern).ok().map(|p| (g.name.clone(), p))
+                })
+                .collect(),
         }
     }
 }
@@ -170,6 +183,9 @@ pub struct PictureNode {
     pub calls_out: u64,
     /// The worst health of the edges into it (of those out of it, for a caller only).
     pub health: HealthJson,
+    /// For a group: how many nodes it collapses (absent for a node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<usize>,
 }
 
 /// An objective on an edge.
@@ -199,7 +215,8 @@ pub struct PictureEdge {
     pub figures: FiguresJson,
     /// By its objectives' state if it has any, else by error ratio and p99.
     pub health: HealthJson,
-    /// The objectives that select it.
+    /// The objectives that select it (for an edge between groups: those that select any
+    /// edge it collapses are not looked up; the edge is coloured by its figures).
     pub objectives: Vec<EdgeObjectiveJson>,
 }
 
@@ -278,9 +295,87 @@ fn selects(selector: &Selector, from: &str, to: &str, kind: &str) -> bool {
         && selector.to.matches(to)
 }
 
+/// How a picture collapses nodes: `group=auto` (the default: over `ui.group_above`
+/// nodes) or `off`, and the groups to show expanded (`expand=a-*,b-*`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Grouping {
+    off: bool,
+    expanded: BTreeSet<String>,
+}
+
+impl Grouping {
+    fn from_params(group: Option<&str>, expand: Option<&str>) -> Result<Self, ApiError> {
+        let off = match group {
+            None | Some("auto") => false,
+            Some("off") => true,
+            Some(other) => {
+                return Err(ApiError::bad_param("group", format!("must be auto or off, not `{other}`")));
+            }
+        };
+        let expanded = expand
+            .into_iter()
+            .flat_map(|e| e.split(','))
+            .filter(|g| !g.is_empty())
+            .map(str::to_string)
+            .collect();
+        Ok(Grouping { off, expanded })
+    }
+}
+
+/// The group a node is drawn in: the first named group it matches, else its name up to
+/// and with the first `-`, `.`, `_`, `/` or `:` (not at its start) and a `*`.
+fn group_of(settings: &PictureSettings, name: &str) -> Option<String> {
+    if let Some((group, _)) = settings.groups.iter().find(|(_, pattern)| pattern.matches(name)) {
+        return Some(group.clone());
+    }
+    let cut = name.char_indices().skip(1).find(|(_, c)| matches!(c, '-' | '.' | '_' | '/' | ':'))?.0;
+    Some(format!("{}*", &name[..=cut]))
+}
+
+/// The graph to draw, with nodes collapsed when there are too many, and how many nodes
+/// each group holds.
+pub(crate) fn picture_graph<P: PeerApi>(
+    api: &Api<P>,
+    window: Option<&str>,
+    at: Option<&str>,
+    grouping: &Grouping,
+) -> Result<(GraphAnswer, BTreeMap<String, usize>), ApiError> {
+    let plain = graph_answer(api, window, at)?;
+    let settings = &api.pictures.settings;
+    if grouping.off || plain.nodes.len() <= settings.group_above {
+        return Ok((plain, BTreeMap::new()));
+    }
+    let mut members: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    for node in &plain.nodes {
+        if let Some(group) = group_of(settings, &node.name).filter(|g| !grouping.expanded.contains(g)) {
+            members.entry(group).or_default().push(&node.name);
+        }
+    }
+    // A group of one is that node.
+    members.retain(|_, names| names.len() > 1);
+    let mut groups = BTreeMap::new();
+    for (group, names) in &members {
+        let Ok(group_name) =
+            observatory_core::NodeName::new(group, observatory_core::model::NODE_NAME_BYTES_HARD_MAX)
+        else {
+            continue;
+        };
+        for name in names {
+            groups.insert(name.to_string(), group_name.clone());
+        }
+    }
+    let grouped = graph_answer_grouped(api, window, at, &groups)?;
+    Ok((grouped, members.into_iter().map(|(g, names)| (g, names.len())).collect()))
+}
+
 /// Draws `graph`, extending what was drawn before unless `fresh`; also says which
-/// version of the places it drew with.
-pub(crate) fn draw<P: PeerApi>(api: &Api<P>, graph: GraphAnswer, fresh: bool) -> (PictureAnswer, u64) {
+/// version of the places it drew with. `members` says which nodes are groups.
+pub(crate) fn draw<P: PeerApi>(
+    api: &Api<P>,
+    graph: GraphAnswer,
+    fresh: bool,
+    members: &BTreeMap<String, usize>,
+) -> (PictureAnswer, u64) {
     let keys: BTreeSet<EdgeKey> =
         graph.edges.iter().map(|e| EdgeKey::new(e.from.clone(), e.to.clone(), e.kind.clone())).collect();
     let (drawing, version) = {
@@ -352,10 +447,12 @@ pub(crate) fn draw<P: PeerApi>(api: &Api<P>, graph: GraphAnswer, fresh: bool) ->
                 rank: node.rank,
                 x: round2(node.x),
                 y: round2(node.y),
-                shape: shape_text(node.shape).to_string(),
+                shape: if members.contains_key(&node.name) { "group" } else { shape_text(node.shape) }
+                    .to_string(),
                 calls_in,
                 calls_out,
                 health: into.or(out).unwrap_or(HealthJson::Idle),
+                members: members.get(&node.name).copied(),
             }
         })
         .collect();
@@ -484,6 +581,8 @@ pub(crate) struct PictureParams {
     window: Option<String>,
     at: Option<String>,
     fresh: Option<bool>,
+    group: Option<String>,
+    expand: Option<String>,
 }
 
 fn params<T>(params: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Result<T, ApiError> {
@@ -493,8 +592,10 @@ fn params<T>(params: Result<Query<T>, axum::extract::rejection::QueryRejection>)
 async fn drawn<P: PeerApi>(api: Arc<Api<P>>, params: PictureParams) -> Result<PictureAnswer, ApiError> {
     // A big graph takes a while to draw: off the async threads.
     tokio::task::spawn_blocking(move || {
-        let graph = graph_answer(&api, params.window.as_deref(), params.at.as_deref())?;
-        Ok(draw(&api, graph, params.fresh.unwrap_or(false)).0)
+        let grouping = Grouping::from_params(params.group.as_deref(), params.expand.as_deref())?;
+        let (graph, members) =
+            picture_graph(&api, params.window.as_deref(), params.at.as_deref(), &grouping)?;
+        Ok(draw(&api, graph, params.fresh.unwrap_or(false), &members).0)
     })
     .await
     .map_err(|join| ApiError::Internal(format!("drawing the graph failed: {join}")))?
@@ -531,6 +632,8 @@ pub(crate) async fn get_style() -> Response {
 #[serde(deny_unknown_fields)]
 pub(crate) struct LiveParams {
     window: Option<String>,
+    group: Option<String>,
+    expand: Option<String>,
 }
 
 /// The rounded figures a `figures` event carries for one edge.
@@ -569,6 +672,7 @@ fn rounded(edge: &PictureEdge) -> Sent {
 struct Live<P> {
     api: Arc<Api<P>>,
     window: String,
+    grouping: Grouping,
     keys: Option<Vec<(String, String, String)>>,
     version: u64,
     sent: Vec<Sent>,
@@ -593,7 +697,7 @@ fn coverage_summary(coverage: &Coverage) -> serde_json::Value {
 
 impl<P: PeerApi> Live<P> {
     fn next_event(&mut self) -> Result<Event, ApiError> {
-        let graph = graph_answer(&self.api, Some(&self.window), None)?;
+        let (graph, members) = picture_graph(&self.api, Some(&self.window), None, &self.grouping)?;
         let keys: Vec<(String, String, String)> = graph
             .edges
             .iter()
@@ -601,7 +705,7 @@ impl<P: PeerApi> Live<P> {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let (answer, version) = draw(&self.api, graph, false);
+        let (answer, version) = draw(&self.api, graph, false, &members);
         let coverage = coverage_summary(&answer.coverage);
         // New edges, or new places (another client tidied): the whole drawing again.
         if self.keys.as_ref() != Some(&keys) || self.version != version {
@@ -643,6 +747,7 @@ pub(crate) async fn get_live<P: PeerApi>(
 ) -> Result<Response, ApiError> {
     let params = params(query)?;
     let window = params.window.unwrap_or_else(|| "1m".to_string());
+    let grouping = Grouping::from_params(params.group.as_deref(), params.expand.as_deref())?;
     // A bad window is a 400 now, not an event later.
     graph_answer(&api, Some(&window), None)?;
     let slot = api.pictures.live_slots.clone().try_acquire_owned().map_err(|_| {
@@ -653,7 +758,8 @@ pub(crate) async fn get_live<P: PeerApi>(
     })?;
     let interval = api.pictures.settings.live_interval;
     let shutdown = api.pictures.shutdown.clone();
-    let live = Live { api, window, keys: None, version: 0, sent: Vec::new(), coverage: None, _slot: slot };
+    let live =
+        Live { api, window, grouping, keys: None, version: 0, sent: Vec::new(), coverage: None, _slot: slot };
     let stream = futures_util::stream::unfold((live, true), move |(mut live, first)| {
         let shutdown = shutdown.clone();
         async move {

@@ -65,10 +65,25 @@ pub(crate) fn graph_answer<P: PeerApi>(
     window: Option<&str>,
     at: Option<&str>,
 ) -> Result<wire::GraphAnswer, ApiError> {
+    graph_answer_grouped(api, window, at, &BTreeMap::new())
+}
+
+/// The same with the nodes of `groups` drawn as the group named (see
+/// `FlowState::graph_grouped_as_of`); without groups, the plain graph.
+pub(crate) fn graph_answer_grouped<P: PeerApi>(
+    api: &Api<P>,
+    window: Option<&str>,
+    at: Option<&str>,
+    groups: &BTreeMap<String, NodeName>,
+) -> Result<wire::GraphAnswer, ApiError> {
     let now_ms = api.peer.now_ms();
     let (window_ms, end_ms) = window_and_end(window, at, "5m", now_ms)?;
     let (view, origins) = api.peer.read(|state| {
-        let view = state.graph_as_of(window_ms, end_ms, now_ms);
+        let view = if groups.is_empty() {
+            state.graph_as_of(window_ms, end_ms, now_ms)
+        } else {
+            state.graph_grouped_as_of(window_ms, end_ms, now_ms, |name| groups.get(name.as_str()).cloned())
+        };
         (view, state.coverage())
     });
     let view = view.map_err(|e| ApiError::bad_param(query_param(&e), e))?;

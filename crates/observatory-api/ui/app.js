@@ -14,7 +14,7 @@
   const state = {
     window: $("window").value, at: null, answer: null, source: null, maxRate: 0, selected: null,
     focus: null, depth: 0, search: "", view: null, particles: [], peers: null, events: 0,
-    streamAnswer: null, retry: 1000, loads: 0,
+    streamAnswer: null, retry: 1000, loads: 0, expanded: new Set(),
   };
   // For tests and the curious: the state, and the timestamps of the last animation frames.
   window.__observatory = state;
@@ -168,11 +168,16 @@
       } else {
         el("rect", { class: n.health, x: x0, y: y0, width: w, height: h, rx: 8 }, g);
       }
+      if (n.members) {
+        g.classList.add("group");
+        el("rect", { class: n.health, x: x0 + 4, y: y0 + 4, width: w - 8, height: h - 8, rx: 6 }, g);
+      }
       const name = el("text", { x: n.x, y: n.y - 2, "text-anchor": "middle" }, g);
-      name.textContent = fit(n.name, 22);
+      name.textContent = n.members ? fit(`${n.name} (${n.members})`, 24) : fit(n.name, 22);
       n._note = el("text", { class: "note", x: n.x, y: n.y + 12, "text-anchor": "middle" }, g);
       n._g = g;
-      g.addEventListener("click", () => focusOn(n.name));
+      // A group opens on a click (the peer then draws its nodes); a node takes the focus.
+      g.addEventListener("click", () => (n.members ? expand(n.name) : focusOn(n.name)));
     }
     updateNotes();
     if (first || !state.view) fitView();
@@ -338,6 +343,24 @@
       e._label.classList.toggle("dim", off);
     }
   }
+  function expand(group) {
+    state.expanded.add(group);
+    $("collapse").disabled = false;
+    connect();
+  }
+  $("collapse").addEventListener("click", () => {
+    state.expanded.clear();
+    $("collapse").disabled = true;
+    connect();
+  });
+  // `?group=off` on the page's own address draws every node, however many.
+  const pageGroup = new URLSearchParams(window.location.search).get("group");
+  function groupParams(q) {
+    if (pageGroup) q.set("group", pageGroup);
+    if (state.expanded.size) q.set("expand", [...state.expanded].join(","));
+    return q;
+  }
+
   function focusOn(name) {
     state.focus = state.focus === name ? null : name;
     if (state.focus && state.depth === 0) { state.depth = 1; $("depth").value = "1"; }
@@ -528,7 +551,7 @@
     state.loads++;
     if (state.source) { state.source.close(); state.source = null; }
     if (state.at) { loadOnce(false); return; }
-    const source = new EventSource(`api/v1/live?window=${encodeURIComponent(state.window)}`);
+    const source = new EventSource(`api/v1/live?${groupParams(new URLSearchParams({ window: state.window }))}`);
     state.source = source;
     source.addEventListener("graph", (ev) => {
       state.events++;
@@ -557,6 +580,7 @@
     const q = new URLSearchParams({ window: state.window });
     if (state.at) q.set("at", state.at);
     if (fresh) q.set("fresh", "true");
+    groupParams(q);
     try {
       const r = await fetch(`api/v1/layout?${q}`);
       const body = await r.json();

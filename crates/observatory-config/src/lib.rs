@@ -99,6 +99,22 @@ pub struct UiSection {
     pub live_interval: Duration,
     /// Most live streams open at once; more get 503.
     pub live_streams_max: usize,
+    /// A picture of more nodes than this is drawn with nodes collapsed into groups.
+    pub group_above: usize,
+    /// Named groups, tried in order before grouping by name prefix.
+    pub groups: Vec<UiGroup>,
+}
+
+/// One of `ui.groups`: the nodes whose names match `match` (exact, or with `*`) are drawn
+/// as one node named `name`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UiGroup {
+    /// The group's name in pictures.
+    pub name: String,
+    /// Which node names belong to it.
+    #[serde(rename = "match")]
+    pub pattern: String,
 }
 
 /// `objectives.*`
@@ -518,6 +534,15 @@ impl Config {
         }
         if ui.p99_bad < ui.p99_warn {
             return Err(invalid("ui.p99_bad must be at least ui.p99_warn"));
+        }
+        for (i, group) in ui.groups.iter().enumerate() {
+            for (key, text) in [("name", &group.name), ("match", &group.pattern)] {
+                if text.is_empty() || text.len() > 1024 || text.chars().any(char::is_control) {
+                    return Err(invalid(format!(
+                        "ui.groups[{i}].{key} must be 1 to 1024 bytes without control characters"
+                    )));
+                }
+            }
         }
         if self.alerts.retry_max < self.alerts.retry_min {
             return Err(invalid("alerts.retry_max must be at least alerts.retry_min"));

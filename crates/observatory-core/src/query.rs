@@ -9,7 +9,9 @@
 use std::ops::Range;
 
 use crate::histogram::{LatencyAccumulator, LatencyHistogram, LatencySummary};
-use crate::model::{CellData, Edge, Resolution};
+use std::collections::BTreeMap;
+
+use crate::model::{CellData, Edge, NodeName, Resolution};
 use crate::settings::human_ms;
 use crate::state::FlowState;
 
@@ -235,6 +237,55 @@ impl FlowState {
             }
         }
         edges.sort_unstable_by(|a, b| a.edge.cmp(&b.edge));
+        Ok(GraphView { span, edges })
+    }
+
+    /// The graph of `[end_ms - window_ms, end_ms)` asked at `now_ms` with nodes collapsed:
+    /// `group` names the node each node is drawn as (itself when `None`). The figures of
+    /// every edge between two groups are those of the edges they collapse, summed exactly
+    /// (latency histograms merged, not percentiles averaged); edges within a group become
+    /// the group's edge to itself.
+    pub fn graph_grouped_as_of(
+        &self,
+        window_ms: i64,
+        end_ms: i64,
+        now_ms: i64,
+        group: impl Fn(&NodeName) -> Option<NodeName>,
+    ) -> Result<GraphView, QueryError> {
+        let (r, span) = self.choose(window_ms, end_ms, None, now_ms)?;
+        let plan = self.read_plan(r, span.from_ms, span.to_ms);
+        let mut sums: BTreeMap<Edge, (u64, u64, u64, LatencyHistogram)> = BTreeMap::new();
+        for (edge, cells) in &self.global {
+            let buckets =
+                plan.iter().flat_map(|(level, range)| cells.per_resolution[*level].range(range.clone()));
+            let mut cells = buckets.map(|(_, d)| d).filter(|d| d.calls > 0).peekable();
+            if cells.peek().is_none() {
+                continue;
+            }
+            let from = group(&edge.from).unwrap_or_else(|| edge.from.clone());
+            let to = group(&edge.to).unwrap_or_else(|| edge.to.clone());
+            let sum = sums
+                .entry(Edge::with_kind(from, to, edge.kind))
+                .or_insert_with(|| (0, 0, 0, LatencyHistogram::new()));
+            for cell in cells {
+                sum.0 += cell.calls;
+                sum.1 += cell.errors;
+                sum.2 += cell.bytes;
+                sum.3.add_saturating(&cell.latency);
+            }
+        }
+        let elapsed = span.elapsed_ms(span.from_ms, span.to_ms);
+        let mut accumulator = LatencyAccumulator::default();
+        let edges = sums
+            .into_iter()
+            .map(|(edge, (calls, errors, bytes, latency))| {
+                accumulator.add(&latency);
+                let summary = accumulator.summary();
+                accumulator.clear();
+                let rate_per_s = calls as f64 * 1000.0 / elapsed as f64;
+                EdgeFigures { edge, figures: Figures { calls, errors, bytes, rate_per_s, latency: summary } }
+            })
+            .collect();
         Ok(GraphView { span, edges })
     }
 
