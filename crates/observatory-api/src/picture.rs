@@ -175,7 +175,7 @@ pub struct PictureNode {
     pub x: f64,
     /// Centre.
     pub y: f64,
-    /// `service` or `database`.
+    /// `service`, `database` or `group`.
     pub shape: String,
     /// Calls it received in the window.
     pub calls_in: u64,
@@ -215,8 +215,8 @@ pub struct PictureEdge {
     pub figures: FiguresJson,
     /// By its objectives' state if it has any, else by error ratio and p99.
     pub health: HealthJson,
-    /// The objectives that select it (for an edge between groups: those that select any
-    /// edge it collapses are not looked up; the edge is coloured by its figures).
+    /// The objectives that select it (for an edge between groups, those whose patterns
+    /// match the groups' names, such as `checkout-*`).
     pub objectives: Vec<EdgeObjectiveJson>,
 }
 

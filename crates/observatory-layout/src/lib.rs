@@ -1,4 +1,4 @@
-//! A layered drawing of the flow graph, computed on the peer so that the page, the terminal
+//! A layered drawing of the flow graph, computed on the peer so that the page, `/graph.svg`
 //! and `observatory graph --format svg` all draw the same picture.
 //!
 //! [`layout`] is a pure function of the edges, the previous drawing and a [`LayoutConfig`]:

@@ -1,7 +1,7 @@
 //! `observatory`: the peer and its command-line tools.
 //!
-//! Subcommands: `peer` runs an observer peer; `send`, `graph`, `status`, `peers` and
-//! `objectives` talk to a running peer over HTTP; `config` checks and prints
+//! Subcommands: `peer` runs an observer peer; `send`, `graph`, `top`, `status`, `peers`
+//! and `objectives` talk to a running peer over HTTP; `config` checks and prints
 //! configuration; `objectives check` checks objectives files; `sim` runs a failure
 //! simulation.
 

@@ -276,7 +276,7 @@ fn sparkline(history: Option<&VecDeque<f64>>) -> String {
         .collect()
 }
 
-/// Runs the view on the terminal until `q`, Esc or Ctrl-C.
+/// Runs the view on the terminal until `q`, Esc, Ctrl-C, SIGTERM or SIGHUP.
 pub fn run(peer: &str, window: &str, sort: SortBy, interval: Duration) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let client = Client::new(peer)?;
