@@ -290,7 +290,7 @@ fn objectives_health(states: &[EdgeObjectiveJson]) -> HealthJson {
 }
 
 fn selects(selector: &Selector, from: &str, to: &str, kind: &str) -> bool {
-    selector.kind.is_none_or(|k| k.to_string() == kind)
+    selector.kind.is_none_or(|k| Some(k) == observatory_core::EdgeKind::from_name(kind))
         && selector.from.matches(from)
         && selector.to.matches(to)
 }
@@ -435,12 +435,20 @@ pub(crate) fn draw<P: PeerApi>(
         .collect();
     let calls: BTreeMap<&str, (u64, u64)> =
         graph.nodes.iter().map(|n| (n.name.as_str(), (n.calls_in, n.calls_out))).collect();
+    // The worst health into and out of each node, in one pass over the edges (this runs
+    // for every live stream every second).
+    let mut worst: BTreeMap<&str, (Option<HealthJson>, Option<HealthJson>)> = BTreeMap::new();
+    for e in &edges {
+        let into = &mut worst.entry(e.to.as_str()).or_default().0;
+        *into = (*into).max(Some(e.health));
+        let out = &mut worst.entry(e.from.as_str()).or_default().1;
+        *out = (*out).max(Some(e.health));
+    }
     let nodes = drawing
         .nodes
         .iter()
         .map(|node| {
-            let into = edges.iter().filter(|e| e.to == node.name).map(|e| e.health).max();
-            let out = edges.iter().filter(|e| e.from == node.name).map(|e| e.health).max();
+            let (into, out) = worst.get(node.name.as_str()).copied().unwrap_or_default();
             let (calls_in, calls_out) = calls.get(node.name.as_str()).copied().unwrap_or_default();
             PictureNode {
                 name: node.name.clone(),

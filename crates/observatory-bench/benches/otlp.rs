@@ -74,7 +74,10 @@ fn trace_spans(trace: u64, start_ns: u64) -> [(usize, OtlpSpan); SPANS_PER_TRACE
                 start_time_unix_nano: start_ns + at_ms * 1_000_000,
                 end_time_unix_nano: start_ns + (at_ms + dur_ms) * 1_000_000,
                 attributes,
-                status: Some(Status { code: if trace % 50 == 0 { 2 } else { 0 }, message: String::new() }),
+                status: Some(Status {
+                    code: if trace.is_multiple_of(50) { 2 } else { 0 },
+                    message: String::new(),
+                }),
                 ..OtlpSpan::default()
             }
         };

@@ -168,11 +168,13 @@ impl Layout {
     /// forgotten.
     pub fn remembering(&self, previous: &Layout, config: &LayoutConfig) -> Layout {
         let half = config.node_height / 2.0;
-        // Clear of this drawing's nodes: not overlapping, with a bend's clearance.
+        // Clear of this drawing's nodes: not overlapping, with a bend's clearance. Fresh
+        // drawings round centres to 0.01, so a place drawn right at the clearance may lie up
+        // to that much inside it.
         let clear = |rank: i32, y: f64, own_half: f64| {
             self.nodes
                 .iter()
-                .all(|n| n.rank != rank || (n.y - y).abs() >= half + own_half + config.route_gap - 1e-9)
+                .all(|n| n.rank != rank || (n.y - y).abs() >= half + own_half + config.route_gap - 0.02)
         };
         let mut nodes = self.nodes.clone();
         nodes.extend(
@@ -185,11 +187,14 @@ impl Layout {
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
         let kept = |name: &str| nodes.binary_search_by(|n| n.name.as_str().cmp(name)).is_ok();
         let key = |e: &RoutedEdge| (e.from.clone(), e.to.clone(), e.kind.clone());
-        let shown: BTreeSet<_> = self.edges.iter().map(key).collect();
+        // Routes belong to a pair of nodes (every kind between them shares one): a pair
+        // this drawing shows keeps this drawing's route only.
+        let shown: BTreeSet<(&str, &str)> =
+            self.edges.iter().map(|e| (e.from.as_str(), e.to.as_str())).collect();
         let remembered: Vec<RoutedEdge> = previous
             .edges
             .iter()
-            .filter(|e| !shown.contains(&key(e)) && kept(&e.from) && kept(&e.to))
+            .filter(|e| !shown.contains(&(e.from.as_str(), e.to.as_str())) && kept(&e.from) && kept(&e.to))
             .filter(|e| {
                 e.points.iter().skip(1).take(e.points.len().saturating_sub(2)).all(|p| {
                     let rank = (p[0] / config.rank_gap).round() as i32;
@@ -546,16 +551,20 @@ fn extend(
         .collect();
     let bottom = previous.nodes.iter().map(|p| p.y).fold(f64::NEG_INFINITY, f64::max);
     let mut below = if bottom.is_finite() { bottom + config.node_height + config.node_gap } else { 0.0 };
+    let mut callers_of: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for &(a, b) in links {
+        callers_of[b].push(a);
+    }
     for v in topological(n, &arcs, is_new) {
-        let callers: Vec<usize> = links
+        let callers: Vec<usize> = callers_of[v]
             .iter()
-            .filter(|&&(a, b)| b == v && rank[a].is_some() && !reversed.contains(&(a, b)))
-            .map(|&(a, _)| a)
+            .copied()
+            .filter(|&a| rank[a].is_some() && !reversed.contains(&(a, v)))
             .collect();
         let callees: Vec<usize> = links
-            .iter()
-            .filter(|&&(a, b)| a == v && rank[b].is_some() && !reversed.contains(&(a, b)))
+            .range((v, 0)..(v + 1, 0))
             .map(|&(_, b)| b)
+            .filter(|&b| rank[b].is_some() && !reversed.contains(&(v, b)))
             .collect();
         let r = match (
             callers.iter().filter_map(|&a| rank[a]).max(),
@@ -608,11 +617,13 @@ fn assemble(edges: &BTreeSet<EdgeKey>, names: &[String], placed: Placement, conf
     let id = |name: &str| names.binary_search_by(|n| n.as_str().cmp(name)).expect("every endpoint is a node");
     let x = |v: usize| f64::from(placed.rank[v]) * config.rank_gap;
     let sends: BTreeSet<&str> = edges.iter().map(|e| e.from.as_str()).collect();
-    let database_only = |name: &str| {
-        !sends.contains(name)
-            && edges.iter().filter(|e| e.to == name).all(|e| e.kind == "database")
-            && edges.iter().any(|e| e.to == name)
-    };
+    // Whether every call a node receives is a database call, in one pass over the edges.
+    let mut receives_only_database: BTreeMap<&str, bool> = BTreeMap::new();
+    for e in edges {
+        *receives_only_database.entry(e.to.as_str()).or_insert(true) &= e.kind == "database";
+    }
+    let database_only =
+        |name: &str| !sends.contains(name) && receives_only_database.get(name).copied().unwrap_or(false);
     let nodes: Vec<PlacedNode> = names
         .iter()
         .enumerate()

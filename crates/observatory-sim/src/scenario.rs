@@ -856,7 +856,7 @@ impl Scenario {
         observatory_objectives::Evaluator::new(set, &settings, eval)
             .map_err(|e| ScenarioError::invalid(&format!("objectives.{}", e.key), e.reason))?;
         let eval_ms = self.alerting.eval_interval.as_millis();
-        if !(1000..=600_000).contains(&eval_ms) || eval_ms % 10_000 != 0 {
+        if !(1000..=600_000).contains(&eval_ms) || !eval_ms.is_multiple_of(10_000) {
             return Err(ScenarioError::invalid(
                 "alerting.eval_interval",
                 "must be a multiple of 10s (the finest resolution) up to 10m",
