@@ -68,9 +68,28 @@ fn each_outside_world_is_known_to_one_crate_only() {
     assert_eq!(users_of(&deps, &["sled"]), set(&["observatory-store"]), "only the store knows sled");
     assert_eq!(
         users_of(&deps, &["axum", "hyper", "reqwest", "tower-http", "http-body-util"]),
-        set(&["observatory-api"]),
-        "only the api crate knows HTTP"
+        set(&["observatory-api", "observatory-instrument"]),
+        "only the api crate knows HTTP (and the instrumentation library, which runs in services)"
     );
+}
+
+#[test]
+fn the_instrumentation_library_stands_apart_from_the_peer() {
+    let deps = dependencies();
+    let library = &deps["observatory-instrument"];
+    let ours: Vec<&String> = library.iter().filter(|d| d.starts_with("observatory")).collect();
+    assert!(
+        ours.is_empty(),
+        "services must not pull in the peer: observatory-instrument depends on {ours:?}"
+    );
+    for forbidden in ["libp2p", "sled", "axum", "opentelemetry"] {
+        assert!(
+            !library.iter().any(|d| d.starts_with(forbidden)),
+            "observatory-instrument depends on {forbidden}"
+        );
+    }
+    let users = users_of(&deps, &["observatory-instrument"]);
+    assert!(users.is_empty(), "no peer crate uses the library: {users:?}");
 }
 
 #[test]
@@ -137,7 +156,9 @@ fn only_the_application_reads_the_system_clock() {
     for entry in std::fs::read_dir(&crates).expect("crates/") {
         let krate = entry.expect("an entry").path();
         let name = krate.file_name().unwrap().to_string_lossy().to_string();
-        if name == "observatory-bench" {
+        // Benchmarks time things; the instrumentation library runs in services, which
+        // stamp their own calls.
+        if name == "observatory-bench" || name == "observatory-instrument" {
             continue;
         }
         for file in sources(&krate.join("src")) {
