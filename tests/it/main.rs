@@ -8,6 +8,7 @@
 mod alerts;
 mod architecture;
 mod config;
+mod demo;
 mod mesh;
 mod otel;
 mod page;

@@ -60,6 +60,34 @@ pub fn observatory_bin() -> PathBuf {
     .clone()
 }
 
+/// The demo shop's `shop` binary (examples), built like [`observatory_bin`] into the same
+/// target dir, after it (so that the two builds never wait on each other's lock).
+pub fn shop_bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let observatory = observatory_bin();
+        let build_dir =
+            observatory.parent().and_then(Path::parent).expect("<target>/e2e-bin/debug/observatory");
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ lies in the workspace");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let output = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "observatory-examples", "--bin", "shop"])
+            .env("CARGO_TARGET_DIR", build_dir)
+            .current_dir(workspace)
+            .output()
+            .expect("running cargo to build the shop binary");
+        assert!(
+            output.status.success(),
+            "building the shop failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let bin = build_dir.join("debug").join(format!("shop{}", std::env::consts::EXE_SUFFIX));
+        assert!(bin.is_file(), "cargo built no binary at {}", bin.display());
+        bin
+    })
+    .clone()
+}
+
 /// A command running the binary under test, with no `OBSERVATORY_*` variable inherited.
 pub fn observatory_command() -> Command {
     let mut command = Command::new(observatory_bin());

@@ -6,6 +6,7 @@
 //! simulation.
 
 mod client;
+mod demo;
 mod peer;
 mod sim_cmd;
 mod top;
@@ -143,6 +144,32 @@ enum Command {
     /// Check or print configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Run a demo: three peers in a mesh on loopback, and a shop of seven services (the
+    /// examples' `shop` binary, instrumented with observatory-instrument) reporting to
+    /// them. Prints the URLs of the live picture; Ctrl-C stops everything.
+    Demo {
+        /// The `shop` binary. Default: next to this executable (build it with
+        /// `cargo build --release -p observatory-examples --bin shop`).
+        #[arg(long, value_name = "PATH")]
+        shop: Option<PathBuf>,
+        /// HTTP port of the first peer; the other two take the next ports. 0 picks free ones.
+        #[arg(long, default_value_t = 7070)]
+        http_port: u16,
+        /// User requests per second.
+        #[arg(long, default_value_t = 10.0)]
+        rate: f64,
+        /// Stop the load after this many user requests, then print what the shop made as
+        /// one JSON line (the peers keep running until Ctrl-C).
+        #[arg(long)]
+        requests: Option<u64>,
+        /// Make one service lose the request's context on a share of its outbound calls,
+        /// as SERVICE=SHARE, e.g. cart=0.3.
+        #[arg(long, value_name = "SERVICE=SHARE")]
+        drop_context: Option<String>,
+        /// Keep the peers' data here instead of a temporary dir.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
     /// Run a failure simulation: many peers on virtual time under the faults a scenario
     /// scripts, with exact invariants checked (see simulations/README.md).
     ///
@@ -216,6 +243,16 @@ fn load_config(file: Option<&std::path::Path>, overrides: &Overrides) -> anyhow:
     Ok(config)
 }
 
+/// `SERVICE=SHARE` of `demo --drop-context`.
+fn parse_drop_context(text: &str) -> anyhow::Result<(String, f64)> {
+    let (service, share) = text
+        .split_once('=')
+        .with_context(|| format!("--drop-context {text:?}: write SERVICE=SHARE, e.g. cart=0.3"))?;
+    let share: f64 =
+        share.parse().with_context(|| format!("--drop-context {text:?}: the share is a number"))?;
+    Ok((service.to_string(), share))
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
 }
@@ -276,6 +313,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 print!("{}", client::check_objectives(&config, &files)?);
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { shop, http_port, rate, requests, drop_context, data_dir } => {
+            let drop_context = match drop_context {
+                None => None,
+                Some(text) => Some(parse_drop_context(&text)?),
+            };
+            runtime()?.block_on(demo::run(demo::DemoArgs {
+                shop,
+                http_port,
+                rate,
+                requests,
+                drop_context,
+                data_dir,
+            }))
         }
         Command::Sim { scenario, seed, out, peers, quiet } => {
             sim_cmd::run(sim_cmd::SimArgs { scenario, seed, out, peers, quiet })
