@@ -12,6 +12,13 @@ pub const TRACEPARENT_LEN: usize = 55;
 /// Flag bit: the caller may have recorded this trace.
 pub const FLAG_SAMPLED: u8 = 0x01;
 
+/// Flag bit (Trace Context level 2): the trace id's right-most 7 bytes are random.
+pub const FLAG_RANDOM: u8 = 0x02;
+
+/// The flags this library knows (level 2); others are sent as zero, as the specification
+/// asks.
+pub const FLAGS_KNOWN: u8 = FLAG_SAMPLED | FLAG_RANDOM;
+
 /// A trace id: 16 bytes, never all zero.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TraceId(pub [u8; 16]);
@@ -79,7 +86,7 @@ pub struct TraceParent {
     pub trace_id: TraceId,
     /// The span of the sender (the receiver's parent).
     pub span_id: SpanId,
-    /// The trace flags; only [`FLAG_SAMPLED`] is defined by level 1.
+    /// The trace flags: [`FLAG_SAMPLED`] (level 1) and [`FLAG_RANDOM`] (level 2).
     pub flags: u8,
 }
 
@@ -104,9 +111,10 @@ pub enum TraceParentError {
 }
 
 impl TraceParent {
-    /// A new trace with a random trace id and span id, sampled.
+    /// A new trace with a random trace id and span id, sampled (and saying that its id is
+    /// random).
     pub fn new_root() -> Self {
-        Self { trace_id: TraceId::random(), span_id: SpanId::random(), flags: FLAG_SAMPLED }
+        Self { trace_id: TraceId::random(), span_id: SpanId::random(), flags: FLAG_SAMPLED | FLAG_RANDOM }
     }
 
     /// The same trace, a new span.
@@ -148,8 +156,8 @@ impl TraceParent {
         Ok(Self { trace_id: TraceId(trace_id), span_id: SpanId(span_id), flags: flags[0] })
     }
 
-    /// The value as version `00` writes it. Flags a level-1 receiver does not know are
-    /// sent as zero, as the specification asks.
+    /// The value as version `00` writes it. Flags beyond [`FLAGS_KNOWN`] are sent as zero,
+    /// as the specification asks.
     pub fn encode(&self) -> [u8; TRACEPARENT_LEN] {
         let mut out = [0u8; TRACEPARENT_LEN];
         out[0] = b'0';
@@ -159,7 +167,7 @@ impl TraceParent {
         out[35] = b'-';
         hex_into(&self.span_id.0, &mut out[36..52]);
         out[52] = b'-';
-        hex_into(&[self.flags & FLAG_SAMPLED], &mut out[53..55]);
+        hex_into(&[self.flags & FLAGS_KNOWN], &mut out[53..55]);
         out
     }
 

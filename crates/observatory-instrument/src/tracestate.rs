@@ -1,8 +1,11 @@
 //! The W3C `tracestate` header: validated and passed on unchanged, or dropped whole.
 //!
 //! The library adds no member of its own. A list that breaks the rules (a bad key or
-//! value, a duplicate key, more than 32 members) is discarded, as the specification asks;
-//! a valid list is passed on with empty members and surrounding whitespace removed.
+//! value, more than 32 members) is discarded, as the specification asks; a valid list is
+//! passed on with empty members and surrounding whitespace removed, and a key that comes
+//! again is dropped after its first member (the W3C suite's strict level accepts either).
+//! Keys follow the suite's grammar: a lower-case letter or digit, then up to 255 of
+//! `a-z 0-9 _ - * / @` (which covers `tenant@system` keys).
 
 /// The header's name.
 pub const TRACESTATE: &str = "tracestate";
@@ -23,8 +26,11 @@ pub fn parse_tracestate<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Optio
                 continue;
             }
             let (key, value) = member.split_once('=')?;
-            if !valid_key(key) || !valid_value(value) || keys.contains(&key) {
+            if !valid_key(key) || !valid_value(value) {
                 return None;
+            }
+            if keys.contains(&key) {
+                continue;
             }
             keys.push(key);
             if keys.len() > TRACESTATE_MEMBERS_MAX {
@@ -45,25 +51,10 @@ fn key_char(b: u8) -> bool {
 
 fn valid_key(key: &str) -> bool {
     let bytes = key.as_bytes();
-    match key.split_once('@') {
-        None => {
-            !bytes.is_empty()
-                && bytes.len() <= 256
-                && bytes[0].is_ascii_lowercase()
-                && bytes.iter().all(|&b| key_char(b))
-        }
-        Some((tenant, system)) => {
-            let (t, s) = (tenant.as_bytes(), system.as_bytes());
-            !t.is_empty()
-                && t.len() <= 241
-                && (t[0].is_ascii_lowercase() || t[0].is_ascii_digit())
-                && t.iter().all(|&b| key_char(b))
-                && !s.is_empty()
-                && s.len() <= 14
-                && s[0].is_ascii_lowercase()
-                && s.iter().all(|&b| key_char(b))
-        }
-    }
+    !bytes.is_empty()
+        && bytes.len() <= 256
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes.iter().all(|&b| key_char(b) || b == b'@')
 }
 
 fn valid_value(value: &str) -> bool {

@@ -73,7 +73,11 @@ fn sent_traceparent_is_version_00_with_only_known_flags() {
     let mut out = HeaderMap::new();
     let sent = incoming.context.inject("svc", 1, &mut out);
     let value = out.get("traceparent").unwrap().to_str().unwrap();
-    assert_eq!(value, format!("00-4bf92f3577b34da6a3ce929d0e0e4736-{}-01", sent.span_id));
+    assert_eq!(
+        value,
+        format!("00-4bf92f3577b34da6a3ce929d0e0e4736-{}-03", sent.span_id),
+        "sampled and random"
+    );
     assert_eq!(TraceParent::parse(value.as_bytes()).unwrap().span_id, sent.span_id);
 }
 
@@ -84,9 +88,11 @@ fn tracestate_is_passed_on_valid_or_dropped_whole() {
         // Several headers are one list; empty members and whitespace go.
         (&["foo=1 ,, ", "\tbar=2"], Some("foo=1,bar=2")),
         (&["tenant@vendor=x"], Some("tenant@vendor=x")),
-        // Duplicated key, bad key, bad value, too many members: dropped whole.
-        (&["foo=1,foo=2"], None),
+        // A key that comes again is dropped after its first member.
+        (&["foo=1,foo=2", "bar=3"], Some("foo=1,bar=3")),
+        // A bad key, a bad value, too many members: dropped whole.
         (&["Foo=1"], None),
+        (&["@vendor=1"], None),
         (&["foo=bar=baz"], None),
         (&["foo=1,novalue"], None),
     ];
