@@ -279,12 +279,17 @@ async fn poll(State(shop): State<Arc<Shop>>) -> Json<Vec<QueuedMessage>> {
     Json(queue.drain(..n).collect())
 }
 
-async fn browse(State(shop): State<Arc<Shop>>) -> StatusCode {
+async fn browse(State(shop): State<Arc<Shop>>) -> (StatusCode, String) {
     work(2.0, 0.3).await;
-    status(shop.call(Service::Catalog, "GET", "/items", None).await.ok())
+    (status(shop.call(Service::Catalog, "GET", "/items", None).await.ok()), payload(3_000))
 }
 
-async fn buy(State(shop): State<Arc<Shop>>) -> StatusCode {
+async fn buy(State(shop): State<Arc<Shop>>) -> (StatusCode, String) {
+    let status = checkout(&shop).await;
+    (status, payload(if status.is_success() { 1_000 } else { 200 }))
+}
+
+async fn checkout(shop: &Shop) -> StatusCode {
     // Fan-out: catalog and cart at once, in the same context.
     let (items, cart) = tokio::join!(
         shop.call(Service::Catalog, "GET", "/items", None),
