@@ -11,6 +11,7 @@ mod config;
 mod demo;
 mod mesh;
 mod otel;
+mod otel_propagation;
 mod page;
 mod partition;
 mod prometheus;

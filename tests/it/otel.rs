@@ -142,8 +142,10 @@ fn tail(text: &str) -> String {
 }
 
 /// The Python of a venv holding [`PACKAGES`], made (or remade) when needed; `None` after
-/// saying why there is none.
-fn python_with_packages() -> Option<PathBuf> {
+/// saying why there is none. Tests that need it run in parallel: one makes it.
+pub(crate) fn python_with_packages() -> Option<PathBuf> {
+    static MAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = MAKING.lock().unwrap_or_else(|e| e.into_inner());
     let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("otel-venv");
     let python = venv.join("bin").join("python");
     // Written after a complete install, so an interrupted one is redone.

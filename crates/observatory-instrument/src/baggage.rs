@@ -3,7 +3,11 @@
 //!
 //! Our member is `obs=<node>~<sent µs>~<hop>` followed by one `~<flow>` per flow label and
 //! `~!` when labels were trimmed: the sending node's name (percent-encoded), its send time
-//! in microseconds since the Unix epoch, a random hop id in hexadecimal, and the flows.
+//! in microseconds since the Unix epoch, the hop (the low 32 bits of the span id sent in
+//! `traceparent`, in hexadecimal), and the flows. A receiver trusts the sender's name and
+//! time only when the hop matches the `traceparent` that came with it: a service without
+//! the library passes our member on unchanged but sends a span id of its own, and its
+//! callee must not take the member's sender for its caller. The flows hold either way.
 //! Other members of the header (other libraries', the user's) are passed through as they
 //! came, within the W3C limits (64 members, 8,192 bytes).
 //!
@@ -171,7 +175,9 @@ pub struct Hop {
     pub node: Box<str>,
     /// When it sent, in microseconds since the Unix epoch (its clock).
     pub sent_at_us: u64,
-    /// A random id of this hop.
+    /// The hop: the low 32 bits of the span id the sender put in `traceparent`, so that a
+    /// receiver can tell our member from one forwarded by a service without the library
+    /// (which passes baggage on but sends its own span id).
     pub hop_id: u32,
 }
 
@@ -281,7 +287,11 @@ fn parse_member(value: &str) -> Option<(Hop, Flows)> {
     for field in fields {
         if field == "!" {
             flows.overflowed = true;
-        } else if let Ok(flow) = Flow::new(field) {
+            continue;
+        }
+        // Other propagators (OpenTelemetry's among them) percent-encode what they pass on.
+        let Ok(label) = percent_decode_str(field).decode_utf8() else { continue };
+        if let Ok(flow) = Flow::new(&label) {
             flows.atoms.push(flow);
         }
         // A label we cannot read is dropped; it cannot be told from junk.

@@ -88,8 +88,12 @@ pub struct Incoming {
     pub context: Context,
     /// The sender's span, if a valid `traceparent` came.
     pub parent: Option<SpanId>,
-    /// Who sent it, if our baggage member came and was valid.
+    /// Who sent it, if our baggage member came, was valid, and was written by the sender
+    /// of this `traceparent`.
     pub hop: Option<Hop>,
+    /// Whether our member came but was written further up (its hop does not match the
+    /// `traceparent`): a service without the library passed it on.
+    pub member_forwarded: bool,
     /// Whether any `traceparent` header came, valid or not.
     pub traceparent_present: bool,
 }
@@ -116,6 +120,11 @@ pub fn extract(carrier: &impl Extract) -> Incoming {
         Some(parent) => parent.child(),
         None => TraceParent::new_root(),
     };
+    let (hop, member_forwarded) = match bag.hop {
+        Some(hop) if parent.is_some_and(|p| hop_of(p.span_id) == hop.hop_id) => (Some(hop), false),
+        Some(_) => (None, true),
+        None => (None, false),
+    };
     Incoming {
         context: Context {
             trace,
@@ -124,9 +133,15 @@ pub fn extract(carrier: &impl Extract) -> Incoming {
             foreign_baggage: (!bag.foreign.is_empty()).then(|| Arc::from(bag.foreign)),
         },
         parent: parent.map(|p| p.span_id),
-        hop: bag.hop,
+        hop,
+        member_forwarded,
         traceparent_present: traceparents > 0,
     }
+}
+
+/// The hop id of a send: the low 32 bits of its span id.
+fn hop_of(span_id: SpanId) -> u32 {
+    u32::from_be_bytes([span_id.0[4], span_id.0[5], span_id.0[6], span_id.0[7]])
 }
 
 /// What a send wrote, for the sender's report.
@@ -174,7 +189,7 @@ impl Context {
     /// `now_us`: a new span id as the receiver's parent, and our baggage member.
     pub fn inject(&self, node_encoded: &str, now_us: u64, carrier: &mut impl Inject) -> Sent {
         let span_id = SpanId::random();
-        let hop_id: u32 = rand::random();
+        let hop_id = hop_of(span_id);
         let traceparent = TraceParent { span_id, ..self.trace };
         carrier.set(TRACEPARENT, &traceparent.encode());
         if let Some(state) = &self.tracestate {

@@ -129,8 +129,9 @@ fn our_member_names_the_sender_and_others_pass_through_untouched() {
     assert_eq!(incoming.context.trace.trace_id, context.trace.trace_id);
 
     let foreign = "userId=alice, isProduction=false;p=1 , tenant=a%20b";
+    // The hop is the low 32 bits of the traceparent's span id (00f067aa0ba902b7).
     let incoming =
-        extract(&headers(&[("traceparent", VALID), ("baggage", foreign), ("baggage", "obs=x~1~ff")]));
+        extract(&headers(&[("traceparent", VALID), ("baggage", foreign), ("baggage", "obs=x~1~ba902b7")]));
     assert_eq!(incoming.hop.as_ref().map(|h| &*h.node), Some("x"));
     assert_eq!(incoming.context.foreign_baggage(), Some("userId=alice,isProduction=false;p=1,tenant=a%20b"));
     let mut out = HeaderMap::new();
@@ -194,4 +195,29 @@ fn message_headers_carry_the_same_context() {
     assert_eq!(incoming.hop.unwrap().sent_at_us, 6);
     assert_eq!(incoming.context.flows, context.flows);
     assert!(message.0.contains(&("other".into(), b"kept".to_vec())));
+}
+
+#[test]
+fn a_member_passed_on_by_a_service_without_the_library_names_nobody() {
+    // What a service without the library does: it keeps the trace and the baggage as they
+    // came, but sends a span id of its own.
+    let mut first = HeaderMap::new();
+    Context::new_root().with_flow(Flow::new("tenant=acme").unwrap()).inject("web", 7, &mut first);
+    let direct = extract(&first);
+    assert_eq!(direct.hop.as_ref().map(|h| &*h.node), Some("web"));
+    assert!(!direct.member_forwarded);
+
+    let mut forwarded = first.clone();
+    let traceparent = forwarded.get("traceparent").unwrap().to_str().unwrap().to_string();
+    let own_span = format!("{}{}{}", &traceparent[..36], "1111111111111111", &traceparent[52..]);
+    forwarded.insert("traceparent", own_span.parse().unwrap());
+    // OpenTelemetry's baggage propagator percent-encodes values it passes on.
+    let bag = forwarded.get("baggage").unwrap().to_str().unwrap().replace('=', "%3D").replacen("%3D", "=", 1);
+    forwarded.insert("baggage", bag.parse().unwrap());
+    let incoming = extract(&forwarded);
+    assert!(incoming.has_context());
+    assert_eq!(incoming.hop, None, "web did not send this request");
+    assert!(incoming.member_forwarded);
+    assert_eq!(incoming.context.flows, direct.context.flows, "the flows hold: {bag}");
+    assert_eq!(incoming.context.trace.trace_id, direct.context.trace.trace_id);
 }
