@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use observatory_core::{Edge, EdgeKind, Event, NodeName};
+use observatory_core::{ContextMark, Edge, EdgeKind, Event, NodeName};
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Visitor};
 
@@ -128,6 +128,10 @@ struct WireEvent<'a> {
     count: Option<u64>,
     #[serde(default, borrow)]
     kind: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    flow: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    context: Option<Cow<'a, str>>,
 }
 
 fn field_error(index: usize, field: &str, reason: impl ToString) -> EventError {
@@ -190,8 +194,19 @@ impl WireEvent<'_> {
                 field_error(index, "kind", format!("must be request, messaging or database, got `{name}`"))
             })?,
         };
+        let flow = self.flow.as_deref().map(|f| name("flow", f)).transpose()?;
+        let context = match self.context.as_deref() {
+            None => ContextMark::Unknown,
+            Some(name) => ContextMark::from_name(name).ok_or_else(|| {
+                field_error(
+                    index,
+                    "context",
+                    format!("must be continued, started, missing or unknown, got `{name}`"),
+                )
+            })?,
+        };
         Ok(Event {
-            edge: Edge::with_kind(from, to, kind),
+            edge: Edge::with_kind(from, to, kind).labelled(flow, context),
             ts_ms: self.ts.map_or(now_ms, |t| t.0),
             latency_us,
             error: self.error.unwrap_or(false),
@@ -411,6 +426,8 @@ fn cbor_event(
         bytes: None,
         count: None,
         kind: None,
+        flow: None,
+        context: None,
     };
     let (mut has_from, mut has_to) = (false, false);
     for (key, value) in entries {
@@ -433,6 +450,8 @@ fn cbor_event(
             "bytes" => wire.bytes = value.deserialized().map_err(bad)?,
             "count" => wire.count = value.deserialized().map_err(bad)?,
             "kind" => wire.kind = Some(Cow::Owned(value.deserialized::<String>().map_err(bad)?)),
+            "flow" => wire.flow = Some(Cow::Owned(value.deserialized::<String>().map_err(bad)?)),
+            "context" => wire.context = Some(Cow::Owned(value.deserialized::<String>().map_err(bad)?)),
             other => return Err(field_error(index, other, format!("unknown field `{other}`"))),
         }
     }

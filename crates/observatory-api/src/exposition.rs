@@ -186,6 +186,11 @@ fn peer_families<P: PeerApi>(api: &Api<P>, stats: &StateStats) -> Vec<PeerFamily
             "Events applied to the flow graph.",
             applied.events_accepted,
         ),
+        counter(
+            "observatory_flows_folded_total",
+            "Events applied in the flow `other` because their flow was beyond limits.flows_max.",
+            applied.flows_folded,
+        ),
         counter_by(
             "observatory_events_rejected_total",
             "Events refused, by reason.",

@@ -177,7 +177,8 @@ async fn ingest<P: PeerApi>(
     for error in &errors {
         // Count by known field only: field names in errors can come from the client.
         let field = match error.field.as_str() {
-            known @ ("from" | "to" | "ts" | "latency_ms" | "error" | "bytes" | "count" | "kind") => known,
+            known @ ("from" | "to" | "ts" | "latency_ms" | "error" | "bytes" | "count" | "kind" | "flow"
+            | "context") => known,
             _ => "event",
         };
         api.counters.events_invalid.add(&format!("invalid_{field}"), 1);

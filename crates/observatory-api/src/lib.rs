@@ -70,6 +70,8 @@ pub struct ApiLimits {
     pub spans_per_request_max: usize,
     /// How pictures are coloured, and the live streams' interval and bound (`ui.*`).
     pub picture: picture::PictureSettings,
+    /// The node edges from outside the system start at (`correlation.entry_node`).
+    pub entry_node: String,
 }
 
 impl ApiLimits {
@@ -88,6 +90,7 @@ impl ApiLimits {
             ingest_requests_in_flight_max: limits.ingest_requests_in_flight_max,
             spans_per_request_max: limits.spans_per_request_max,
             picture: picture::PictureSettings::from_config(config),
+            entry_node: config.correlation.entry_node.clone(),
         }
     }
 }
@@ -134,6 +137,7 @@ pub fn router<P: PeerApi>(api: Arc<Api<P>>) -> Router {
         .route("/api/v2/spans", ingest_spans::zipkin_route::<P>(body_limit))
         .route("/api/v1/sightings", ingest_spans::sightings_route::<P>(body_limit))
         .route("/api/v1/graph", get(query::get_graph::<P>))
+        .route("/api/v1/propagation", get(query::get_propagation::<P>))
         .route("/api/v1/edges/{from}/{to}", get(query::get_edge_series::<P>))
         .route("/api/v1/edges/{from}/{to}/latency", get(query::get_edge_latency::<P>))
         .route("/api/v1/status", get(query::get_status::<P>))

@@ -47,6 +47,8 @@ pub enum SubmitError {
 pub struct AppliedCounters {
     /// Events applied.
     pub events_accepted: u64,
+    /// Events applied in the flow `other`, their own being beyond `limits.flows_max`.
+    pub flows_folded: u64,
     /// Events refused by the state (too old, too far ahead, beyond the node and edge
     /// limits...), by reason.
     pub events_rejected: BTreeMap<String, u64>,

@@ -17,6 +17,7 @@ use crate::{Api, ApiError, Counters, PeerApi, time_text};
 pub(crate) struct GraphParams {
     window: Option<String>,
     at: Option<String>,
+    flow: Option<String>,
 }
 
 /// The window length and end a query asks for; the end defaults to now.
@@ -56,7 +57,25 @@ pub(crate) async fn get_graph<P: PeerApi>(
     params: Result<Query<GraphParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<wire::GraphAnswer>, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    graph_answer(&api, params.window.as_deref(), params.at.as_deref()).map(Json)
+    let flow = match params.flow.as_deref() {
+        None => None,
+        Some(flow) => Some(
+            NodeName::new(flow, api.limits.parse.node_name_bytes_max)
+                .map_err(|e| ApiError::bad_param("flow", format!("a flow name {e}")))?,
+        ),
+    };
+    let now_ms = api.peer.now_ms();
+    let (window_ms, end_ms) = window_and_end(params.window.as_deref(), params.at.as_deref(), "5m", now_ms)?;
+    let (view, flows, origins) = api.peer.read(|state| {
+        let view = state.graph_labelled_as_of(window_ms, end_ms, now_ms, flow.as_ref(), false);
+        (view, state.flows(), state.coverage())
+    });
+    let view = view.map_err(|e| ApiError::bad_param(query_param(&e), e))?;
+    let coverage = coverage(&api, &origins, now_ms);
+    let mut answer = wire::GraphAnswer::from_core(view, window_ms, coverage);
+    answer.flow = flow.map(|f| f.to_string());
+    answer.flows = flows.into_keys().map(|f| f.to_string()).collect();
+    Ok(Json(answer))
 }
 
 /// The graph of the window `window` (default 5m) ending at `at` (default now).
@@ -89,6 +108,30 @@ pub(crate) fn graph_answer_grouped<P: PeerApi>(
     let view = view.map_err(|e| ApiError::bad_param(query_param(&e), e))?;
     let coverage = coverage(api, &origins, now_ms);
     Ok(wire::GraphAnswer::from_core(view, window_ms, coverage))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PropagationParams {
+    window: Option<String>,
+    at: Option<String>,
+}
+
+/// `GET /api/v1/propagation?window=5m`: the propagation verdict of every node.
+pub(crate) async fn get_propagation<P: PeerApi>(
+    State(api): State<Arc<Api<P>>>,
+    params: Result<Query<PropagationParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<wire::PropagationAnswer>, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let now_ms = api.peer.now_ms();
+    let (window_ms, end_ms) = window_and_end(params.window.as_deref(), params.at.as_deref(), "5m", now_ms)?;
+    let entry = NodeName::new(&api.limits.entry_node, observatory_core::model::NODE_NAME_BYTES_HARD_MAX)
+        .map_err(|e| ApiError::Internal(format!("correlation.entry_node: {e}")))?;
+    let (verdicts, origins) =
+        api.peer.read(|state| (state.propagation_as_of(window_ms, end_ms, now_ms, &entry), state.coverage()));
+    let (span, nodes) = verdicts.map_err(|e| ApiError::bad_param(query_param(&e), e))?;
+    let coverage = coverage(&api, &origins, now_ms);
+    Ok(Json(wire::PropagationAnswer::from_core(&span, window_ms, entry.as_str(), nodes, coverage)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -200,6 +243,7 @@ pub(crate) async fn get_status<P: PeerApi>(State(api): State<Arc<Api<P>>>) -> Js
         ingest: wire::IngestCounters {
             requests: Counters::get(&counters.ingest_requests),
             events_accepted: applied.events_accepted,
+            flows_folded: applied.flows_folded,
             events_rejected: merged(counters.events_invalid.snapshot(), applied.events_rejected),
             requests_rejected: counters.requests_rejected.snapshot(),
             spans_received: Counters::get(&counters.spans_received),

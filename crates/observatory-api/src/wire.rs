@@ -240,6 +240,12 @@ pub struct GraphAnswer {
     pub nodes: Vec<NodeJson>,
     /// Edges with traffic in the window, busiest first.
     pub edges: Vec<EdgeJson>,
+    /// The flow the answer is of (`?flow=`); absent: every flow summed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<String>,
+    /// Every flow the peer knows (in any window), by name; absent when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flows: Vec<String>,
     /// Which origins the answer sums.
     pub coverage: Coverage,
 }
@@ -269,7 +275,14 @@ impl GraphAnswer {
                 .cmp(&a.figures.calls)
                 .then_with(|| (&a.from, &a.to, &a.kind).cmp(&(&b.from, &b.to, &b.kind)))
         });
-        GraphAnswer { window: WindowJson::new(&view.span, window_ms), nodes, edges, coverage }
+        GraphAnswer {
+            window: WindowJson::new(&view.span, window_ms),
+            nodes,
+            edges,
+            flow: None,
+            flows: Vec::new(),
+            coverage,
+        }
     }
 }
 
@@ -385,6 +398,83 @@ impl LatencyAnswer {
     }
 }
 
+/// `GET /api/v1/propagation`: is context propagated correctly, node by node.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PropagationAnswer {
+    /// What was read.
+    pub window: WindowJson,
+    /// The node calls from outside the system come from (not judged).
+    pub entry_node: String,
+    /// Every node but the entry nodes, flagged ones first, then by name.
+    pub nodes: Vec<NodePropagationJson>,
+    /// Which origins the answer sums.
+    pub coverage: Coverage,
+}
+
+/// One node's propagation verdict and evidence.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NodePropagationJson {
+    /// The node.
+    pub node: String,
+    /// `ok`, `drops context inbound`, `drops context outbound` or `unknown`.
+    pub verdict: String,
+    /// Calls reaching the node: `continued` and `started` came with context, `missing`
+    /// without, `unknown` did not say.
+    pub inbound: MarkCountsJson,
+    /// Calls the node made: `continued` in its request's context, `started` a new trace.
+    pub outbound: MarkCountsJson,
+    /// What the verdict rests on.
+    pub evidence: Vec<String>,
+}
+
+/// Calls by propagation mark.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MarkCountsJson {
+    /// Continued the caller's context.
+    pub continued: u64,
+    /// Started a new trace.
+    pub started: u64,
+    /// Reached the callee without context.
+    pub missing: u64,
+    /// Did not say.
+    pub unknown: u64,
+}
+
+impl From<observatory_core::MarkCounts> for MarkCountsJson {
+    fn from(m: observatory_core::MarkCounts) -> Self {
+        Self { continued: m.continued, started: m.started, missing: m.missing, unknown: m.unknown }
+    }
+}
+
+impl PropagationAnswer {
+    /// From the core's verdicts.
+    pub fn from_core(
+        span: &observatory_core::Span,
+        window_ms: i64,
+        entry_node: &str,
+        nodes: Vec<observatory_core::NodePropagation>,
+        coverage: Coverage,
+    ) -> Self {
+        let mut nodes: Vec<NodePropagationJson> = nodes
+            .into_iter()
+            .map(|n| NodePropagationJson {
+                node: n.node.to_string(),
+                verdict: n.verdict.as_str().to_string(),
+                inbound: n.inbound.into(),
+                outbound: n.outbound.into(),
+                evidence: n.evidence,
+            })
+            .collect();
+        let rank = |v: &str| match v {
+            "drops context outbound" | "drops context inbound" => 0,
+            "unknown" => 2,
+            _ => 1,
+        };
+        nodes.sort_by(|a, b| rank(&a.verdict).cmp(&rank(&b.verdict)).then_with(|| a.node.cmp(&b.node)));
+        Self { window: WindowJson::new(span, window_ms), entry_node: entry_node.to_string(), nodes, coverage }
+    }
+}
+
 /// Ingest counters in the status answer.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct IngestCounters {
@@ -392,6 +482,9 @@ pub struct IngestCounters {
     pub requests: u64,
     /// Events applied.
     pub events_accepted: u64,
+    /// Events applied in the flow `other`, their own flow being beyond `limits.flows_max`.
+    #[serde(default)]
+    pub flows_folded: u64,
     /// Events refused, by reason.
     pub events_rejected: BTreeMap<String, u64>,
     /// Requests refused whole, by reason.

@@ -280,6 +280,8 @@ pub struct LimitsSection {
     pub nodes_max: usize,
     /// Most distinct edges.
     pub edges_max: usize,
+    /// Most distinct flows (events of more go to the flow `other`).
+    pub flows_max: usize,
     /// Largest `count` of one event.
     pub event_count_max: u64,
     /// Most per-event errors listed in an ingest answer.
@@ -465,6 +467,7 @@ impl Config {
             ("limits.events_per_request_max", self.limits.events_per_request_max as u64),
             ("limits.nodes_max", self.limits.nodes_max as u64),
             ("limits.edges_max", self.limits.edges_max as u64),
+            ("limits.flows_max", self.limits.flows_max as u64),
             ("limits.event_count_max", self.limits.event_count_max),
             ("limits.errors_listed_max", self.limits.errors_listed_max as u64),
             ("ingest.queue_requests_max", self.ingest.queue_requests_max as u64),
@@ -608,6 +611,7 @@ impl Config {
         Limits {
             nodes_max: self.limits.nodes_max,
             edges_max: self.limits.edges_max,
+            flows_max: self.limits.flows_max,
             max_clock_skew_ms: millis(self.ingest.max_clock_skew),
             max_lateness_ms: millis(self.ingest.max_lateness),
             cells_per_seq_max: self.ingest.cells_per_seq_max,

@@ -67,6 +67,8 @@ pub struct Applied {
     pub accepted: usize,
     /// Events refused, by index, with the reason.
     pub rejected: Vec<(usize, Rejection)>,
+    /// Events applied in the flow `other` because their own was beyond `limits.flows_max`.
+    pub flows_folded: usize,
 }
 
 /// Cells and seqs to write in one atomic batch, so that a seq on disk never claims cells
@@ -257,7 +259,14 @@ impl<T> CommitQueue<T> {
         for (ticket, events) in std::mem::take(&mut self.queued) {
             let outcome = state.apply_local(now_ms, &events);
             keys.extend(outcome.changed);
-            replies.push((ticket, Applied { accepted: outcome.accepted, rejected: outcome.rejected }));
+            replies.push((
+                ticket,
+                Applied {
+                    accepted: outcome.accepted,
+                    rejected: outcome.rejected,
+                    flows_folded: outcome.flows_folded,
+                },
+            ));
         }
         if keys.is_empty() {
             // Nothing to make durable: answer at once.

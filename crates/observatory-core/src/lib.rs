@@ -15,6 +15,7 @@ pub mod clock;
 pub mod commit;
 pub mod histogram;
 pub mod model;
+pub mod propagation;
 pub mod query;
 pub mod settings;
 pub mod state;
@@ -22,11 +23,12 @@ pub mod state;
 pub use clock::{Clock, ManualClock};
 pub use histogram::{BelowThreshold, LatencyAccumulator, LatencyHistogram, LatencySummary};
 pub use model::{
-    Cell, CellData, CellKey, Edge, EdgeKind, Event, NodeName, NodeNameError, Origin, Resolution,
+    Cell, CellData, CellKey, ContextMark, Edge, EdgeKind, Event, NodeName, NodeNameError, Origin, Resolution,
 };
+pub use propagation::{MarkCounts, NodePropagation, Verdict};
 pub use query::{EdgeFigures, Figures, GraphView, QueryError, SeriesPoint, SeriesView, Span};
 pub use settings::{Limits, Settings, SettingsError};
 pub use state::{
-    FlowState, GlobalChanges, LocalOutcome, MergeError, MergeOutcome, OriginCoverage, OriginDelta, Rejection,
-    StateStats, SyncRequest, Transfer, VersionVector,
+    FlowState, GlobalChanges, LocalOutcome, MergeError, MergeOutcome, OTHER_FLOW, OriginCoverage,
+    OriginDelta, Rejection, StateStats, SyncRequest, Transfer, VersionVector,
 };

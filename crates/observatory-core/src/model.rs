@@ -126,7 +126,58 @@ impl fmt::Display for EdgeKind {
     }
 }
 
-/// A directed pair of nodes of one kind: information flowed from `from` to `to`.
+/// Whether the calls of an edge carried the context of the request their caller was
+/// serving: evidence of context propagation, reported by instrumentation that knows.
+/// Part of the edge's identity (like the kind), so that every peer counts it exactly.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContextMark {
+    /// Not said (spans, plain events).
+    #[default]
+    Unknown,
+    /// The caller sent on the context of the request it was serving.
+    Continued,
+    /// The caller served no request (or lost its context) and started a new trace.
+    Started,
+    /// The callee got no context at all (an edge from the entry node: a trace begins here).
+    Missing,
+}
+
+impl ContextMark {
+    /// Every mark, in order.
+    pub const ALL: [ContextMark; 4] =
+        [ContextMark::Unknown, ContextMark::Continued, ContextMark::Started, ContextMark::Missing];
+
+    /// The mark's name: `unknown`, `continued`, `started` or `missing`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContextMark::Unknown => "unknown",
+            ContextMark::Continued => "continued",
+            ContextMark::Started => "started",
+            ContextMark::Missing => "missing",
+        }
+    }
+
+    /// The mark named `name`, if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
+    /// A small code for compact encodings (wire, store).
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The mark of a [`ContextMark::code`], if valid.
+    pub fn from_code(code: u8) -> Option<Self> {
+        Self::ALL.get(usize::from(code)).copied()
+    }
+}
+
+/// A directed pair of nodes of one kind: information flowed from `from` to `to`; with the
+/// flow its calls belong to (a label set at the entry of the observed system and carried
+/// through every hop) and the propagation evidence of its calls. Queries sum the flows
+/// and marks of one `from -> to` of a kind unless asked for one flow.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Edge {
     /// The sending node.
@@ -136,26 +187,59 @@ pub struct Edge {
     /// What flowed.
     #[serde(default)]
     pub kind: EdgeKind,
+    /// The flow, if the calls carried one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<NodeName>,
+    /// Whether the calls carried their caller's context.
+    #[serde(default)]
+    pub context: ContextMark,
 }
 
 impl Edge {
     /// The request edge `from -> to`.
     pub fn new(from: NodeName, to: NodeName) -> Self {
-        Self { from, to, kind: EdgeKind::Request }
+        Self::with_kind(from, to, EdgeKind::Request)
     }
 
     /// The edge `from -> to` of `kind`.
     pub fn with_kind(from: NodeName, to: NodeName, kind: EdgeKind) -> Self {
-        Self { from, to, kind }
+        Self { from, to, kind, flow: None, context: ContextMark::Unknown }
+    }
+
+    /// The same edge in `flow` with the calls marked `context`.
+    pub fn labelled(self, flow: Option<NodeName>, context: ContextMark) -> Self {
+        Self { flow, context, ..self }
+    }
+
+    /// `from -> to` of the kind, without flow or mark: what a graph shows.
+    pub fn base(&self) -> Edge {
+        Self::with_kind(self.from.clone(), self.to.clone(), self.kind)
+    }
+
+    /// Whether the edge has no flow and no mark.
+    pub fn is_base(&self) -> bool {
+        self.flow.is_none() && self.context == ContextMark::Unknown
+    }
+
+    /// Whether `self` is `other` up to flow and mark.
+    pub fn same_base(&self, other: &Edge) -> bool {
+        self.from == other.from && self.to == other.to && self.kind == other.kind
     }
 }
 
 impl fmt::Debug for Edge {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.kind {
-            EdgeKind::Request => write!(f, "{} -> {}", self.from, self.to),
-            kind => write!(f, "{} -> {} ({kind})", self.from, self.to),
+        write!(f, "{} -> {}", self.from, self.to)?;
+        if self.kind != EdgeKind::Request {
+            write!(f, " ({})", self.kind)?;
         }
+        if let Some(flow) = &self.flow {
+            write!(f, " [flow {flow}]")?;
+        }
+        if self.context != ContextMark::Unknown {
+            write!(f, " [context {}]", self.context.as_str())?;
+        }
+        Ok(())
     }
 }
 

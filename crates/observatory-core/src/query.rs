@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use crate::model::{CellData, Edge, NodeName, Resolution};
 use crate::settings::human_ms;
-use crate::state::FlowState;
+use crate::state::{EdgeCells, FlowState};
 
 /// Longest window a query may ask for (100 years).
 pub const WINDOW_MS_MAX: i64 = 100 * 366 * 86_400_000;
@@ -163,9 +163,29 @@ fn span_for(r: usize, resolution: &Resolution, end_ms: i64, window_ms: i64) -> (
 }
 
 impl FlowState {
-    /// Whether the global view holds any cell of `edge`.
+    /// Whether the global view holds any cell of `edge` (in any flow and mark).
     pub fn has_edge(&self, edge: &Edge) -> bool {
-        self.global.contains_key(edge)
+        self.global.contains_key(edge) || self.global.keys().any(|e| e.same_base(edge))
+    }
+
+    /// The global view's cells of every flow and mark of `edge`'s `from -> to` and kind;
+    /// only of `edge.flow` when it names one.
+    fn variants<'a>(&'a self, edge: &'a Edge) -> impl Iterator<Item = &'a EdgeCells> + 'a {
+        self.global
+            .iter()
+            .filter(move |(e, _)| e.same_base(edge) && (edge.flow.is_none() || e.flow == edge.flow))
+            .map(|(_, cells)| cells)
+    }
+
+    /// The flows of the global view with their edges, by name.
+    pub fn flows(&self) -> BTreeMap<NodeName, usize> {
+        let mut flows = BTreeMap::new();
+        for edge in self.global.keys() {
+            if let Some(flow) = &edge.flow {
+                *flows.entry(flow.clone()).or_default() += 1;
+            }
+        }
+        flows
     }
 
     fn choose(
@@ -224,19 +244,41 @@ impl FlowState {
     /// The graph of `[end_ms - window_ms, end_ms)` asked at `now_ms`: the resolution read
     /// must still keep the window's start at `now_ms`.
     pub fn graph_as_of(&self, window_ms: i64, end_ms: i64, now_ms: i64) -> Result<GraphView, QueryError> {
+        self.graph_labelled_as_of(window_ms, end_ms, now_ms, None, false)
+    }
+
+    /// [`FlowState::graph_as_of`] of one flow only (`flow`), or of all (`None`). With
+    /// `by_label`, every flow and propagation mark of an edge is an edge of its own in the
+    /// answer (the edges carry them); else they are summed into their `from -> to`.
+    pub fn graph_labelled_as_of(
+        &self,
+        window_ms: i64,
+        end_ms: i64,
+        now_ms: i64,
+        flow: Option<&NodeName>,
+        by_label: bool,
+    ) -> Result<GraphView, QueryError> {
         let (r, span) = self.choose(window_ms, end_ms, None, now_ms)?;
         let plan = self.read_plan(r, span.from_ms, span.to_ms);
         let mut accumulator = LatencyAccumulator::default();
+        let mut entries: Vec<(&Edge, &EdgeCells)> =
+            self.global.iter().filter(|(edge, _)| flow.is_none() || edge.flow.as_ref() == flow).collect();
+        // Sorted, the flows and marks of one `from -> to` lie next to each other.
+        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let same = |a: &(&Edge, &EdgeCells), b: &(&Edge, &EdgeCells)| {
+            if by_label { a.0 == b.0 } else { a.0.same_base(b.0) }
+        };
         let mut edges = Vec::new();
-        for (edge, cells) in &self.global {
-            let buckets =
-                plan.iter().flat_map(|(level, range)| cells.per_resolution[*level].range(range.clone()));
+        for run in entries.chunk_by(same) {
+            let buckets = run.iter().flat_map(|(_, cells)| {
+                plan.iter().flat_map(|(level, range)| cells.per_resolution[*level].range(range.clone()))
+            });
             let buckets = buckets.map(|(_, d)| d);
             if let Some(figures) = sum(buckets, &mut accumulator, span.elapsed_ms(span.from_ms, span.to_ms)) {
-                edges.push(EdgeFigures { edge: edge.clone(), figures });
+                let edge = if by_label { run[0].0.clone() } else { run[0].0.base() };
+                edges.push(EdgeFigures { edge, figures });
             }
         }
-        edges.sort_unstable_by(|a, b| a.edge.cmp(&b.edge));
         Ok(GraphView { span, edges })
     }
 
@@ -348,23 +390,23 @@ impl FlowState {
         }
         let first_start = last_start - (points - 1) * step_ms;
         let span = Span { from_ms: first_start, to_ms: last_start + step_ms, ..span };
-        let buckets = self.global.get(edge).map(|cells| &cells.per_resolution);
+        let variants: Vec<&EdgeCells> = self.variants(edge).collect();
         let mut accumulator = LatencyAccumulator::default();
-        let points = (0..points)
-            .map(|i| {
-                let step: Range<i64> = first_start + i * step_ms..first_start + (i + 1) * step_ms;
-                let elapsed = span.elapsed_ms(step.start, step.end);
-                let plan = self.read_plan(r, step.start, step.end);
-                let figures = buckets
-                    .and_then(|cells| {
-                        let buckets =
-                            plan.iter().flat_map(|(level, range)| cells[*level].range(range.clone()));
-                        sum(buckets.map(|(_, d)| d), &mut accumulator, elapsed)
-                    })
-                    .unwrap_or(Figures { calls: 0, errors: 0, bytes: 0, rate_per_s: 0.0, latency: None });
-                SeriesPoint { start_ms: step.start, figures }
-            })
-            .collect();
+        let points =
+            (0..points)
+                .map(|i| {
+                    let step: Range<i64> = first_start + i * step_ms..first_start + (i + 1) * step_ms;
+                    let elapsed = span.elapsed_ms(step.start, step.end);
+                    let plan = self.read_plan(r, step.start, step.end);
+                    let buckets = variants.iter().flat_map(|cells| {
+                        plan.iter()
+                            .flat_map(|(level, range)| cells.per_resolution[*level].range(range.clone()))
+                    });
+                    let figures = sum(buckets.map(|(_, d)| d), &mut accumulator, elapsed)
+                        .unwrap_or(Figures { calls: 0, errors: 0, bytes: 0, rate_per_s: 0.0, latency: None });
+                    SeriesPoint { start_ms: step.start, figures }
+                })
+                .collect();
         Ok(SeriesView { span, step_ms, points })
     }
 
@@ -380,9 +422,10 @@ impl FlowState {
     ) -> Result<(Span, LatencyHistogram), QueryError> {
         let (r, span) = self.choose(window_ms, end_ms, None, now_ms)?;
         let mut merged = LatencyHistogram::new();
-        if let Some(cells) = self.global.get(edge) {
-            for (level, range) in self.read_plan(r, span.from_ms, span.to_ms) {
-                for (_, cell) in cells.per_resolution[level].range(range) {
+        let plan = self.read_plan(r, span.from_ms, span.to_ms);
+        for cells in self.variants(edge) {
+            for (level, range) in &plan {
+                for (_, cell) in cells.per_resolution[*level].range(range.clone()) {
                     merged.add_saturating(&cell.latency);
                 }
             }

@@ -152,8 +152,11 @@ impl Settings {
 pub struct Limits {
     /// Most distinct nodes in the graph; events that would add more are rejected.
     pub nodes_max: usize,
-    /// Most distinct edges in the graph; events that would add more are rejected.
+    /// Most distinct edges in the graph; events that would add more are rejected. Each
+    /// flow and propagation mark of a `from -> to` counts as an edge.
     pub edges_max: usize,
+    /// Most distinct flows; events of further flows are counted in the flow `other`.
+    pub flows_max: usize,
     /// How far in the future an event's timestamp may be.
     pub max_clock_skew_ms: i64,
     /// How far in the past an event's timestamp may be; also when a bucket is sealed.

@@ -178,6 +178,8 @@ impl Rejection {
 pub struct LocalOutcome {
     /// Events applied.
     pub accepted: usize,
+    /// Events whose flow was new beyond `limits.flows_max`, applied in [`OTHER_FLOW`].
+    pub flows_folded: usize,
     /// Events not applied, by index in the input, with the reason.
     pub rejected: Vec<(usize, Rejection)>,
     /// Keys of the local origin's cells that changed (sorted, without duplicates).
@@ -224,8 +226,8 @@ pub enum MergeError {
     BadKey {
         /// The origin.
         origin: Origin,
-        /// The key.
-        key: CellKey,
+        /// The key (boxed: keys are large, errors rare).
+        key: Box<CellKey>,
         /// What is wrong.
         reason: &'static str,
     },
@@ -234,8 +236,8 @@ pub enum MergeError {
     CorruptCell {
         /// The origin.
         origin: Origin,
-        /// The key.
-        key: CellKey,
+        /// The key (boxed: keys are large, errors rare).
+        key: Box<CellKey>,
         /// The cell's seq.
         seq: u64,
         /// What is wrong.
@@ -317,6 +319,9 @@ impl PartialEq for EdgeCells {
     }
 }
 
+/// The flow that events of flows beyond `limits.flows_max` are counted in.
+pub const OTHER_FLOW: &str = "other";
+
 /// What changed in the global view since [`FlowState::take_changes`] was last called.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GlobalChanges {
@@ -332,6 +337,8 @@ pub struct GlobalChanges {
 pub struct StateStats {
     /// Distinct nodes.
     pub nodes: usize,
+    /// Distinct flows.
+    pub flows: usize,
     /// Distinct edges.
     pub edges: usize,
     /// Cells over all origins.
@@ -364,6 +371,8 @@ pub struct FlowState {
     origins: BTreeMap<Origin, OriginState>,
     pub(crate) global: FxHashMap<Edge, EdgeCells>,
     nodes: FxHashMap<NodeName, u32>,
+    /// Distinct flows, each with the number of edges in it.
+    flows: FxHashMap<NodeName, u32>,
     /// Bumped whenever an edge appears in or leaves the global view.
     edge_set_generation: u64,
 }
@@ -397,6 +406,7 @@ impl FlowState {
             global: FxHashMap::default(),
             edge_set_generation: 0,
             nodes: FxHashMap::default(),
+            flows: FxHashMap::default(),
         }
     }
 
@@ -550,6 +560,7 @@ impl FlowState {
     pub fn stats(&self) -> StateStats {
         StateStats {
             nodes: self.nodes.len(),
+            flows: self.flows.len(),
             edges: self.global.len(),
             cells: self.origins.values().map(|s| s.cells.len()).sum(),
             global_cells: self
@@ -578,7 +589,17 @@ impl FlowState {
         let mut groups: FxHashMap<(Edge, i64), (CellData, Vec<u32>)> = FxHashMap::default();
         let mut new_edges: FxHashSet<Edge> = FxHashSet::default();
         let mut new_nodes: FxHashSet<NodeName> = FxHashSet::default();
+        let mut new_flows: FxHashSet<NodeName> = FxHashSet::default();
         for (index, event) in events.iter().enumerate() {
+            let folded;
+            let event = match self.fold_flow(event, &mut new_flows) {
+                Some(with_other) => {
+                    outcome.flows_folded += 1;
+                    folded = with_other;
+                    &folded
+                }
+                None => event,
+            };
             if let Err(rejection) = self.admit(now_ms, event, &mut new_edges, &mut new_nodes) {
                 outcome.rejected.push((index, rejection));
                 continue;
@@ -607,7 +628,7 @@ impl FlowState {
         // Pass 2: add each group to every resolution's cell, locally and globally.
         let mut groups: Vec<_> = groups.into_iter().collect();
         groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let Self { settings, limits, origins, global, nodes, edge_set_generation, .. } = self;
+        let Self { settings, limits, origins, global, nodes, flows, edge_set_generation, .. } = self;
         let origin_state = origins.get_mut(&local).expect("local origin is registered");
         let mut seq = origin_state.seq + 1;
         let mut touched_in_seq = 0;
@@ -653,7 +674,7 @@ impl FlowState {
                 } else {
                     cell.data.add(&data).expect("checked above: our own cell cannot overflow");
                 }
-                global_add(global, nodes, edge_set_generation, settings, &key, &data);
+                global_add(global, nodes, flows, edge_set_generation, settings, &key, &data);
                 outcome.changed.push(key);
             }
             outcome.accepted += indices.len();
@@ -667,6 +688,23 @@ impl FlowState {
         outcome.changed.dedup();
         outcome.rejected.sort_unstable_by_key(|(i, _)| *i);
         outcome
+    }
+
+    /// The event with its flow folded into [`OTHER_FLOW`] when its flow is new and
+    /// `limits.flows_max` flows exist already; `None` when it stays as it is.
+    fn fold_flow(&self, event: &Event, new_flows: &mut FxHashSet<NodeName>) -> Option<Event> {
+        let flow = event.edge.flow.as_ref()?;
+        if self.flows.contains_key(flow) || new_flows.contains(flow) {
+            return None;
+        }
+        if self.flows.len() + new_flows.len() < self.limits.flows_max {
+            new_flows.insert(flow.clone());
+            return None;
+        }
+        let other = NodeName::new(OTHER_FLOW, OTHER_FLOW.len()).expect("a valid name");
+        let mut folded = event.clone();
+        folded.edge.flow = Some(other);
+        Some(folded)
     }
 
     fn admit(
@@ -883,7 +921,8 @@ impl FlowState {
                     upto: delta.upto_seq,
                 });
             }
-            let bad_key = |reason| MergeError::BadKey { origin: origin.clone(), key: key.clone(), reason };
+            let bad_key =
+                |reason| MergeError::BadKey { origin: origin.clone(), key: Box::new(key.clone()), reason };
             let resolution =
                 resolutions.get(usize::from(key.resolution)).ok_or_else(|| bad_key("unknown resolution"))?;
             if resolution.bucket_start(key.bucket_start_ms) != key.bucket_start_ms {
@@ -891,7 +930,7 @@ impl FlowState {
             }
             let corrupt = |reason: String| MergeError::CorruptCell {
                 origin: origin.clone(),
-                key: key.clone(),
+                key: Box::new(key.clone()),
                 seq: cell.seq,
                 reason,
             };
@@ -933,7 +972,7 @@ impl FlowState {
         transfer: &mut Transfer,
     ) -> MergeOutcome {
         let mut outcome = MergeOutcome::default();
-        let Self { settings, origins, global, nodes, local, edge_set_generation, .. } = self;
+        let Self { settings, origins, global, nodes, flows, local, edge_set_generation, .. } = self;
         let is_local = local.as_ref() == Some(&delta.origin);
         let state = origins.entry(delta.origin.clone()).or_default();
         for (key, cell) in delta.cells {
@@ -953,7 +992,7 @@ impl FlowState {
             if let Some(old) = state.cells.get(&key) {
                 growth.subtract(&old.data).expect("validated: the new cell contains the old");
             }
-            global_add(global, nodes, edge_set_generation, settings, &key, &growth);
+            global_add(global, nodes, flows, edge_set_generation, settings, &key, &growth);
             state.unindex(old_seq, &key);
             state.index(cell.seq, key.clone());
             state.cells.insert(key.clone(), cell);
@@ -1039,7 +1078,7 @@ impl FlowState {
     /// Deletes every cell (of every origin, and of the global view) whose bucket has
     /// outlived its retention at `now_ms`. Returns the deleted origin cells.
     pub fn expire(&mut self, now_ms: i64) -> Vec<(Origin, CellKey)> {
-        let Self { settings, origins, global, nodes, edge_set_generation, .. } = self;
+        let Self { settings, origins, global, nodes, flows, edge_set_generation, .. } = self;
         let resolutions = settings.resolutions();
         let mut expired_keys = Vec::new();
         global.retain(|edge, cells| {
@@ -1067,6 +1106,14 @@ impl FlowState {
                         }
                     }
                 }
+                if let Some(flow) = &edge.flow
+                    && let Some(refs) = flows.get_mut(flow)
+                {
+                    *refs -= 1;
+                    if *refs == 0 {
+                        flows.remove(flow);
+                    }
+                }
             }
             keep
         });
@@ -1091,6 +1138,7 @@ impl FlowState {
                 global_add(
                     &mut fresh.global,
                     &mut fresh.nodes,
+                    &mut fresh.flows,
                     &mut fresh.edge_set_generation,
                     &self.settings,
                     key,
@@ -1098,7 +1146,7 @@ impl FlowState {
                 );
             }
         }
-        fresh.global == self.global && fresh.nodes.len() == self.nodes.len()
+        fresh.global == self.global && fresh.nodes.len() == self.nodes.len() && fresh.flows == self.flows
     }
 
     /// Every origin's cells as whole-state deltas (for full merges and snapshots).
@@ -1116,6 +1164,7 @@ impl FlowState {
 fn global_add(
     global: &mut FxHashMap<Edge, EdgeCells>,
     nodes: &mut FxHashMap<NodeName, u32>,
+    flows: &mut FxHashMap<NodeName, u32>,
     edge_set_generation: &mut u64,
     settings: &Settings,
     key: &CellKey,
@@ -1126,6 +1175,9 @@ fn global_add(
         None => {
             *nodes.entry(key.edge.from.clone()).or_default() += 1;
             *nodes.entry(key.edge.to.clone()).or_default() += 1;
+            if let Some(flow) = &key.edge.flow {
+                *flows.entry(flow.clone()).or_default() += 1;
+            }
             *edge_set_generation += 1;
             global.entry(key.edge.clone()).or_insert_with(|| EdgeCells {
                 per_resolution: vec![BTreeMap::new(); settings.resolutions().len()],

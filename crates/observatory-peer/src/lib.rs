@@ -108,6 +108,7 @@ pub enum RunError {
 #[derive(Debug, Default)]
 struct AppliedTally {
     accepted: AtomicU64,
+    flows_folded: AtomicU64,
     rejected: ReasonCounts,
 }
 
@@ -146,6 +147,7 @@ impl Peer {
         let applied = self.inner.ingest.submit(events).await.map_err(submit_error)?;
         let tally = &self.inner.applied;
         tally.accepted.fetch_add(applied.accepted as u64, Ordering::Relaxed);
+        tally.flows_folded.fetch_add(applied.flows_folded as u64, Ordering::Relaxed);
         for (_, rejection) in &applied.rejected {
             tally.rejected.add(rejection.reason_code(), 1);
         }
@@ -237,6 +239,7 @@ impl PeerApi for Peer {
         let tally = &self.inner.applied;
         AppliedCounters {
             events_accepted: tally.accepted.load(Ordering::Relaxed),
+            flows_folded: tally.flows_folded.load(Ordering::Relaxed),
             events_rejected: tally.rejected.snapshot(),
         }
     }

@@ -7,7 +7,7 @@
 //! |---------------------------------------|-----------------------------------------|
 //! | `m` + name                            | meta: format, settings, identity, incarnation |
 //! | `o` + origin id (u32 BE)              | CBOR `(peer, incarnation, seq, changed_at_ms)` |
-//! | `e` + edge id (u32 BE)                | CBOR `(from, to, kind code)` (`(from, to)`, a request edge, before edge kinds) |
+//! | `e` + edge id (u32 BE)                | CBOR `(from, to, kind code)` (`(from, to)`, a request edge, before edge kinds; `(from, to, kind code, flow or null, context mark code)` for an edge with a flow or mark) |
 //! | `c` + origin id + edge id + resolution (u8) + bucket start (i64 BE, sign flipped) | CBOR `(seq, calls, errors, bytes, latency)` |
 //!
 //! | `s` + origin id + resolution + bucket start | a sealed bucket: CBOR array of `(edge id, seq, calls, errors, bytes, latency)` |
@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use observatory_core::{
-    Cell, CellData, CellKey, Edge, EdgeKind, LatencyHistogram, NodeName, Origin, Settings,
+    Cell, CellData, CellKey, ContextMark, Edge, EdgeKind, LatencyHistogram, NodeName, Origin, Settings,
 };
 use serde::{Deserialize, Serialize};
 
@@ -143,10 +143,12 @@ impl WriteBatch {
     }
 }
 
-/// An `e` record: a request edge as written before edge kinds, or an edge with its kind.
+/// An `e` record: a request edge as written before edge kinds, an edge with its kind, or
+/// (when it has them) with its flow and propagation mark too.
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum EdgeRecord {
+    Labelled(NodeName, NodeName, u8, Option<NodeName>, u8),
     Kind(NodeName, NodeName, u8),
     Request(NodeName, NodeName),
 }
@@ -319,12 +321,18 @@ impl Store {
             let id = id_from(&key[1..]).ok_or_else(|| self.corrupt("edge key", "wrong length"))?;
             let record: EdgeRecord =
                 ciborium::from_reader(&value[..]).map_err(|e| self.corrupt(format!("edge {id}"), e))?;
+            let kind_of = |code: u8| {
+                EdgeKind::from_code(code)
+                    .ok_or_else(|| self.corrupt(format!("edge {id}"), format!("unknown kind {code}")))
+            };
             let edge = match record {
                 EdgeRecord::Request(from, to) => Edge::new(from, to),
-                EdgeRecord::Kind(from, to, code) => {
-                    let kind = EdgeKind::from_code(code)
-                        .ok_or_else(|| self.corrupt(format!("edge {id}"), format!("unknown kind {code}")))?;
-                    Edge::with_kind(from, to, kind)
+                EdgeRecord::Kind(from, to, code) => Edge::with_kind(from, to, kind_of(code)?),
+                EdgeRecord::Labelled(from, to, code, flow, mark) => {
+                    let context = ContextMark::from_code(mark).ok_or_else(|| {
+                        self.corrupt(format!("edge {id}"), format!("unknown context mark {mark}"))
+                    })?;
+                    Edge::with_kind(from, to, kind_of(code)?).labelled(flow, context)
                 }
             };
             self.edge_ids.insert(edge.clone(), id);
@@ -407,10 +415,13 @@ impl Store {
         let id = self.next_edge_id;
         self.next_edge_id += 1;
         self.edge_ids.insert(edge.clone(), id);
-        batch.batch.insert(
-            [b"e".as_slice(), &id.to_be_bytes()].concat(),
-            cbor(&(&edge.from, &edge.to, edge.kind.code())),
-        );
+        // Edges without flow or mark keep the record they always had.
+        let record = if edge.is_base() {
+            cbor(&(&edge.from, &edge.to, edge.kind.code()))
+        } else {
+            cbor(&(&edge.from, &edge.to, edge.kind.code(), &edge.flow, edge.context.code()))
+        };
+        batch.batch.insert([b"e".as_slice(), &id.to_be_bytes()].concat(), record);
         batch.writes += 1;
         id
     }

@@ -20,8 +20,8 @@ use std::collections::BTreeMap;
 
 use observatory_core::model::NODE_NAME_BYTES_HARD_MAX;
 use observatory_core::{
-    Cell, CellData, CellKey, Edge, EdgeKind, LatencyHistogram, NodeName, Origin, OriginDelta, SyncRequest,
-    VersionVector,
+    Cell, CellData, CellKey, ContextMark, Edge, EdgeKind, LatencyHistogram, NodeName, Origin, OriginDelta,
+    SyncRequest, VersionVector,
 };
 use observatory_correlate::{Handoff, Remote, Sighting, Span, SpanKind};
 use serde::{Deserialize, Serialize};
@@ -150,9 +150,20 @@ struct WireHello {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct WireSync {
     head: WireSyncHead,
-    /// Every edge the pages name, once: `(from, to, kind code)`.
-    edges: Vec<(String, String, u8)>,
+    /// Every edge the pages name, once.
+    edges: Vec<WireEdge>,
     pages: Vec<WirePage>,
+}
+
+/// An edge: `(from, to, kind code)`, or with a flow or propagation mark
+/// `(from, to, kind code, flow or null, mark code)`. Edges without either are sent as
+/// they were before flows existed, so peers of the same wire version that do not know
+/// flows still take them; a page with a labelled edge is refused by such a peer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+enum WireEdge {
+    Labelled(String, String, u8, Option<String>, u8),
+    Plain(String, String, u8),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -322,11 +333,19 @@ impl WireSync {
                     .map(|(key, cell)| {
                         let next = edge_index.len() as u32;
                         let index = *edge_index.entry(key.edge.clone()).or_insert_with(|| {
-                            edges.push((
-                                key.edge.from.to_string(),
-                                key.edge.to.to_string(),
-                                key.edge.kind.code(),
-                            ));
+                            let (from, to, kind) =
+                                (key.edge.from.to_string(), key.edge.to.to_string(), key.edge.kind.code());
+                            edges.push(if key.edge.is_base() {
+                                WireEdge::Plain(from, to, kind)
+                            } else {
+                                WireEdge::Labelled(
+                                    from,
+                                    to,
+                                    kind,
+                                    key.edge.flow.as_ref().map(|f| f.to_string()),
+                                    key.edge.context.code(),
+                                )
+                            });
                             next
                         });
                         let CellData { calls, errors, bytes, latency } = cell.data;
@@ -481,11 +500,20 @@ impl WireSync {
         };
         let edges = edges
             .into_iter()
-            .map(|(from, to, code)| {
+            .map(|edge| {
+                let (from, to, code, flow, mark) = match edge {
+                    WireEdge::Plain(from, to, code) => (from, to, code, None, ContextMark::Unknown.code()),
+                    WireEdge::Labelled(from, to, code, flow, mark) => (from, to, code, flow, mark),
+                };
                 let kind = EdgeKind::from_code(code).ok_or_else(|| {
                     WireError::Malformed(format!("edge {from} -> {to} has unknown kind {code}"))
                 })?;
-                Ok(Edge::with_kind(node_name("edge", &from)?, node_name("edge", &to)?, kind))
+                let context = ContextMark::from_code(mark).ok_or_else(|| {
+                    WireError::Malformed(format!("edge {from} -> {to} has unknown context mark {mark}"))
+                })?;
+                let flow = flow.map(|f| node_name("edge flow", &f)).transpose()?;
+                Ok(Edge::with_kind(node_name("edge", &from)?, node_name("edge", &to)?, kind)
+                    .labelled(flow, context))
             })
             .collect::<Result<Vec<Edge>, WireError>>()?;
         let mut deltas = Vec::with_capacity(pages.len());

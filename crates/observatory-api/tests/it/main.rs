@@ -109,7 +109,7 @@ impl FakePeer {
         for (_, rejection) in &outcome.rejected {
             *applied.events_rejected.entry(rejection.reason_code().to_string()).or_default() += 1;
         }
-        Applied { accepted: outcome.accepted, rejected: outcome.rejected }
+        Applied { accepted: outcome.accepted, rejected: outcome.rejected, flows_folded: outcome.flows_folded }
     }
 
     fn tick(&self) {

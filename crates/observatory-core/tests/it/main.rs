@@ -11,7 +11,7 @@ mod crdt;
 mod histogram;
 mod query;
 
-use observatory_core::{Edge, Event, Limits, NodeName, Settings};
+use observatory_core::{ContextMark, Edge, Event, Limits, NodeName, Settings};
 use proptest::prelude::*;
 
 /// The mesh-wide settings of a peer with the documented defaults.
@@ -54,19 +54,31 @@ pub fn latency_us() -> impl Strategy<Value = u64> {
     prop_oneof![3 => 0..20_000u64, 1 => 0..=5_000_000_000u64]
 }
 
-/// One event on an edge between `NODES[..nodes]`, `0..=age_max_ms` before `NOW_MS`.
+/// The flows random events carry (most carry none).
+pub const FLOWS: [&str; 2] = ["checkout-page", "browse-page"];
+
+/// A flow and propagation mark: none most of the time, so that edges both with and
+/// without them occur, and queries must sum them into one `from -> to`.
+pub fn labels() -> impl Strategy<Value = (Option<NodeName>, ContextMark)> {
+    (
+        prop_oneof![3 => Just(None), 1 => (0..FLOWS.len()).prop_map(|f| Some(node(FLOWS[f])))],
+        prop_oneof![3 => Just(ContextMark::Unknown), 1 => (0..ContextMark::ALL.len()).prop_map(|m| ContextMark::ALL[m])],
+    )
+}
+
+/// One event on an edge between `NODES[..nodes]`, `0..=age_max_ms` before `NOW_MS`, in a
+/// random flow with a random propagation mark now and then.
 pub fn event(nodes: usize, age_max_ms: i64) -> impl Strategy<Value = Event> {
     (
-        0..nodes,
-        0..nodes,
+        (0..nodes, 0..nodes, labels()),
         0..=age_max_ms,
         proptest::option::weighted(0.8, latency_us()),
         proptest::bool::weighted(0.2),
         prop_oneof![Just(0u64), 0..100_000u64],
         prop_oneof![4 => Just(1u64), 1 => 1..50u64],
     )
-        .prop_map(|(from, to, age, latency_us, error, bytes, count)| Event {
-            edge: edge(NODES[from], NODES[to]),
+        .prop_map(|((from, to, (flow, mark)), age, latency_us, error, bytes, count)| Event {
+            edge: edge(NODES[from], NODES[to]).labelled(flow, mark),
             ts_ms: NOW_MS - age,
             latency_us,
             error,

@@ -39,7 +39,9 @@ fn expected(
 ) -> (u64, u64, u64, hdrhistogram::Histogram<u64>) {
     let mut oracle = hdr();
     let (mut calls, mut errors, mut bytes) = (0, 0, 0);
-    for (_, e) in events.iter().filter(|(_, e)| &e.edge == edge && (from_ms..to_ms).contains(&e.ts_ms)) {
+    // A base edge sums its flows and marks; an edge with a flow is that flow only.
+    let of_edge = |e: &Edge| e.same_base(edge) && (edge.flow.is_none() || e.flow == edge.flow);
+    for (_, e) in events.iter().filter(|(_, e)| of_edge(&e.edge) && (from_ms..to_ms).contains(&e.ts_ms)) {
         calls += e.count;
         errors += if e.error { e.count } else { 0 };
         bytes += e.bytes;
@@ -81,9 +83,9 @@ fn events() -> impl Strategy<Value = (Vec<(usize, Event)>, usize)> {
     })
 }
 
-/// Every edge that appears in the events.
+/// Every edge that appears in the events, without flows and marks (as graphs show them).
 fn edges_of(events: &[(usize, Event)]) -> Vec<Edge> {
-    let mut edges: Vec<Edge> = events.iter().map(|(_, e)| e.edge.clone()).collect();
+    let mut edges: Vec<Edge> = events.iter().map(|(_, e)| e.edge.base()).collect();
     edges.sort();
     edges.dedup();
     edges
@@ -216,4 +218,137 @@ fn a_series_of_an_unknown_edge_is_all_zero() {
     let known = state.series(&edge("checkout", "payments"), HOUR, MINUTE, NOW_MS).expect("fits");
     assert_eq!(known.points.iter().filter(|p| p.figures.calls > 0).count(), 1);
     assert_eq!(known.points.last().map(|p| p.figures.calls), Some(1));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+    /// The graph of one flow holds exactly that flow's events, and the graphs of every
+    /// flow plus the events without one add up to the whole graph.
+    #[test]
+    fn graphs_per_flow_add_up_to_the_graph((events, origins) in events()) {
+        let state = state_of(&events, origins);
+        let (window_ms, end_ms) = (HOUR, NOW_MS + 10 * SECOND);
+        let whole = state.graph(window_ms, end_ms).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let mut summed: std::collections::BTreeMap<Edge, u64> = std::collections::BTreeMap::new();
+        for flow in crate::FLOWS {
+            let flow = node(flow);
+            let graph = state
+                .graph_labelled_as_of(window_ms, end_ms, end_ms, Some(&flow), false)
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            for e in &graph.edges {
+                prop_assert!(e.edge.flow.is_none(), "answers name base edges");
+                let in_flow = e.edge.clone().labelled(Some(flow.clone()), Default::default());
+                check_figures(&e.figures, &events, &in_flow, end_ms - window_ms, end_ms, window_ms)?;
+                *summed.entry(e.edge.clone()).or_default() += e.figures.calls;
+            }
+        }
+        for (_, event) in events.iter().filter(|(_, e)| e.edge.flow.is_none()) {
+            *summed.entry(event.edge.base()).or_default() += event.count;
+        }
+        let whole: std::collections::BTreeMap<Edge, u64> =
+            whole.edges.iter().map(|e| (e.edge.clone(), e.figures.calls)).collect();
+        prop_assert_eq!(summed, whole);
+    }
+
+    /// Asked by label, every flow and mark of an edge is an edge of its own, with exactly
+    /// its events.
+    #[test]
+    fn graph_by_label_keeps_flows_and_marks_apart((events, origins) in events()) {
+        let state = state_of(&events, origins);
+        let (window_ms, end_ms) = (HOUR, NOW_MS + 10 * SECOND);
+        let graph = state
+            .graph_labelled_as_of(window_ms, end_ms, end_ms, None, true)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let mut labelled: Vec<Edge> = events.iter().map(|(_, e)| e.edge.clone()).collect();
+        labelled.sort();
+        labelled.dedup();
+        prop_assert_eq!(graph.edges.iter().map(|e| e.edge.clone()).collect::<Vec<_>>(), labelled);
+        for e in &graph.edges {
+            let calls: u64 = events.iter().filter(|(_, ev)| ev.edge == e.edge).map(|(_, ev)| ev.count).sum();
+            prop_assert_eq!(e.figures.calls, calls);
+        }
+    }
+}
+
+#[test]
+fn flows_beyond_the_limit_are_counted_in_the_flow_other() {
+    let limits = observatory_core::Limits { flows_max: 2, ..default_limits() };
+    let mut state = FlowState::new(default_settings(), limits);
+    state.set_local(Origin::new("p", 1));
+    let in_flow = |flow: &str| Event {
+        edge: edge("web", "catalog").labelled(Some(node(flow)), Default::default()),
+        ts_ms: NOW_MS,
+        latency_us: Some(1_000),
+        error: false,
+        bytes: 0,
+        count: 1,
+    };
+    let batch: Vec<Event> = ["a", "b", "c", "a", "d"].iter().map(|f| in_flow(f)).collect();
+    let outcome = state.apply_local(NOW_MS, &batch);
+    assert_eq!((outcome.accepted, outcome.flows_folded), (5, 2), "{:?}", outcome.rejected);
+    let flows: Vec<(String, usize)> = state.flows().into_iter().map(|(f, n)| (f.to_string(), n)).collect();
+    assert_eq!(flows, [("a".into(), 1), ("b".into(), 1), ("other".into(), 1)]);
+    let other = state
+        .graph_labelled_as_of(5 * MINUTE, NOW_MS + SECOND, NOW_MS, Some(&node("other")), false)
+        .expect("a graph");
+    assert_eq!(other.edges[0].figures.calls, 2, "c and d");
+    // A later batch in a known flow is not folded; a new one still is.
+    let outcome = state.apply_local(NOW_MS, &[in_flow("b"), in_flow("e")]);
+    assert_eq!(outcome.flows_folded, 1);
+    assert_eq!(state.graph(5 * MINUTE, NOW_MS + SECOND).expect("a graph").edges[0].figures.calls, 7);
+}
+
+#[test]
+fn propagation_flags_the_node_that_loses_context_and_no_other() {
+    use observatory_core::{ContextMark, Verdict};
+    let mut state = FlowState::new(default_settings(), default_limits());
+    state.set_local(Origin::new("p", 1));
+    let calls = |from: &str, to: &str, mark: ContextMark, n: u64| Event {
+        edge: edge(from, to).labelled(None, mark),
+        ts_ms: NOW_MS,
+        latency_us: Some(1_000),
+        error: false,
+        bytes: 0,
+        count: n,
+    };
+    use ContextMark::*;
+    let events = [
+        // users is an entry node: it starts every trace and nobody calls it.
+        calls("users", "web", Continued, 100),
+        calls("web", "cart", Continued, 100),
+        // cart loses the context on 30% of its calls to catalog.
+        calls("cart", "catalog", Continued, 70),
+        calls("cart", "catalog", Started, 30),
+        // shipping polls the queue on its own: every poll starts a trace, which is no fault.
+        calls("web", "shipping", Continued, 50),
+        calls("shipping", "queue", Started, 200),
+        // payments is reached without context by 10 of 110 calls, though web calls it.
+        calls("web", "payments", Continued, 100),
+        calls("user", "payments", Missing, 10),
+        // legacy has only unmarked calls (spans, plain events).
+        calls("web", "legacy", Unknown, 500),
+    ];
+    assert_eq!(state.apply_local(NOW_MS, &events).accepted, events.len());
+    let (_, nodes) =
+        state.propagation_as_of(5 * MINUTE, NOW_MS + SECOND, NOW_MS, &node("user")).expect("verdicts");
+    let verdicts: Vec<(&str, Verdict)> = nodes.iter().map(|n| (n.node.as_str(), n.verdict)).collect();
+    assert_eq!(
+        verdicts,
+        [
+            ("cart", Verdict::DropsOutbound),
+            ("catalog", Verdict::Ok),
+            ("legacy", Verdict::Unknown),
+            ("payments", Verdict::DropsInbound),
+            ("queue", Verdict::Ok),
+            ("shipping", Verdict::Ok),
+            ("web", Verdict::Ok),
+        ],
+        "users is an entry node, not judged"
+    );
+    let cart = &nodes[0];
+    assert_eq!((cart.outbound.continued, cart.outbound.started), (70, 30));
+    assert!(cart.evidence[0].contains("cart -> catalog: 30 of 100 calls (30%)"), "{:?}", cart.evidence);
+    let payments = nodes.iter().find(|n| n.node.as_str() == "payments").unwrap();
+    assert_eq!((payments.inbound.missing, payments.inbound.continued), (10, 100));
 }

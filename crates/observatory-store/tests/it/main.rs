@@ -269,3 +269,32 @@ async fn sealed_buckets_are_packed_and_read_back_the_same() {
     let calls: u64 = graph_calls(&reopened.state, now).iter().map(|t| t.1).sum();
     assert_eq!(calls, 600);
 }
+
+#[tokio::test]
+async fn flows_and_propagation_marks_come_back_after_a_restart() {
+    use observatory_core::ContextMark;
+    let dir = tempfile::tempdir().unwrap();
+    let now = unix_now_ms();
+    let labelled = |flow: Option<&str>, mark: ContextMark| {
+        let mut e = event("web", "catalog", now - 1_000, 2_000, false);
+        e.edge = e.edge.labelled(flow.map(|f| NodeName::new(f, 200).unwrap()), mark);
+        e
+    };
+    let batch = vec![
+        event("web", "catalog", now - 1_000, 2_000, false),
+        labelled(Some("checkout-page"), ContextMark::Continued),
+        labelled(Some("checkout-page"), ContextMark::Started),
+        labelled(None, ContextMark::Missing),
+    ];
+    ingest(dir.path(), std::slice::from_ref(&batch)).await;
+    let reopened = open_when_free(dir.path());
+    let by_label =
+        reopened.state.graph_labelled_as_of(15 * 60 * 1000, now + 1, now + 1, None, true).expect("graph");
+    let mut read: Vec<Edge> = by_label.edges.iter().map(|e| e.edge.clone()).collect();
+    let mut written: Vec<Edge> = batch.iter().map(|e| e.edge.clone()).collect();
+    read.sort();
+    written.sort();
+    assert_eq!(read, written, "every flow and mark is an edge of its own on disk");
+    assert_eq!(graph_calls(&reopened.state, now), [("web -> catalog".to_string(), 4, 0, 40)]);
+    assert!(reopened.state.global_view_recomputed_matches());
+}

@@ -173,3 +173,41 @@ fn the_version_before_is_refused_naming_it() {
         assert_eq!(wire::decode(&unhex(bytes)), Err(wire::WireError::Version(2)), "`{name}` of version 2");
     }
 }
+
+#[test]
+fn edges_with_flows_and_marks_travel_as_they_are() {
+    use observatory_core::ContextMark;
+    let (mut a, b) = states();
+    let events: Vec<Event> = [
+        (Some("checkout-page"), ContextMark::Continued),
+        (None, ContextMark::Started),
+        (Some("tenant=acme"), ContextMark::Unknown),
+    ]
+    .into_iter()
+    .map(|(flow, mark)| Event {
+        edge: Edge::new(name("web"), name("checkout")).labelled(flow.map(name), mark),
+        ts_ms: NOW - 2_000,
+        latency_us: Some(4_000),
+        error: false,
+        bytes: 10,
+        count: 2,
+    })
+    .collect();
+    assert_eq!(a.apply_local(NOW, &events).accepted, 3);
+    let want = b.sync_request(&Transfer::default());
+    let head = SyncMessage {
+        fingerprint: "0123456789abcdef".into(),
+        session: 9,
+        step: 1,
+        reply: true,
+        want: Some(want.clone()),
+        lag_cells: None,
+    };
+    let pages = a.delta_within(&want, 1 << 20, wire_cost);
+    let message: MeshMessage = Message::Sync(head, pages).into();
+    let decoded = wire::decode(&wire::encode(message.clone())).expect("decodes");
+    assert_eq!(decoded, message, "every flow and mark comes back");
+    // Edges without either are still written as they were before flows existed.
+    let text = hex(&wire::encode(message));
+    assert!(text.contains(&hex(b"checkout-page")));
+}
