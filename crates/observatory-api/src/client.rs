@@ -124,11 +124,41 @@ impl Client {
 
     /// `GET /api/v1/graph?window=..&at=..`.
     pub async fn graph(&self, window: &str, at: Option<&str>) -> Result<Fetched<GraphAnswer>, ClientError> {
+        self.graph_of_flow(window, at, None).await
+    }
+
+    /// `GET /api/v1/graph` of one flow (`flow`), or of all.
+    pub async fn graph_of_flow(
+        &self,
+        window: &str,
+        at: Option<&str>,
+        flow: Option<&str>,
+    ) -> Result<Fetched<GraphAnswer>, ClientError> {
         let mut query = vec![("window", window.to_string())];
         if let Some(at) = at {
             query.push(("at", at.to_string()));
         }
+        if let Some(flow) = flow {
+            query.push(("flow", flow.to_string()));
+        }
         self.fetch(self.http.get(self.url("/api/v1/graph")).query(&query), "reading the graph").await
+    }
+
+    /// `GET /api/v1/propagation`: the propagation verdict of every node.
+    pub async fn propagation(
+        &self,
+        window: &str,
+        at: Option<&str>,
+    ) -> Result<Fetched<crate::wire::PropagationAnswer>, ClientError> {
+        let mut query = vec![("window", window.to_string())];
+        if let Some(at) = at {
+            query.push(("at", at.to_string()));
+        }
+        self.fetch(
+            self.http.get(self.url("/api/v1/propagation")).query(&query),
+            "reading the propagation verdicts",
+        )
+        .await
     }
 
     /// `GET /api/v1/layout`: the graph drawn by the peer.

@@ -127,6 +127,16 @@ impl Flows {
         &self.atoms
     }
 
+    /// The flow a call in this context is reported in: the labels joined by `,`
+    /// (`None` without labels).
+    pub fn reported(&self) -> Option<Arc<str>> {
+        match self.atoms.as_slice() {
+            [] => None,
+            [one] => Some(one.0.clone()),
+            many => Some(Arc::from(many.iter().map(Flow::as_str).collect::<Vec<_>>().join(","))),
+        }
+    }
+
     /// Whether labels were dropped because there were more than [`FLOWS_MAX`].
     pub fn overflowed(&self) -> bool {
         self.overflowed

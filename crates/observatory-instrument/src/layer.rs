@@ -18,7 +18,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::context::{Context, extract};
-use crate::reporter::{Kind, Report};
+use crate::reporter::{ContextMark, Kind, Report};
 use crate::{CURRENT, Instrument, NODE_HEADER, decode_node_header, unix_micros, unix_millis};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -63,12 +63,33 @@ where
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let incoming = extract(request.headers());
         self.instrument.note_inbound(&incoming);
+        // A request without context is reported here, from the entry node: nobody else
+        // will report it, and it is how the peer sees traces begin at this service.
+        let without_context = !incoming.has_context();
         let context = incoming.context.clone();
         request.extensions_mut().insert(incoming);
         let future = CURRENT.scope(context, self.inner.call(request));
         let node_header = self.node_header.clone();
+        let instrument = self.instrument.clone();
+        let started = SystemTime::now();
+        let clock = Instant::now();
         Box::pin(async move {
-            let mut response = future.await?;
+            let result = future.await;
+            if without_context {
+                let error = result.as_ref().map_or(true, |r| r.status().is_server_error());
+                instrument.record(Report {
+                    from: instrument.entry_node(),
+                    to: Box::from(instrument.service().as_str()),
+                    kind: Kind::Request,
+                    ts_ms: unix_millis(started),
+                    latency_us: u64::try_from(clock.elapsed().as_micros()).unwrap_or(u64::MAX),
+                    error,
+                    bytes: None,
+                    flow: None,
+                    context: ContextMark::Missing,
+                });
+            }
+            let mut response = result?;
             response.headers_mut().insert(NODE_HEADER, node_header);
             Ok(response)
         })
@@ -122,10 +143,14 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let context = crate::current().unwrap_or_else(|| {
-            self.instrument.note_outbound_without_context();
-            Context::new_root()
-        });
+        let (context, mark) = match crate::current() {
+            Some(context) => (context, ContextMark::Continued),
+            None => {
+                self.instrument.note_outbound_without_context();
+                (Context::new_root(), ContextMark::Started)
+            }
+        };
+        let flow = context.flows.reported();
         let started = SystemTime::now();
         let clock = Instant::now();
         context.inject(self.instrument.service().encoded(), unix_micros(started), request.headers_mut());
@@ -163,6 +188,8 @@ where
                     latency_us,
                     error,
                     bytes,
+                    flow,
+                    context: mark,
                 }),
                 None => instrument.note_unnamed_callee(),
             }

@@ -47,7 +47,9 @@ use serde::Serialize;
 pub use crate::baggage::{Flow, FlowError, Flows, Hop};
 pub use crate::context::{Context, Extract, Incoming, Inject, MessageHeaders, Sent, extract};
 pub use crate::layer::{ClientLayer, ClientService, ServerLayer, ServerService};
-pub use crate::reporter::{Kind, Report, Reporter, ReporterConfig, ReporterError, ReporterStats};
+pub use crate::reporter::{
+    ContextMark, Kind, Report, Reporter, ReporterConfig, ReporterError, ReporterStats,
+};
 pub use crate::traceparent::{SpanId, TraceId, TraceParent};
 
 /// The response header in which a server names itself (percent-encoded like our member).
@@ -135,12 +137,22 @@ pub struct InstrumentConfig {
     pub service: ServiceName,
     /// How reports reach the peer.
     pub reporter: ReporterConfig,
+    /// The node a request that came without context is reported from (the peer's
+    /// `correlation.entry_node`, `user` by default).
+    pub entry_node: String,
 }
+
+/// The entry node's name when none is given: the peer's default `correlation.entry_node`.
+pub const ENTRY_NODE_DEFAULT: &str = "user";
 
 impl InstrumentConfig {
     /// Service `service` reporting to the peer at `peer_url`, with the defaults.
     pub fn new(service: &str, peer_url: &str) -> Result<Self, ServiceNameError> {
-        Ok(Self { service: ServiceName::new(service)?, reporter: ReporterConfig::new(peer_url) })
+        Ok(Self {
+            service: ServiceName::new(service)?,
+            reporter: ReporterConfig::new(peer_url),
+            entry_node: ENTRY_NODE_DEFAULT.to_string(),
+        })
     }
 
     /// Service `service` reporting to the peer `OBSERVATORY_URL` names, else to
@@ -181,6 +193,7 @@ struct Counters {
 #[derive(Debug)]
 struct Inner {
     service: ServiceName,
+    entry_node: Arc<str>,
     reporter: Reporter,
     counters: Counters,
 }
@@ -206,14 +219,24 @@ impl Instrument {
     /// Starts the reporter on the current tokio runtime.
     pub fn start(config: InstrumentConfig) -> Result<Self, InstrumentError> {
         let reporter = Reporter::start(config.service.as_str(), config.reporter)?;
+        let entry_node = Arc::from(config.entry_node.as_str());
         Ok(Self {
-            inner: Arc::new(Inner { service: config.service, reporter, counters: Counters::default() }),
+            inner: Arc::new(Inner {
+                service: config.service,
+                entry_node,
+                reporter,
+                counters: Counters::default(),
+            }),
         })
     }
 
     /// This service's name.
     pub fn service(&self) -> &ServiceName {
         &self.inner.service
+    }
+
+    pub(crate) fn entry_node(&self) -> Arc<str> {
+        self.inner.entry_node.clone()
     }
 
     /// Middleware for this service's HTTP server (axum, hyper, tonic).
@@ -250,6 +273,8 @@ impl Instrument {
             latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
             error,
             bytes,
+            flow: current().and_then(|c| c.flows.reported()),
+            context: if current().is_some() { ContextMark::Continued } else { ContextMark::Started },
         });
     }
 
@@ -285,6 +310,10 @@ impl Instrument {
                     latency_us: transit_us,
                     error,
                     bytes,
+                    flow: incoming.context.flows.reported(),
+                    // The consumer cannot tell whether the producer sent in a request's
+                    // context; its own counts say (`outbound_without_context`).
+                    context: ContextMark::Unknown,
                 });
             }
             None => {

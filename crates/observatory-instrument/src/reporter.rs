@@ -32,6 +32,27 @@ pub enum Kind {
     Database,
 }
 
+/// Whether a call carried its caller's context, as the peer's propagation verdicts read it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContextMark {
+    /// Not said.
+    #[default]
+    Unknown,
+    /// The caller sent on the context of the request it was serving.
+    Continued,
+    /// The caller served no request (or lost its context) and started a new trace.
+    Started,
+    /// The callee got no context (reported by the callee, from the entry node).
+    Missing,
+}
+
+impl ContextMark {
+    fn is_unknown(&self) -> bool {
+        *self == ContextMark::Unknown
+    }
+}
+
 /// One call or message on an edge, as the peer takes it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
@@ -49,6 +70,10 @@ pub struct Report {
     pub error: bool,
     /// Bytes carried, if known.
     pub bytes: Option<u64>,
+    /// The flow the call belongs to: the context's flow labels, joined by `,`.
+    pub flow: Option<Arc<str>>,
+    /// Whether the call carried its caller's context.
+    pub context: ContextMark,
 }
 
 /// How the reporter talks to its peer.
@@ -255,6 +280,10 @@ struct WireEvent<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     bytes: Option<u64>,
     kind: Kind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    flow: Option<&'a str>,
+    #[serde(skip_serializing_if = "ContextMark::is_unknown")]
+    context: ContextMark,
 }
 
 #[derive(Deserialize)]
@@ -390,6 +419,8 @@ fn encode_batch(batch: &[Report]) -> bytes::Bytes {
             error: r.error,
             bytes: r.bytes,
             kind: r.kind,
+            flow: r.flow.as_deref(),
+            context: r.context,
         })
         .collect();
     let mut out = Vec::with_capacity(64 * batch.len());

@@ -78,13 +78,22 @@ pub enum GraphFormat {
 }
 
 /// Fetches the graph of a window and prints it.
-pub async fn graph(peer: &str, window: &str, at: Option<&str>, format: GraphFormat) -> anyhow::Result<()> {
+pub async fn graph(
+    peer: &str,
+    window: &str,
+    at: Option<&str>,
+    flow: Option<&str>,
+    format: GraphFormat,
+) -> anyhow::Result<()> {
     if let GraphFormat::Svg = format {
+        if flow.is_some() {
+            anyhow::bail!("--flow is not drawn yet; use --format table, json, dot or mermaid for one flow");
+        }
         let drawn = Client::new(peer)?.layout(window, at).await?;
         print!("{}", observatory_api::picture::picture_svg(&drawn.answer));
         return Ok(());
     }
-    let fetched = Client::new(peer)?.graph(window, at).await?;
+    let fetched = Client::new(peer)?.graph_of_flow(window, at, flow).await?;
     let answer = &fetched.answer;
     match format {
         GraphFormat::Json => println!("{}", serde_json::to_string_pretty(&fetched.raw)?),
@@ -94,6 +103,79 @@ pub async fn graph(peer: &str, window: &str, at: Option<&str>, format: GraphForm
         GraphFormat::Svg => unreachable!("drawn above"),
     }
     Ok(())
+}
+
+/// Prints the propagation verdicts as a table (or the JSON answer); returns whether any
+/// node is flagged.
+pub async fn propagation(peer: &str, window: &str, at: Option<&str>, json: bool) -> anyhow::Result<bool> {
+    let fetched = Client::new(peer)?.propagation(window, at).await?;
+    let answer = &fetched.answer;
+    let flagged = answer.nodes.iter().any(|n| n.verdict.starts_with("drops"));
+    if json {
+        println!("{}", serde_json::to_string_pretty(&fetched.raw)?);
+        return Ok(flagged);
+    }
+    let w = &answer.window;
+    println!(
+        "window {} ending {}: {} nodes judged ({} is the entry node; nodes only it calls are not judged)",
+        w.length,
+        w.end,
+        answer.nodes.len(),
+        answer.entry_node
+    );
+    let header = [
+        "NODE",
+        "VERDICT",
+        "IN CONTINUED",
+        "IN STARTED",
+        "IN MISSING",
+        "OUT CONTINUED",
+        "OUT STARTED",
+        "UNMARKED",
+    ];
+    let rows: Vec<[String; 8]> = answer
+        .nodes
+        .iter()
+        .map(|n| {
+            [
+                n.node.clone(),
+                n.verdict.clone(),
+                n.inbound.continued.to_string(),
+                n.inbound.started.to_string(),
+                n.inbound.missing.to_string(),
+                n.outbound.continued.to_string(),
+                n.outbound.started.to_string(),
+                (n.inbound.unknown + n.outbound.unknown).to_string(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[String]| {
+        let mut text = String::new();
+        for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
+            if i < 2 {
+                let _ = write!(text, "{cell:<width$}  ");
+            } else {
+                let _ = write!(text, "{cell:>width$}  ");
+            }
+        }
+        text.trim_end().to_string()
+    };
+    println!("{}", line(&header.map(String::from)));
+    for row in &rows {
+        println!("{}", line(row));
+    }
+    for node in answer.nodes.iter().filter(|n| !n.evidence.is_empty()) {
+        for sentence in &node.evidence {
+            println!("  {}: {sentence}", node.node);
+        }
+    }
+    Ok(flagged)
 }
 
 /// Prints the peer's status as JSON.
@@ -164,9 +246,13 @@ pub fn table(answer: &GraphAnswer) -> String {
         Some(m) => format!("; partial ({} of {} peers in sync)", m.peers_in_sync, m.peers_known),
         None => String::new(),
     };
+    let flow = match &answer.flow {
+        Some(flow) => format!(" of flow {flow}"),
+        None => String::new(),
+    };
     let _ = writeln!(
         out,
-        "window {} ending {} (resolution {}), {} edges, {} nodes, {} origin{}{mesh}",
+        "window {} ending {} (resolution {}){flow}, {} edges, {} nodes, {} origin{}{mesh}",
         w.length,
         w.end,
         w.resolution,

@@ -207,6 +207,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     eprintln!("  the graph:  observatory graph --peer {} --window 1m", peer_urls[0]);
     eprintln!("  live table: observatory top --peer {}", peer_urls[1]);
+    eprintln!("  one flow:   observatory graph --peer {} --window 1m --flow checkout-page", peer_urls[2]);
+    eprintln!("  context:    observatory propagation --peer {}", peer_urls[0]);
     eprintln!("Ctrl-C stops everything.");
 
     if args.requests.is_some() {

@@ -91,9 +91,30 @@ enum Command {
         /// End of the window: an RFC 3339 time or epoch milliseconds. Default: now.
         #[arg(long)]
         at: Option<String>,
+        /// Only the calls of this flow (a label services set at the entry and carry
+        /// through every hop, e.g. checkout-page).
+        #[arg(long)]
+        flow: Option<String>,
         /// Output format.
         #[arg(long, short = 'f', value_enum, default_value = "table")]
         format: client::GraphFormat,
+    },
+    /// Is context propagated correctly? The verdict of every node (ok, drops context
+    /// inbound, drops context outbound, unknown) with the evidence. Exits with 1 when a
+    /// node is flagged.
+    Propagation {
+        /// URL of the peer's HTTP API.
+        #[arg(long, env = "OBSERVATORY_PEER", default_value = "http://127.0.0.1:7070")]
+        peer: String,
+        /// Length of the window, ending now (or at --at).
+        #[arg(long, short = 'w', default_value = "5m")]
+        window: String,
+        /// End of the window: an RFC 3339 time or epoch milliseconds. Default: now.
+        #[arg(long)]
+        at: Option<String>,
+        /// Print the JSON answer instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// The busiest edges, live in the terminal: rates, errors, p50/p99, a sparkline per
     /// edge and the coverage line. Keys: q quit, s sort, / filter, p pause.
@@ -271,9 +292,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let all_accepted = runtime()?.block_on(client::send(&peer, &file))?;
             Ok(if all_accepted { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
-        Command::Graph { peer, window, at, format } => {
-            runtime()?.block_on(client::graph(&peer, &window, at.as_deref(), format))?;
+        Command::Graph { peer, window, at, flow, format } => {
+            runtime()?.block_on(client::graph(&peer, &window, at.as_deref(), flow.as_deref(), format))?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Propagation { peer, window, at, json } => {
+            let flagged = runtime()?.block_on(client::propagation(&peer, &window, at.as_deref(), json))?;
+            Ok(if flagged { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
         Command::Top { peer, window, sort } => {
             top::run(&peer, &window, sort, std::time::Duration::from_secs(1))?;

@@ -105,27 +105,30 @@ struct Args {
     drop_context: f64,
 }
 
-/// What a service made: calls per edge, and how many failed.
+/// What a service made: calls per edge and flow, and how many failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct MadeEdge {
     from: String,
     to: String,
     kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    flow: Option<String>,
     calls: u64,
     errors: u64,
 }
 
-/// `(from, to, kind)`.
-type EdgeName = (String, String, &'static str);
+/// `(from, to, kind, flow)`.
+type EdgeName = (String, String, &'static str, Option<String>);
 
 /// Calls and errors per edge.
 #[derive(Debug, Default)]
 struct Made(Mutex<BTreeMap<EdgeName, (u64, u64)>>);
 
 impl Made {
-    fn add(&self, from: &str, to: &str, kind: &'static str, error: bool) {
+    fn add(&self, from: &str, to: &str, kind: &'static str, flow: Option<&str>, error: bool) {
         let mut made = self.0.lock().unwrap();
-        let entry = made.entry((from.to_string(), to.to_string(), kind)).or_default();
+        let entry =
+            made.entry((from.to_string(), to.to_string(), kind, flow.map(str::to_string))).or_default();
         entry.0 += 1;
         entry.1 += u64::from(error);
     }
@@ -133,10 +136,11 @@ impl Made {
     fn edges(&self) -> Vec<MadeEdge> {
         let made = self.0.lock().unwrap();
         made.iter()
-            .map(|((from, to, kind), (calls, errors))| MadeEdge {
+            .map(|((from, to, kind, flow), (calls, errors))| MadeEdge {
                 from: from.clone(),
                 to: to.clone(),
                 kind: kind.to_string(),
+                flow: flow.clone(),
                 calls: *calls,
                 errors: *errors,
             })
@@ -213,7 +217,10 @@ impl Shop {
         } else {
             send.await
         };
-        self.made.add(self.service.name(), to.name(), "request", !answer.ok());
+        // A call that lost its context lost its flow too.
+        let flow =
+            if drop { None } else { observatory_instrument::current().and_then(|c| c.flows.reported()) };
+        self.made.add(self.service.name(), to.name(), "request", flow.as_deref(), !answer.ok());
         answer
     }
 }
@@ -351,8 +358,9 @@ async fn shipping(shop: Arc<Shop>, stop: tokio_util::sync::CancellationToken) {
             work(1.0, 0.3).await;
             let error = fails(0.02);
             let incoming = shop.instrument.receive_message(&headers, error, Some(message.body.len() as u64));
-            if let Some(hop) = incoming.hop {
-                shop.made.add(&hop.node, "shipping", "messaging", error);
+            if let Some(hop) = &incoming.hop {
+                let flow = incoming.context.flows.reported();
+                shop.made.add(&hop.node, "shipping", "messaging", flow.as_deref(), error);
             }
         }
         if idle {

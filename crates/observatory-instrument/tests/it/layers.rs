@@ -126,6 +126,12 @@ async fn calls_through_a_service_report_each_edge_once_and_keep_the_trace() {
     );
     for event in &events {
         assert_eq!(event.kind, "request");
+        assert_eq!(event.flow.as_deref(), Some("checkout-page"), "every hop reports the entry's flow");
+        assert_eq!(
+            event.context.as_deref(),
+            Some("continued"),
+            "every call went on in its request's context"
+        );
         assert!(event.latency_ms > 0.0);
         assert!(event.bytes.is_some(), "content lengths are known: {event:?}");
     }
@@ -160,6 +166,7 @@ async fn calls_outside_a_context_and_to_unnamed_callees_are_told_apart() {
     let mut tos: Vec<&str> = events.iter().map(|e| e.to.as_str()).collect();
     tos.sort();
     assert_eq!(tos, ["127.0.0.1", "named"], "the host names a callee that does not name itself");
+    assert!(events.iter().all(|e| e.context.as_deref() == Some("started") && e.flow.is_none()), "{events:?}");
     assert_eq!(caller.propagation_stats().outbound_without_context, 2);
     // The named server saw a context (a new trace the caller started) and its sender.
     assert_eq!(named.propagation_stats().inbound_named, 1);
@@ -168,6 +175,14 @@ async fn calls_outside_a_context_and_to_unnamed_callees_are_told_apart() {
     let mut bare = http_client();
     get_text(&mut bare, &format!("http://{named_addr}/")).await;
     assert_eq!(named.propagation_stats().inbound_without_context, 1);
+    // The callee reports that call itself, from the entry node: nobody else will.
+    let events = peer.wait_for(3).await;
+    let missing: Vec<_> = events.iter().filter(|e| e.context.as_deref() == Some("missing")).collect();
+    assert_eq!(missing.len(), 1, "{events:?}");
+    assert_eq!(
+        (missing[0].from.as_str(), missing[0].to.as_str(), missing[0].error),
+        ("user", "named", false)
+    );
     caller.shutdown().await;
     named.shutdown().await;
 }
@@ -240,6 +255,7 @@ async fn a_full_queue_drops_and_counts_and_tells_the_peer() {
     let svc = Instrument::start(observatory_instrument::InstrumentConfig {
         service: observatory_instrument::ServiceName::new("svc").unwrap(),
         reporter: config,
+        entry_node: "user".into(),
     })
     .unwrap();
     for _ in 0..10 {

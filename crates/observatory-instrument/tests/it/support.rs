@@ -21,6 +21,8 @@ pub struct Got {
     pub error: bool,
     pub bytes: Option<u64>,
     pub ts: i64,
+    pub flow: Option<String>,
+    pub context: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -75,6 +77,8 @@ async fn take(State(peer): State<Arc<FakePeer>>, headers: HeaderMap, body: Bytes
             error: text(&map, "error").unwrap().into_bool().unwrap(),
             bytes: text(&map, "bytes").map(|b| u64::try_from(b.into_integer().unwrap()).unwrap()),
             ts: i64::try_from(text(&map, "ts").unwrap().into_integer().unwrap()).unwrap(),
+            flow: text(&map, "flow").map(|f| f.into_text().unwrap()),
+            context: text(&map, "context").map(|c| c.into_text().unwrap()),
         };
         peer.events.lock().unwrap().push(got);
     }
