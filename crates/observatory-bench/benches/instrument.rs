@@ -112,6 +112,8 @@ fn main() {
             latency_us: 1_234,
             error: false,
             bytes: Some(512),
+            flow: None,
+            context: observatory_instrument::ContextMark::Started,
         };
         naive.lock().unwrap().push_back(report);
     });
