@@ -6,13 +6,14 @@
 //! (`started`), and a callee reports the calls that reached it without any context as
 //! edges from the entry node (`missing`). From those:
 //!
-//! - **drops context outbound**: on one of the node's outbound edges, some calls continue
-//!   the context and at least [`SHARE_MIN`] of them start new traces. A service that
+//! - **drops context outbound**: on one of the node's outbound edges, of at least
+//!   [`CALLS_MIN`] marked calls, some continue the context and at least [`SHARE_MIN`] of
+//!   them start new traces. A service that
 //!   loses its context on some code paths (work moved to a task that does not carry it)
 //!   shows this way. An edge whose calls *all* start traces is a background job (a
 //!   poller, a cron), not a fault: it is told apart only by the mix.
 //! - **drops context inbound**: the node is called by other nodes, and at least
-//!   [`SHARE_MIN`] of the calls reaching it came without context (a caller or a proxy in
+//!   [`SHARE_MIN`] of the (at least [`CALLS_MIN`]) calls reaching it came without context (a caller or a proxy in
 //!   between does not propagate it, or the node does not read it).
 //! - **unknown**: fewer than [`CALLS_MIN`] calls of the node carry a mark (spans and plain
 //!   events carry none).
@@ -133,7 +134,7 @@ impl FlowState {
             caller.1.started += counts.started;
             caller.1.unknown += counts.unknown;
             let sent = counts.continued + counts.started;
-            if counts.continued > 0 && sent > 0 && counts.started as f64 >= SHARE_MIN * sent as f64 {
+            if counts.continued > 0 && sent >= CALLS_MIN && counts.started as f64 >= SHARE_MIN * sent as f64 {
                 caller.3.push(format!(
                     "{from} -> {to}: {} of {sent} calls ({:.0}%) started a new trace while the others went on in their request's context",
                     counts.started,
@@ -148,7 +149,9 @@ impl FlowState {
             }
             let mut evidence = Vec::new();
             let reaching = inbound.continued + inbound.started + inbound.missing;
-            let drops_inbound = inbound.missing > 0 && inbound.missing as f64 >= SHARE_MIN * reaching as f64;
+            let drops_inbound = inbound.missing > 0
+                && reaching >= CALLS_MIN
+                && inbound.missing as f64 >= SHARE_MIN * reaching as f64;
             if drops_inbound {
                 evidence.push(format!(
                     "{} of {reaching} calls reaching {node} ({:.0}%) came without context, while other nodes call it",

@@ -352,3 +352,28 @@ fn propagation_flags_the_node_that_loses_context_and_no_other() {
     let payments = nodes.iter().find(|n| n.node.as_str() == "payments").unwrap();
     assert_eq!((payments.inbound.missing, payments.inbound.continued), (10, 100));
 }
+
+#[test]
+fn a_few_calls_are_not_enough_to_flag_a_node() {
+    use observatory_core::{ContextMark, Verdict};
+    let mut state = FlowState::new(default_settings(), default_limits());
+    state.set_local(Origin::new("p", 1));
+    let calls = |from: &str, to: &str, mark: ContextMark, n: u64| Event {
+        edge: edge(from, to).labelled(None, mark),
+        ts_ms: NOW_MS,
+        latency_us: None,
+        error: false,
+        bytes: 0,
+        count: n,
+    };
+    let events = [
+        calls("web", "cart", ContextMark::Continued, 30),
+        calls("cart", "catalog", ContextMark::Continued, 10),
+        calls("cart", "catalog", ContextMark::Started, 5),
+    ];
+    state.apply_local(NOW_MS, &events);
+    let (_, nodes) =
+        state.propagation_as_of(5 * MINUTE, NOW_MS + SECOND, NOW_MS, &node("user")).expect("verdicts");
+    let cart = nodes.iter().find(|n| n.node.as_str() == "cart").unwrap();
+    assert_eq!(cart.verdict, Verdict::Ok, "15 calls on the edge are fewer than the 20 needed: {cart:?}");
+}
