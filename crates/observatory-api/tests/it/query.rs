@@ -91,3 +91,63 @@ async fn status_and_health() {
     let (status, _) = peer.get("/api/v1/nothing").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn flows_and_propagation_marks_from_events_to_answers() {
+    let peer = TestPeer::new(default_limits());
+    let now = now_ms();
+    let mut events = vec![
+        json!({"from": "users", "to": "web", "ts": now, "flow": "checkout-page", "context": "continued", "count": 40}),
+        json!({"from": "web", "to": "cart", "ts": now, "flow": "checkout-page", "context": "continued", "count": 40}),
+        json!({"from": "cart", "to": "catalog", "ts": now, "flow": "checkout-page", "context": "continued", "count": 28}),
+        json!({"from": "cart", "to": "catalog", "ts": now, "context": "started", "count": 12}),
+        json!({"from": "web", "to": "catalog", "ts": now, "flow": "browse-page", "count": 5}),
+    ];
+    // Wrong values are refused naming the field.
+    events.push(json!({"from": "a", "to": "b", "context": "lost"}));
+    events.push(json!({"from": "a", "to": "b", "flow": ""}));
+    let (status, answer) = peer.post("application/json", json!(events).to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["accepted"], 5, "{answer}");
+    let fields: Vec<&str> =
+        answer["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    assert_eq!(fields, ["context", "flow"], "{answer}");
+
+    let (_, whole) = peer.get("/api/v1/graph?window=5m").await;
+    let calls = |graph: &serde_json::Value, from: &str, to: &str| {
+        graph["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["from"] == from && e["to"] == to)
+            .map(|e| e["calls"].clone())
+    };
+    assert_eq!(calls(&whole, "cart", "catalog"), Some(json!(40)), "flows and marks summed: {whole}");
+    assert_eq!(whole["edges"].as_array().unwrap().len(), 4, "{whole}");
+    assert_eq!(whole["flows"], json!(["browse-page", "checkout-page"]));
+    assert!(whole.get("flow").is_none());
+
+    let (status, checkout) = peer.get("/api/v1/graph?window=5m&flow=checkout-page").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(checkout["flow"], "checkout-page");
+    assert_eq!(calls(&checkout, "cart", "catalog"), Some(json!(28)), "{checkout}");
+    assert_eq!(calls(&checkout, "web", "catalog"), None, "browse-page is another flow");
+    let (_, nothing) = peer.get("/api/v1/graph?window=5m&flow=never-seen").await;
+    assert_eq!(nothing["edges"], json!([]));
+    let (status, bad) = peer.get("/api/v1/graph?window=5m&flow=").await;
+    assert_eq!((status, bad["error"]["param"].clone()), (StatusCode::BAD_REQUEST, json!("flow")), "{bad}");
+
+    let (status, verdicts) = peer.get("/api/v1/propagation?window=5m").await;
+    assert_eq!(status, StatusCode::OK, "{verdicts}");
+    assert_eq!(verdicts["entry_node"], "user");
+    let first = &verdicts["nodes"][0];
+    assert_eq!(
+        (first["node"].clone(), first["verdict"].clone()),
+        (json!("cart"), json!("drops context outbound")),
+        "{verdicts}"
+    );
+    assert_eq!(first["outbound"], json!({"continued": 28, "started": 12, "missing": 0, "unknown": 0}));
+    assert!(first["evidence"][0].as_str().unwrap().contains("12 of 40 calls (30%)"), "{first}");
+    let (status, bad) = peer.get("/api/v1/propagation?window=never").await;
+    assert_eq!((status, bad["error"]["param"].clone()), (StatusCode::BAD_REQUEST, json!("window")));
+}
