@@ -157,20 +157,29 @@ fn the_demo_shop_on_three_peers_gives_the_exact_graph_and_flags_the_service_that
     demo.assert_exact_graph();
     for peer in &demo.peers {
         let verdicts = demo.verdicts(peer);
-        let flagged: Vec<(&str, &str)> =
-            verdicts.iter().filter(|(_, v)| *v != "ok").map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        // `unknown` (fewer than 20 marked calls) is no flag; with 150 requests every node has more.
+        let flagged: Vec<(&str, &str)> = verdicts
+            .iter()
+            .filter(|(_, v)| v.starts_with("drops"))
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
         assert_eq!(flagged, [("cart", "drops context outbound")], "{peer}: {verdicts:?}");
-        assert!(!verdicts.contains_key("users"), "the entry is not judged");
+        assert_eq!(
+            verdicts.get("users").map(String::as_str),
+            Some("ok"),
+            "the front end, by its outbound calls"
+        );
     }
     demo.stop();
 }
 
 #[test]
 fn with_context_propagated_everywhere_nothing_is_flagged() {
-    let demo = run_demo(100, None);
+    let demo = run_demo(150, None);
     demo.assert_exact_graph();
     let verdicts = demo.verdicts(&demo.peers[2]);
-    assert!(verdicts.values().all(|v| v == "ok"), "{verdicts:?}");
+    assert!(verdicts.values().all(|v| !v.starts_with("drops")), "{verdicts:?}");
+    assert!(verdicts.values().filter(|v| *v == "ok").count() >= 6, "{verdicts:?}");
     assert!(verdicts.contains_key("cart") && verdicts.contains_key("shipping"), "{verdicts:?}");
     demo.stop();
 }

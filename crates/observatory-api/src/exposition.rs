@@ -134,7 +134,23 @@ fn service_graph(state: &FlowState) -> Vec<ServiceGraphEdge> {
     edges.sort_by(|a, b| {
         (&a.client, &a.server, a.connection_type).cmp(&(&b.client, &b.server, b.connection_type))
     });
-    edges
+    // The flows and propagation marks of one edge are one series: summed.
+    let mut summed: Vec<ServiceGraphEdge> = Vec::with_capacity(edges.len());
+    for edge in edges {
+        match summed.last_mut() {
+            Some(last) if last.labels() == edge.labels() => {
+                last.requests += edge.requests;
+                last.failed += edge.failed;
+                for (sum, add) in last.latency_buckets.iter_mut().zip(edge.latency_buckets) {
+                    *sum += add;
+                }
+                last.latency_count += edge.latency_count;
+                last.latency_sum_seconds += edge.latency_sum_seconds;
+            }
+            _ => summed.push(edge),
+        }
+    }
+    summed
 }
 
 /// One `observatory_*` family about the peer itself.
@@ -215,7 +231,11 @@ fn peer_families<P: PeerApi>(api: &Api<P>, stats: &StateStats) -> Vec<PeerFamily
             stats.global_cells as u64,
         ),
         gauge("observatory_nodes", "Nodes of the flow graph.", stats.nodes as u64),
-        gauge("observatory_edges", "Edges of the flow graph.", stats.edges as u64),
+        gauge(
+            "observatory_edges",
+            "Edges of the flow graph, each flow and propagation mark of a from -> to counted apart (as limits.edges_max counts them).",
+            stats.edges as u64,
+        ),
         gauge("observatory_store_bytes", "Bytes the store takes on disk.", api.peer.store_bytes()),
         counter(
             "observatory_spans_received_total",

@@ -19,7 +19,8 @@
 //!   events carry none).
 //! - **ok** otherwise.
 //!
-//! Entry nodes (called by nobody but the entry node) are not judged.
+//! The entry node is not judged, and front ends (nodes called by nobody but the entry
+//! node: outside traffic comes without context by nature) only by their outbound calls.
 
 use std::collections::BTreeMap;
 
@@ -144,12 +145,16 @@ impl FlowState {
         }
         let mut answer = Vec::new();
         for (node, (inbound, outbound, from_nodes, outbound_evidence)) in nodes {
-            if node == entry_node || from_nodes == 0 {
+            // A front end (called by nobody but the entry node) is judged by its outbound
+            // calls only: outside traffic comes without context by nature.
+            let front = from_nodes == 0;
+            if node == entry_node || (front && outbound.marked() == 0) {
                 continue;
             }
             let mut evidence = Vec::new();
             let reaching = inbound.continued + inbound.started + inbound.missing;
-            let drops_inbound = inbound.missing > 0
+            let drops_inbound = !front
+                && inbound.missing > 0
                 && reaching >= CALLS_MIN
                 && inbound.missing as f64 >= SHARE_MIN * reaching as f64;
             if drops_inbound {
@@ -161,7 +166,7 @@ impl FlowState {
             }
             let drops_outbound = !outbound_evidence.is_empty();
             evidence.extend(outbound_evidence);
-            let marked = inbound.marked() + outbound.marked();
+            let marked = if front { outbound.marked() } else { inbound.marked() + outbound.marked() };
             let verdict = if drops_outbound {
                 Verdict::DropsOutbound
             } else if drops_inbound {

@@ -173,7 +173,9 @@ impl FlowState {
     fn variants<'a>(&'a self, edge: &'a Edge) -> impl Iterator<Item = &'a EdgeCells> + 'a {
         self.global
             .iter()
-            .filter(move |(e, _)| e.same_base(edge) && (edge.flow.is_none() || e.flow == edge.flow))
+            .filter(move |(e, _)| {
+                e.same_base(edge) && edge.flow.as_ref().is_none_or(|f| in_flow(e.flow.as_ref(), f))
+            })
             .map(|(_, cells)| cells)
     }
 
@@ -261,8 +263,11 @@ impl FlowState {
         let (r, span) = self.choose(window_ms, end_ms, None, now_ms)?;
         let plan = self.read_plan(r, span.from_ms, span.to_ms);
         let mut accumulator = LatencyAccumulator::default();
-        let mut entries: Vec<(&Edge, &EdgeCells)> =
-            self.global.iter().filter(|(edge, _)| flow.is_none() || edge.flow.as_ref() == flow).collect();
+        let mut entries: Vec<(&Edge, &EdgeCells)> = self
+            .global
+            .iter()
+            .filter(|(edge, _)| flow.is_none_or(|f| in_flow(edge.flow.as_ref(), f)))
+            .collect();
         // Sorted, the flows and marks of one `from -> to` lie next to each other.
         entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let same = |a: &(&Edge, &EdgeCells), b: &(&Edge, &EdgeCells)| {
@@ -432,6 +437,12 @@ impl FlowState {
         }
         Ok((span, merged))
     }
+}
+
+/// Whether an edge of flow `flow` belongs to flow `wanted`: its flow is `wanted`, or one of
+/// the labels it joins with `,` is (a call in a context with several labels is in each).
+fn in_flow(flow: Option<&NodeName>, wanted: &NodeName) -> bool {
+    flow.is_some_and(|f| f == wanted || f.as_str().split(',').any(|label| label == wanted.as_str()))
 }
 
 /// Covers `[from, to)` with the coarsest whole buckets of `chain` (finest first).

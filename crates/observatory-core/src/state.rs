@@ -296,6 +296,16 @@ impl OriginState {
                 buffer.push(key.resolution);
                 buffer.extend_from_slice(&key.bucket_start_ms.to_le_bytes());
                 buffer.extend_from_slice(&cell_seq.to_le_bytes());
+                // Flows and marks are part of the key; edges without them hash as they
+                // always did, so that peers agree on digests of such cells.
+                if !key.edge.is_base() {
+                    buffer.push(0xff);
+                    if let Some(flow) = &key.edge.flow {
+                        buffer.extend_from_slice(flow.as_str().as_bytes());
+                    }
+                    buffer.push(0);
+                    buffer.push(key.edge.context.code());
+                }
                 digest = digest.wrapping_add(xxhash_rust::xxh3::xxh3_64(&buffer));
             }
         }
@@ -592,17 +602,23 @@ impl FlowState {
         let mut new_flows: FxHashSet<NodeName> = FxHashSet::default();
         for (index, event) in events.iter().enumerate() {
             let folded;
-            let event = match self.fold_flow(event, &mut new_flows) {
+            let (event, was_folded) = match self.fold_flow(event, &new_flows) {
                 Some(with_other) => {
-                    outcome.flows_folded += 1;
                     folded = with_other;
-                    &folded
+                    (&folded, true)
                 }
-                None => event,
+                None => (event, false),
             };
             if let Err(rejection) = self.admit(now_ms, event, &mut new_edges, &mut new_nodes) {
                 outcome.rejected.push((index, rejection));
                 continue;
+            }
+            // Only an admitted event takes a flow's place.
+            outcome.flows_folded += usize::from(was_folded);
+            if let Some(flow) = &event.edge.flow
+                && !self.flows.contains_key(flow)
+            {
+                new_flows.insert(flow.clone());
             }
             let group_key = (event.edge.clone(), finest.bucket_start(event.ts_ms));
             let (data, indices) = groups.entry(group_key).or_default();
@@ -692,13 +708,12 @@ impl FlowState {
 
     /// The event with its flow folded into [`OTHER_FLOW`] when its flow is new and
     /// `limits.flows_max` flows exist already; `None` when it stays as it is.
-    fn fold_flow(&self, event: &Event, new_flows: &mut FxHashSet<NodeName>) -> Option<Event> {
+    fn fold_flow(&self, event: &Event, new_flows: &FxHashSet<NodeName>) -> Option<Event> {
         let flow = event.edge.flow.as_ref()?;
         if self.flows.contains_key(flow) || new_flows.contains(flow) {
             return None;
         }
         if self.flows.len() + new_flows.len() < self.limits.flows_max {
-            new_flows.insert(flow.clone());
             return None;
         }
         let other = NodeName::new(OTHER_FLOW, OTHER_FLOW.len()).expect("a valid name");

@@ -35,6 +35,10 @@ pub const FLOWS_MAX: usize = 8;
 /// Longest flow label in bytes.
 pub const FLOW_BYTES_MAX: usize = 32;
 
+/// Longest flow a call is reported in (the labels joined): under the peer's default
+/// `limits.node_name_bytes_max` (200), which flows are checked against.
+pub const REPORTED_FLOW_BYTES_MAX: usize = 128;
+
 /// Longest node name, percent-encoded, that our member carries. With the other fields and
 /// the flows this keeps `traceparent` plus our member under [`CONTEXT_BYTES_MAX`].
 pub const NODE_ENCODED_BYTES_MAX: usize = 150;
@@ -127,13 +131,26 @@ impl Flows {
         &self.atoms
     }
 
-    /// The flow a call in this context is reported in: the labels joined by `,`
-    /// (`None` without labels).
+    /// The flow a call in this context is reported in: the labels joined by `,`, as many
+    /// (smallest first) as fit in [`REPORTED_FLOW_BYTES_MAX`] (`None` without labels).
     pub fn reported(&self) -> Option<Arc<str>> {
         match self.atoms.as_slice() {
             [] => None,
             [one] => Some(one.0.clone()),
-            many => Some(Arc::from(many.iter().map(Flow::as_str).collect::<Vec<_>>().join(","))),
+            many => {
+                let mut joined = String::new();
+                for label in many {
+                    let extra = label.as_str().len() + usize::from(!joined.is_empty());
+                    if joined.len() + extra > REPORTED_FLOW_BYTES_MAX {
+                        break;
+                    }
+                    if !joined.is_empty() {
+                        joined.push(',');
+                    }
+                    joined.push_str(label.as_str());
+                }
+                Some(Arc::from(joined))
+            }
         }
     }
 
@@ -212,7 +229,9 @@ pub fn parse_baggage<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> ParsedBa
         let Ok(text) = std::str::from_utf8(value) else { continue };
         for member in text.split(',') {
             let member = member.trim_matches(is_ows);
-            if member.is_empty() {
+            // Values are percent-encoded ASCII; a member with a control or raw non-ASCII
+            // byte would make the whole header unsendable on the next hop.
+            if member.is_empty() || !member.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b)) {
                 continue;
             }
             let Some((key, rest)) = member.split_once('=') else { continue };

@@ -28,6 +28,8 @@ fn values<'a, C: Extract + ?Sized>(carrier: &'a C, name: &'a str) -> impl Iterat
 pub trait Inject {
     /// Sets header `name` (lower case) to `value`, replacing what it held.
     fn set(&mut self, name: &'static str, value: &[u8]);
+    /// Removes header `name`.
+    fn remove(&mut self, name: &'static str);
 }
 
 impl Extract for http::HeaderMap {
@@ -46,6 +48,9 @@ impl Inject for http::HeaderMap {
         if let Ok(value) = http::HeaderValue::from_bytes(value) {
             self.insert(name, value);
         }
+    }
+    fn remove(&mut self, name: &'static str) {
+        http::HeaderMap::remove(self, name);
     }
 }
 
@@ -67,6 +72,9 @@ impl Inject for MessageHeaders {
     fn set(&mut self, name: &'static str, value: &[u8]) {
         self.0.retain(|(key, _)| key != name);
         self.0.push((name.to_string(), value.to_vec()));
+    }
+    fn remove(&mut self, name: &'static str) {
+        self.0.retain(|(key, _)| key != name);
     }
 }
 
@@ -192,8 +200,10 @@ impl Context {
         let hop_id = hop_of(span_id);
         let traceparent = TraceParent { span_id, ..self.trace };
         carrier.set(TRACEPARENT, &traceparent.encode());
-        if let Some(state) = &self.tracestate {
-            carrier.set(TRACESTATE, state.as_bytes());
+        // A tracestate left from another trace (headers copied on) must not go with this one.
+        match &self.tracestate {
+            Some(state) => carrier.set(TRACESTATE, state.as_bytes()),
+            None => carrier.remove(TRACESTATE),
         }
         let mut bag = String::with_capacity(64 + self.foreign_baggage.as_deref().map_or(0, str::len));
         baggage::encode_member(&mut bag, node_encoded, now_us, hop_id, &self.flows);

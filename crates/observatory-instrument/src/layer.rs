@@ -68,7 +68,10 @@ where
         let without_context = !incoming.has_context();
         let context = incoming.context.clone();
         request.extensions_mut().insert(incoming);
-        let future = CURRENT.scope(context, self.inner.call(request));
+        // The inner service's synchronous part runs in the context too, not only its future.
+        let inner = &mut self.inner;
+        let future = CURRENT.sync_scope(context.clone(), || inner.call(request));
+        let future = CURRENT.scope(context, future);
         let node_header = self.node_header.clone();
         let instrument = self.instrument.clone();
         let started = SystemTime::now();

@@ -7,7 +7,7 @@
 //! while new reports keep queueing. [`Reporter::shutdown`] posts what is queued, within
 //! `shutdown_timeout`, and joins the task. Every post names the service and says how many
 //! reports were dropped so far (headers `observatory-reporter` and
-//! `observatory-reporter-dropped`), so the peer can count what never reached it.
+//! `observatory-reporter-dropped`); the peer does not read them yet.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -134,7 +134,11 @@ pub struct ReporterStats {
 struct Shared {
     queue: ArrayQueue<Report>,
     batch_max: usize,
+    /// A batch is full.
     wake: Notify,
+    /// Shutdown began (apart from `wake`, so that full batches do not cut a retry's
+    /// backoff short).
+    stop: Notify,
     stopping: AtomicBool,
     recorded: AtomicU64,
     accepted: AtomicU64,
@@ -189,6 +193,7 @@ impl Reporter {
             queue: ArrayQueue::new(config.queue_max),
             batch_max: config.batch_max,
             wake: Notify::new(),
+            stop: Notify::new(),
             stopping: AtomicBool::new(false),
             recorded: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
@@ -200,7 +205,8 @@ impl Reporter {
             shared: shared.clone(),
             client,
             events_url: format!("{url}/api/v1/events"),
-            service: service.to_string(),
+            // A header value is visible ASCII: the name goes percent-encoded.
+            service: percent_encoding::utf8_percent_encode(service, percent_encoding::CONTROLS).to_string(),
             config,
         };
         let task = runtime.spawn(worker.run());
@@ -212,7 +218,8 @@ impl Reporter {
     pub fn record(&self, report: Report) {
         let shared = &*self.shared;
         shared.recorded.fetch_add(1, Ordering::Relaxed);
-        if shared.queue.push(report).is_err() {
+        // After shutdown began, nothing will post it.
+        if shared.stopping.load(Ordering::Relaxed) || shared.queue.push(report).is_err() {
             shared.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
@@ -238,7 +245,7 @@ impl Reporter {
     /// Reports recorded afterwards are dropped and counted. Calling it again does nothing.
     pub async fn shutdown(&self) -> ReporterStats {
         self.shared.stopping.store(true, Ordering::SeqCst);
-        self.shared.wake.notify_one();
+        self.shared.stop.notify_one();
         let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(task) = task
             && let Err(error) = task.await
@@ -297,9 +304,10 @@ impl Worker {
         let mut batch: Vec<Report> = Vec::with_capacity(self.config.batch_max);
         let mut deadline: Option<Instant> = None;
         loop {
-            if deadline.is_none() {
+            if deadline.is_none() && !self.shared.stopping.load(Ordering::SeqCst) {
                 tokio::select! {
                     () = self.shared.wake.notified() => {}
+                    () = self.shared.stop.notified() => {}
                     () = tokio::time::sleep(self.config.flush_interval) => {}
                 }
             }
@@ -307,6 +315,17 @@ impl Worker {
                 deadline = Some(Instant::now() + self.config.shutdown_timeout);
             }
             loop {
+                if let Some(deadline) = deadline
+                    && Instant::now() >= deadline
+                {
+                    let mut left = batch.len() as u64;
+                    batch.clear();
+                    while self.shared.queue.pop().is_some() {
+                        left += 1;
+                    }
+                    self.shared.dropped.fetch_add(left, Ordering::Relaxed);
+                    break;
+                }
                 while batch.len() < self.config.batch_max {
                     match self.shared.queue.pop() {
                         Some(report) => batch.push(report),
@@ -370,7 +389,7 @@ impl Worker {
             tokio::select! {
                 () = tokio::time::sleep_until(wake_at) => {}
                 // Shutdown sets the deadline at once rather than after a long delay.
-                () = self.shared.wake.notified(), if deadline.is_none() => {}
+                () = self.shared.stop.notified(), if deadline.is_none() => {}
             }
             delay = (delay * 2).min(self.config.retry_max);
         }

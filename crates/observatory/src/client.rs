@@ -117,7 +117,7 @@ pub async fn propagation(peer: &str, window: &str, at: Option<&str>, json: bool)
     }
     let w = &answer.window;
     println!(
-        "window {} ending {}: {} nodes judged ({} is the entry node; nodes only it calls are not judged)",
+        "window {} ending {}: {} nodes judged ({} is the entry node; front ends, which only it calls, by their outbound calls)",
         w.length,
         w.end,
         answer.nodes.len(),

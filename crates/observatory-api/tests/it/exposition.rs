@@ -185,8 +185,8 @@ async fn metrics_give_the_service_graph_with_exact_counts_and_buckets() {
         json!([
             {"from": "web", "to": "checkout", "ts": ts, "latency_ms": 3, "count": 2},
             {"from": "web", "to": "checkout", "ts": ts, "latency_ms": 30, "error": true},
-            {"from": "web", "to": "checkout", "ts": ts, "latency_ms": 700},
-            {"from": "web", "to": "checkout", "ts": ts, "count": 3},
+            {"from": "web", "to": "checkout", "ts": ts, "latency_ms": 700, "context": "started"},
+            {"from": "web", "to": "checkout", "ts": ts, "count": 3, "flow": "checkout-page", "context": "continued"},
             {"from": "orders", "to": "queue", "ts": ts, "kind": "messaging", "latency_ms": 12, "count": 2, "error": true},
             {"from": "orders", "to": "queue", "ts": ts},
             {"from": "checkout", "to": "db", "ts": ts, "kind": "database", "latency_ms": 0.2, "count": 5},
@@ -214,7 +214,11 @@ async fn metrics_give_the_service_graph_with_exact_counts_and_buckets() {
     assert_eq!((requests(&queue), failed(&queue)), (2.0, 2.0));
     assert_eq!((requests(&orders_plain), failed(&orders_plain)), (1.0, 0.0), "kinds are separate series");
     assert_eq!((requests(&db), failed(&db)), (5.0, 0.0));
-    assert_eq!(m.named("traces_service_graph_request_total").len(), 4, "one series per edge and kind");
+    assert_eq!(
+        m.named("traces_service_graph_request_total").len(),
+        4,
+        "one series per edge and kind: flows and marks summed"
+    );
 
     let buckets = |labels: &[(&str, &str)]| -> Vec<f64> {
         BUCKETS
@@ -254,7 +258,7 @@ async fn metrics_give_the_service_graph_with_exact_counts_and_buckets() {
     assert_eq!(m.value("observatory_events_rejected_total", &[("reason", "invalid_latency_ms")]), 1.0);
     assert_eq!(m.named("observatory_events_rejected_total").len(), 1);
     assert_eq!(gauge("observatory_nodes"), 5.0);
-    assert_eq!(gauge("observatory_edges"), 4.0);
+    assert_eq!(gauge("observatory_edges"), 6.0, "web -> checkout in three flow and mark variants");
     assert_eq!(gauge("observatory_origins"), 1.0);
     assert!(gauge("observatory_cells") >= 4.0 * 4.0, "four edges in four resolutions at least");
     assert!(gauge("observatory_global_cells") >= 16.0);

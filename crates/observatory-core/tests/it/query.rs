@@ -342,9 +342,10 @@ fn propagation_flags_the_node_that_loses_context_and_no_other() {
             ("payments", Verdict::DropsInbound),
             ("queue", Verdict::Ok),
             ("shipping", Verdict::Ok),
+            ("users", Verdict::Ok),
             ("web", Verdict::Ok),
         ],
-        "users is an entry node, not judged"
+        "users, a front end, is judged by its outbound calls; the entry node user not at all"
     );
     let cart = &nodes[0];
     assert_eq!((cart.outbound.continued, cart.outbound.started), (70, 30));
@@ -376,4 +377,30 @@ fn a_few_calls_are_not_enough_to_flag_a_node() {
         state.propagation_as_of(5 * MINUTE, NOW_MS + SECOND, NOW_MS, &node("user")).expect("verdicts");
     let cart = nodes.iter().find(|n| n.node.as_str() == "cart").unwrap();
     assert_eq!(cart.verdict, Verdict::Ok, "15 calls on the edge are fewer than the 20 needed: {cart:?}");
+}
+
+#[test]
+fn a_front_end_that_loses_context_is_flagged_though_outside_calls_come_without() {
+    use observatory_core::{ContextMark, Verdict};
+    let mut state = FlowState::new(default_settings(), default_limits());
+    state.set_local(Origin::new("p", 1));
+    let calls = |from: &str, to: &str, mark: ContextMark, n: u64| Event {
+        edge: edge(from, to).labelled(None, mark),
+        ts_ms: NOW_MS,
+        latency_us: None,
+        error: false,
+        bytes: 0,
+        count: n,
+    };
+    // Browsers reach web without context (reported by web, from the entry node).
+    let events = [
+        calls("user", "web", ContextMark::Missing, 100),
+        calls("web", "catalog", ContextMark::Continued, 60),
+        calls("web", "catalog", ContextMark::Started, 40),
+    ];
+    state.apply_local(NOW_MS, &events);
+    let (_, nodes) =
+        state.propagation_as_of(5 * MINUTE, NOW_MS + SECOND, NOW_MS, &node("user")).expect("verdicts");
+    let verdicts: Vec<(&str, Verdict)> = nodes.iter().map(|n| (n.node.as_str(), n.verdict)).collect();
+    assert_eq!(verdicts, [("catalog", Verdict::Ok), ("web", Verdict::DropsOutbound)], "{nodes:?}");
 }

@@ -221,3 +221,27 @@ fn a_member_passed_on_by_a_service_without_the_library_names_nobody() {
     assert_eq!(incoming.context.flows, direct.context.flows, "the flows hold: {bag}");
     assert_eq!(incoming.context.trace.trace_id, direct.context.trace.trace_id);
 }
+
+#[test]
+fn what_is_sent_never_carries_leftovers_or_unsendable_bytes() {
+    // A tracestate copied on from another request goes when the context has none.
+    let mut out = headers(&[("tracestate", "old=1")]);
+    Context::new_root().inject("svc", 1, &mut out);
+    assert!(out.get("tracestate").is_none());
+    // A member with a raw control byte (possible in message headers) is dropped, the rest kept.
+    let mut message = MessageHeaders::default();
+    message.0.push(("baggage".into(), b"bad=a\x01b,good=1".to_vec()));
+    let incoming = extract(&message);
+    assert_eq!(incoming.context.foreign_baggage(), Some("good=1"));
+    let mut out = HeaderMap::new();
+    incoming.context.inject("svc", 1, &mut out);
+    assert!(out.get("baggage").unwrap().to_str().unwrap().ends_with(",good=1"));
+    // Many long labels are reported as those that fit the peer's name limit.
+    let mut context = Context::new_root();
+    for i in 0..FLOWS_MAX {
+        context = context.with_flow(Flow::new(&format!("{i}{}", "x".repeat(31))).unwrap());
+    }
+    let reported = context.flows.reported().unwrap();
+    assert!(reported.len() <= observatory_instrument::baggage::REPORTED_FLOW_BYTES_MAX, "{reported}");
+    assert_eq!(reported.split(',').count(), 3, "{reported}");
+}

@@ -281,6 +281,26 @@ async fn a_full_queue_drops_and_counts_and_tells_the_peer() {
     assert_eq!(peer.dropped_header.lock().unwrap().as_slice(), [("dropper".to_string(), 3)]);
 }
 
+#[tokio::test]
+async fn a_service_named_beyond_ascii_still_reports() {
+    let (peer, url) = fake_peer().await;
+    let svc = instrument("café ☕", &url);
+    svc.record_call(
+        "db",
+        Kind::Database,
+        std::time::SystemTime::now(),
+        Duration::from_millis(1),
+        false,
+        None,
+    );
+    let events = peer.wait_for(1).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].from, "café ☕");
+    let stats = svc.shutdown().await;
+    assert_eq!((stats.accepted, stats.posts_failed), (1, 0));
+    assert_eq!(peer.dropped_header.lock().unwrap()[0].0, "caf%C3%A9 %E2%98%95");
+}
+
 #[test]
 fn starting_outside_a_runtime_or_with_a_bad_url_says_why() {
     let error = Instrument::start(InstrumentConfig::new("svc", "http://127.0.0.1:1").unwrap()).unwrap_err();
