@@ -124,3 +124,35 @@ fn check_refuses_bad_resolution_lists_clearly() {
     let checked = run_observatory(&["config", "check", missing.to_str().expect("UTF-8 temp path")], &[]);
     checked.assert_clean_failure("config check of a missing file", &["missing.yaml"]);
 }
+
+#[test]
+fn span_naming_settings_are_checked_naming_the_key() {
+    peer_refuses(
+        "correlation: {peer_attributes: [peer.service, \"\"]}\n",
+        &[],
+        &["correlation.peer_attributes[1]", "1 to 256 bytes"],
+    );
+    peer_refuses("correlation: {unknown_node: \"\"}\n", &[], &["correlation.unknown_node", "empty"]);
+    peer_refuses("correlation: {peer_attributes: peer.service}\n", &[], &["correlation.peer_attributes"]);
+}
+
+#[test]
+fn a_taken_otlp_port_that_was_asked_for_is_an_error_naming_it() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port to occupy");
+    let addr = taken.local_addr().expect("its address");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    // Asked for in the config file and by the environment alike.
+    let config = write(dir.path(), "observatory.yaml", &format!("otlp: {{addr: \"{addr}\"}}\n"));
+    for builder in [
+        Peer::builder().data_dir(&data).without_otlp_flag().arg("--config").arg(&config),
+        Peer::builder().data_dir(&data).without_otlp_flag().env("OBSERVATORY_OTLP__ADDR", &addr.to_string()),
+    ] {
+        let finished = builder.run_to_exit();
+        finished.assert_clean_failure(
+            "a peer whose chosen OTLP port is taken",
+            &["OTLP/HTTP", &addr.to_string()],
+        );
+        assert!(!data.exists(), "a peer that cannot serve must not create its data dir\n{finished}");
+    }
+}

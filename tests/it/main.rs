@@ -15,6 +15,7 @@ mod otel_propagation;
 mod page;
 mod partition;
 mod prometheus;
+mod readme;
 mod restart;
 mod sim;
 mod single_peer;

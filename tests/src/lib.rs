@@ -309,6 +309,7 @@ pub struct PeerBuilder {
     env: Vec<(String, String)>,
     args: Vec<String>,
     no_http_flag: bool,
+    no_otlp_flag: bool,
     no_mesh_flags: bool,
 }
 
@@ -345,6 +346,12 @@ impl PeerBuilder {
         self
     }
 
+    /// Leaves out `--otlp 127.0.0.1:0`, so the config decides where OTLP is served.
+    pub fn without_otlp_flag(mut self) -> Self {
+        self.no_otlp_flag = true;
+        self
+    }
+
     fn command(&self, data_dir: &Path) -> Command {
         let mut command = observatory_command();
         command.arg("peer").arg("--data-dir").arg(data_dir);
@@ -352,7 +359,9 @@ impl PeerBuilder {
             command.args(["--http", "127.0.0.1:0"]);
         }
         // The OTLP listener's default port (4318) is one per machine.
-        command.args(["--otlp", "127.0.0.1:0"]);
+        if !self.no_otlp_flag {
+            command.args(["--otlp", "127.0.0.1:0"]);
+        }
         if !self.no_mesh_flags {
             // A mesh port of its own and no mDNS: tests run many peers side by side.
             command.args(["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"]);

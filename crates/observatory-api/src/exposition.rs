@@ -291,6 +291,11 @@ fn peer_families<P: PeerApi>(api: &Api<P>, stats: &StateStats) -> Vec<PeerFamily
             correlation.edges_virtual,
         ),
         counter(
+            "observatory_edges_unknown_total",
+            "Edges to correlation.unknown_node from CLIENT halves nobody answered that named nothing.",
+            correlation.edges_unknown,
+        ),
+        counter(
             "observatory_edges_root_total",
             "Edges from the entry node to a root span.",
             correlation.edges_root,

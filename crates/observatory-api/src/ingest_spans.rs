@@ -91,6 +91,7 @@ fn span_limits<P>(api: &Api<P>) -> SpanLimits {
     SpanLimits {
         node_name_bytes_max: api.limits.parse.node_name_bytes_max,
         spans_per_request_max: api.limits.spans_per_request_max,
+        peer_attributes: api.limits.peer_attributes.clone(),
     }
 }
 

@@ -72,6 +72,8 @@ pub struct ApiLimits {
     pub picture: picture::PictureSettings,
     /// The node edges from outside the system start at (`correlation.entry_node`).
     pub entry_node: String,
+    /// The span attributes naming the other side (`correlation.peer_attributes`).
+    pub peer_attributes: std::sync::Arc<[String]>,
 }
 
 impl ApiLimits {
@@ -91,6 +93,7 @@ impl ApiLimits {
             spans_per_request_max: limits.spans_per_request_max,
             picture: picture::PictureSettings::from_config(config),
             entry_node: config.correlation.entry_node.clone(),
+            peer_attributes: config.correlation.peer_attributes.clone().into(),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! reason), and the attribute rules that name a virtual node.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use observatory_core::{EdgeKind, NodeName};
 use observatory_correlate::{Remote, Span, SpanKind};
@@ -31,14 +32,29 @@ pub struct DecodedSpans {
     pub rejected: Vec<(usize, SpanRejection)>,
 }
 
-/// Limits on spans.
-#[derive(Debug, Clone, Copy)]
+/// Limits on spans, and how they name the other side (`correlation.peer_attributes`).
+#[derive(Debug, Clone)]
 pub struct SpanLimits {
     /// Longest service (node) name in bytes.
     pub node_name_bytes_max: usize,
     /// Most spans in one request; the rest are refused.
     pub spans_per_request_max: usize,
+    /// The attributes naming the node on the other side, first non-empty wins.
+    pub peer_attributes: Arc<[String]>,
 }
+
+impl SpanLimits {
+    /// The limits with the documented default peer attributes.
+    pub fn new(node_name_bytes_max: usize, spans_per_request_max: usize) -> Self {
+        let peer_attributes = observatory_config::Config::defaults().correlation.peer_attributes.clone();
+        Self { node_name_bytes_max, spans_per_request_max, peer_attributes: peer_attributes.into() }
+    }
+}
+
+/// Attributes that make a CLIENT span a database call (old and new semantic conventions).
+const DATABASE_ATTRIBUTES: [&str; 4] = ["db.system", "db.system.name", "db.name", "db.namespace"];
+/// Where a PRODUCER or CONSUMER names its destination, before the peer attributes.
+const DESTINATION_ATTRIBUTES: [&str; 2] = ["messaging.destination.name", "messaging.destination"];
 
 /// A trace id from its bytes: 16 bytes (Zipkin's 8 are widened), not all zero.
 pub(crate) fn trace_id(bytes: &[u8], field: &str) -> Result<u128, SpanRejection> {
@@ -133,28 +149,28 @@ pub(crate) fn otlp_kind(code: i64) -> Result<SpanKind, SpanRejection> {
     })
 }
 
-/// The node on the other side of a span, from its attributes (OpenTelemetry semantic
-/// conventions, old and new names): a database for a CLIENT with `db.system`, the
-/// destination of a PRODUCER or CONSUMER, else `peer.service` or `server.address` of a
-/// CLIENT. Names that are not valid node names are ignored.
+/// The node on the other side of a span, from its attributes: for a CLIENT the first of
+/// `limits.peer_attributes` present and not empty (a database call when it has a `db.*`
+/// attribute), for a PRODUCER or CONSUMER its destination, else the peer attributes, else
+/// `messaging.system`. Empty values count as absent; names that are not valid node names
+/// are ignored.
 pub(crate) fn remote<'a>(
     kind: SpanKind,
     attribute: impl Fn(&str) -> Option<Cow<'a, str>>,
     limits: &SpanLimits,
 ) -> Option<Remote> {
-    let first = |keys: &[&str]| keys.iter().find_map(|k| attribute(k)).filter(|v| !v.is_empty());
+    let present = |key: &str| attribute(key).filter(|v| !v.trim().is_empty());
+    let peers = limits.peer_attributes.iter().map(String::as_str);
     let (node, kind) = match kind {
-        SpanKind::Client => match first(&["db.system", "db.system.name"]) {
-            Some(system) => (first(&["db.namespace", "db.name"]).unwrap_or(system), EdgeKind::Database),
-            None => (first(&["peer.service", "server.address", "net.peer.name"])?, EdgeKind::Request),
-        },
+        SpanKind::Client => {
+            let database = DATABASE_ATTRIBUTES.iter().any(|k| present(k).is_some());
+            (
+                peers.into_iter().find_map(present)?,
+                if database { EdgeKind::Database } else { EdgeKind::Request },
+            )
+        }
         SpanKind::Producer | SpanKind::Consumer => (
-            first(&[
-                "messaging.destination.name",
-                "messaging.destination",
-                "peer.service",
-                "messaging.system",
-            ])?,
+            DESTINATION_ATTRIBUTES.into_iter().chain(peers).chain(["messaging.system"]).find_map(present)?,
             EdgeKind::Messaging,
         ),
         SpanKind::Server | SpanKind::Internal => return None,

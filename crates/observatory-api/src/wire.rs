@@ -717,6 +717,8 @@ pub struct CorrelationJson {
     pub edges_root: u64,
     /// Edges to or from a virtual node.
     pub edges_virtual: u64,
+    /// Edges to `correlation.unknown_node` (CLIENT halves that named nothing).
+    pub edges_unknown: u64,
     /// Halves given up with nothing to name the other side.
     pub spans_unpaired: u64,
     /// Halves given up early because the pending store was full.
@@ -752,6 +754,7 @@ impl From<CorrelationCounters> for CorrelationJson {
             edges_paired: c.edges_paired,
             edges_root: c.edges_root,
             edges_virtual: c.edges_virtual,
+            edges_unknown: c.edges_unknown,
             spans_unpaired: c.spans_unpaired,
             spans_evicted: c.spans_evicted,
             spans_pending: c.spans_pending,

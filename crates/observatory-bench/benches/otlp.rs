@@ -216,7 +216,7 @@ fn bench_ingest() {
             assert_eq!(request.resource_spans.len(), 3);
         }
     });
-    let limits = SpanLimits { node_name_bytes_max: 200, spans_per_request_max: 100_000 };
+    let limits = SpanLimits::new(200, 100_000);
     let bodies: Vec<bytes::Bytes> = payloads.iter().map(|p| bytes::Bytes::from(p.clone())).collect();
     let lean_decode = rate_per_s(spans_total, Duration::from_secs(3), || {
         for body in &bodies {
@@ -292,7 +292,7 @@ async fn ingest_end_to_end(payloads: &[Vec<u8>], ack: AckMode) -> (f64, u64) {
 fn bench_pairing() {
     println!("== cross-peer pairing (correlators only, sans IO), {SPANS_PER_REQUEST} spans a batch");
     let now = unix_now_ms();
-    let limits = SpanLimits { node_name_bytes_max: 200, spans_per_request_max: 100_000 };
+    let limits = SpanLimits::new(200, 100_000);
     // The same traffic as above, but each batch holds one service's spans only: every
     // trace is split over three batches.
     let batches: Vec<Vec<Span>> = payloads(48, now)

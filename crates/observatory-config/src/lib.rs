@@ -189,6 +189,10 @@ struct ObjectivesFile {
 pub struct OtlpSection {
     /// Where OTLP/HTTP is also served (`null`: only on `http.addr`).
     pub addr: Option<SocketAddr>,
+    /// Whether `addr` was asked for (config file, environment, `--otlp`) rather than
+    /// left at the default: a taken default port is a warning, a taken chosen one an error.
+    #[serde(skip)]
+    pub addr_chosen: bool,
 }
 
 /// `correlation.*`
@@ -209,6 +213,12 @@ pub struct CorrelationSection {
     pub tokens_max: usize,
     /// Most sightings kept per token.
     pub sightings_per_token_max: usize,
+    /// Span attributes naming the node on the other side of a CLIENT span (and of a
+    /// PRODUCER or CONSUMER without a destination), in order; the first non-empty wins.
+    pub peer_attributes: Vec<String>,
+    /// The node CLIENT halves that nobody answered and that name nothing go to
+    /// (`null`: counted as unpaired instead).
+    pub unknown_node: Option<String>,
     /// Longest time between two looks at waiting halves and quiet tokens.
     #[serde(with = "humantime_serde")]
     pub tick_interval: Duration,
@@ -413,12 +423,12 @@ impl Config {
     /// The defaults with `yaml` (a partial config) merged over them, validated; for
     /// tests and tools that change a few keys.
     pub fn from_yaml(yaml: &str) -> Result<Config, ConfigError> {
-        Self::extract(Figment::from(Yaml::string(DEFAULT_YAML)).merge(Yaml::string(yaml)))
+        Self::extract(Figment::from(Yaml::string(yaml)))
     }
 
     /// Loads defaults, `file` (if any), the environment and `overrides`, and validates.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
-        let mut figment = Figment::from(Yaml::string(DEFAULT_YAML));
+        let mut figment = Figment::new();
         if let Some(file) = file {
             if !file.exists() {
                 return Err(ConfigError::Missing(file.to_path_buf()));
@@ -450,10 +460,14 @@ impl Config {
         Self::extract(figment)
     }
 
-    fn extract(figment: Figment) -> Result<Config, ConfigError> {
-        let config: Config = figment
+    /// `chosen`: what the user gave (file, environment, flags), merged over the defaults.
+    fn extract(chosen: Figment) -> Result<Config, ConfigError> {
+        let addr_chosen = chosen.find_value("otlp.addr").is_ok();
+        let mut config: Config = Figment::from(Yaml::string(DEFAULT_YAML))
+            .merge(chosen)
             .extract()
             .map_err(|e| ConfigError::Keys(e.into_iter().map(|e| describe(&e)).collect()))?;
+        config.otlp.addr_chosen = addr_chosen;
         config.validate()?;
         Ok(config)
     }
@@ -545,6 +559,21 @@ impl Config {
                         "ui.groups[{i}].{key} must be 1 to 1024 bytes without control characters"
                     )));
                 }
+            }
+        }
+        let peer_attributes = &self.correlation.peer_attributes;
+        if peer_attributes.len() > 32 {
+            return Err(invalid(format!(
+                "correlation.peer_attributes lists {} attributes; at most 32",
+                peer_attributes.len()
+            )));
+        }
+        for (i, attribute) in peer_attributes.iter().enumerate() {
+            if attribute.is_empty() || attribute.len() > 256 || attribute.chars().any(char::is_control) {
+                return Err(invalid(format!(
+                    "correlation.peer_attributes[{i}] must be an attribute name of 1 to 256 bytes without \
+                     control characters"
+                )));
             }
         }
         if self.alerts.retry_max < self.alerts.retry_min {
@@ -700,6 +729,12 @@ impl Config {
         let c = &self.correlation;
         let entry_node = NodeName::new(&c.entry_node, self.limits.node_name_bytes_max)
             .map_err(|e| invalid(format!("correlation.entry_node: the name {e}")))?;
+        let unknown_node = c
+            .unknown_node
+            .as_deref()
+            .map(|name| NodeName::new(name, self.limits.node_name_bytes_max))
+            .transpose()
+            .map_err(|e| invalid(format!("correlation.unknown_node: the name {e}")))?;
         Ok(CorrelationConfig {
             pending_ttl_ms: millis(c.pending_ttl),
             pending_spans_max: c.pending_spans_max,
@@ -707,6 +742,7 @@ impl Config {
             idle_ms: millis(c.idle),
             tokens_max: c.tokens_max,
             sightings_per_token_max: c.sightings_per_token_max,
+            unknown_node,
         })
     }
 }

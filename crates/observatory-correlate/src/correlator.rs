@@ -25,6 +25,9 @@ pub struct CorrelationConfig {
     pub tokens_max: usize,
     /// Most sightings kept per token; later ones are dropped (counted).
     pub sightings_per_token_max: usize,
+    /// The node a CLIENT half nobody answered goes to when its attributes name nothing
+    /// (the Collector's `unknown`); `None` counts such halves as unpaired (Tempo).
+    pub unknown_node: Option<NodeName>,
 }
 
 /// What the correlator did since start.
@@ -42,6 +45,9 @@ pub struct CorrelationCounters {
     pub edges_root: u64,
     /// Edges to or from a virtual node (a database, an uninstrumented service, a queue).
     pub edges_virtual: u64,
+    /// Edges to `unknown_node` from CLIENT halves nobody answered that named nothing
+    /// (also counted in `edges_virtual`).
+    pub edges_unknown: u64,
     /// Halves given up with nothing to name the other side: lost to the graph.
     pub spans_unpaired: u64,
     /// Halves given up before their time because the pending store was full.
@@ -359,7 +365,8 @@ impl Correlator {
         if caller.kind == SpanKind::Producer {
             let edge = Edge::with_kind(caller.service.clone(), callee.service.clone(), EdgeKind::Messaging);
             let transit_us = callee.start_ns.saturating_sub(caller.end_ns) / 1_000;
-            event(edge, callee.start_ms(), Some(transit_us), callee.error)
+            // Failed if either half failed, for every kind (as Tempo and the Collector).
+            event(edge, callee.start_ms(), Some(transit_us), callee.error || caller.error)
         } else {
             let edge = Edge::new(caller.service.clone(), callee.service.clone());
             event(edge, callee.start_ms(), Some(callee.duration_us()), callee.error || caller.error)
@@ -465,7 +472,15 @@ impl Correlator {
                         let edge = Edge::with_kind(span.service.clone(), remote.node.clone(), kind);
                         events.push(event(edge, span.start_ms(), latency_us, span.error));
                     }
-                    None => self.counters.spans_unpaired += 1,
+                    None => match (&self.config.unknown_node, span.kind) {
+                        (Some(unknown), SpanKind::Client) => {
+                            self.counters.edges_virtual += 1;
+                            self.counters.edges_unknown += 1;
+                            let edge = Edge::new(span.service.clone(), unknown.clone());
+                            events.push(event(edge, span.start_ms(), Some(span.duration_us()), span.error));
+                        }
+                        _ => self.counters.spans_unpaired += 1,
+                    },
                 }
             }
             Half::Callees(callees) => {

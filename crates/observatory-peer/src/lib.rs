@@ -352,6 +352,19 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>, version: &str) -> Res
         bind("HTTP", config.http.addr, "is another peer running there? choose another address with --http")
             .await?;
     let otlp = match config.otlp.addr {
+        // The SDKs' default port is one per machine: a second peer on the host still
+        // serves OTLP on http.addr. A port the user asked for must be served.
+        Some(addr) if !config.otlp.addr_chosen => match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => Some(listener),
+            Err(error) => {
+                tracing::warn!(
+                    otlp_addr = %addr, %error,
+                    "the default OTLP/HTTP address is taken (another peer or collector on this host?); \
+                     OTLP is served on http.addr only (choose one with --otlp or otlp.addr)"
+                );
+                None
+            }
+        },
         Some(addr) => Some(
             bind(
                 "OTLP/HTTP",

@@ -428,3 +428,77 @@ async fn a_compressed_body_is_bounded_as_sent_too_and_encodings_are_named() {
         String::from_utf8_lossy(&body)
     );
 }
+
+/// One CLIENT (kind 3) or PRODUCER (4) span of `checkout` per trace, nobody answering.
+fn lone_halves(cases: &[(i32, Vec<KeyValue>)]) -> ExportTraceServiceRequest {
+    let spans = cases
+        .iter()
+        .enumerate()
+        .map(|(i, (kind, attributes))| proto_span(i as u8 + 1, 1, Some(9), *kind, 0, 4, attributes.clone()))
+        .collect();
+    ExportTraceServiceRequest { resource_spans: vec![resource("checkout", spans)] }
+}
+
+#[tokio::test]
+async fn peer_attributes_name_virtual_nodes_in_order_and_empty_values_are_skipped() {
+    let peer = TestPeer::with_correlation(default_limits(), fast_correlation());
+    let request = lone_halves(&[
+        // Tempo and the Collector: peer.service names a database's node before db.system.
+        (3, vec![attr("db.system", "elasticsearch"), attr("peer.service", "es-cluster")]),
+        // An empty attribute is absent: the next one names the node.
+        (3, vec![attr("peer.service", ""), attr("server.address", "payments")]),
+        (3, vec![attr("peer.service", "  "), attr("net.peer.name", "legacy")]),
+        // The newer semantic conventions' names.
+        (3, vec![attr("db.system.name", "postgresql"), attr("db.namespace", "users-db")]),
+        (3, vec![attr("db.system", "redis")]),
+        // Nothing named: the Collector's unknown node.
+        (3, vec![attr("http.method", "GET")]),
+        // A producer without a destination falls back on the peer attributes.
+        (4, vec![attr("messaging.destination.name", ""), attr("peer.service", "kafka")]),
+    ]);
+    let (status, body, _) =
+        post_raw(&peer, "/v1/traces", &[("content-type", "application/x-protobuf")], request.encode_to_vec())
+            .await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    wait_for_edges(
+        &peer,
+        &[
+            edge("checkout", "es-cluster", "database", 1, 0, 1),
+            edge("checkout", "kafka", "messaging", 1, 0, 0),
+            edge("checkout", "legacy", "request", 1, 0, 1),
+            edge("checkout", "payments", "request", 1, 0, 1),
+            edge("checkout", "redis", "database", 1, 0, 1),
+            edge("checkout", "unknown", "request", 1, 0, 1),
+            edge("checkout", "users-db", "database", 1, 0, 1),
+        ],
+    )
+    .await;
+    let (_, status) = peer.get("/api/v1/status").await;
+    assert_eq!(status["correlation"]["edges_unknown"], 1, "{status}");
+    assert_eq!(status["correlation"]["spans_unpaired"], 0, "{status}");
+    let (metrics, _) = crate::exposition::metrics(&peer).await;
+    assert!(metrics.contains("observatory_edges_unknown_total 1"), "{metrics}");
+}
+
+#[tokio::test]
+async fn peer_attributes_follow_the_configured_order() {
+    let limits = ApiLimits { peer_attributes: vec!["server.address".to_string()].into(), ..default_limits() };
+    let peer = TestPeer::with_correlation(limits, fast_correlation());
+    let request = lone_halves(&[
+        (3, vec![attr("peer.service", "by-peer-service"), attr("server.address", "by-address")]),
+        // Not in the list: names nothing, so the unknown node.
+        (3, vec![attr("peer.service", "ignored")]),
+    ]);
+    let (status, body, _) =
+        post_raw(&peer, "/v1/traces", &[("content-type", "application/x-protobuf")], request.encode_to_vec())
+            .await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    wait_for_edges(
+        &peer,
+        &[
+            edge("checkout", "by-address", "request", 1, 0, 1),
+            edge("checkout", "unknown", "request", 1, 0, 1),
+        ],
+    )
+    .await;
+}

@@ -136,12 +136,58 @@ fn roots_databases_and_unanswered_clients_become_virtual_edges() {
     let expired = c.handle_tick(NOW + 10_000);
     assert_eq!(
         edges(&expired),
-        Edges::from([(key("frontend", "stripe", EdgeKind::Request), (1, 0, vec![40_000]))])
+        Edges::from([
+            (key("frontend", "stripe", EdgeKind::Request), (1, 0, vec![40_000])),
+            // The Collector's default: a client naming nothing calls "unknown".
+            (key("frontend", "unknown", EdgeKind::Request), (1, 0, vec![5_000])),
+        ])
     );
     let counters = c.counters();
-    assert_eq!(counters.spans_unpaired, 2, "the anonymous client and the orphan server: {counters:?}");
-    assert_eq!((counters.spans_internal, counters.edges_root, counters.edges_virtual), (1, 1, 2));
-    assert_eq!(counters.spans_pending, 0);
+    assert_eq!(counters.spans_unpaired, 1, "the orphan server: {counters:?}");
+    assert_eq!((counters.spans_internal, counters.edges_root, counters.edges_virtual), (1, 1, 3));
+    assert_eq!((counters.edges_unknown, counters.spans_pending), (1, 0));
+}
+
+#[test]
+fn without_an_unknown_node_a_client_naming_nothing_is_unpaired() {
+    let (me, peers) = alone();
+    let mut c = Correlator::new(CorrelationConfig { unknown_node: None, ..default_correlation() });
+    let anonymous = span(1, 4, Some(1), SpanKind::Client, "frontend", 3, 5);
+    // A producer naming nothing is never sent to the unknown node.
+    let producer = span(2, 4, Some(1), SpanKind::Producer, "frontend", 3, 5);
+    assert!(c.handle_spans(NOW, vec![anonymous, producer], &me, &peers).events.is_empty());
+    assert!(c.handle_tick(NOW + 10_000).is_empty(), "nothing names the other side");
+    let counters = c.counters();
+    assert_eq!((counters.spans_unpaired, counters.edges_unknown, counters.edges_virtual), (2, 0, 0));
+
+    let mut with = Correlator::new(default_correlation());
+    let producer = span(2, 4, Some(1), SpanKind::Producer, "frontend", 3, 5);
+    with.handle_spans(NOW, vec![producer], &me, &peers);
+    assert!(with.handle_tick(NOW + 10_000).is_empty(), "only CLIENT halves go to the unknown node");
+    assert_eq!(with.counters().spans_unpaired, 1);
+}
+
+#[test]
+fn a_failed_producer_fails_its_edge_as_a_failed_client_does() {
+    let (me, peers) = alone();
+    let mut c = Correlator::new(default_correlation());
+    // Together in one request, and apart in either order: the pair fails if either failed.
+    let producer =
+        |trace| Span { error: true, ..span(trace, 1, Some(9), SpanKind::Producer, "checkout", 0, 2) };
+    let consumer = |trace| span(trace, 2, Some(1), SpanKind::Consumer, "shipping", 5, 1);
+    let mut all = c.handle_spans(NOW, vec![producer(1), consumer(1)], &me, &peers).events;
+    all.extend(c.handle_spans(NOW, vec![producer(2)], &me, &peers).events);
+    all.extend(c.handle_spans(NOW, vec![consumer(2)], &me, &peers).events);
+    all.extend(c.handle_spans(NOW, vec![consumer(3)], &me, &peers).events);
+    all.extend(c.handle_spans(NOW, vec![producer(3)], &me, &peers).events);
+    let failed_consumer = Span { error: true, ..consumer(4) };
+    let healthy_producer = Span { error: false, ..producer(4) };
+    all.extend(c.handle_spans(NOW, vec![healthy_producer, failed_consumer], &me, &peers).events);
+    all.extend(c.handle_tick(NOW + 60_000));
+    assert_eq!(
+        edges(&all),
+        Edges::from([(key("checkout", "shipping", EdgeKind::Messaging), (4, 4, vec![3_000; 4]))])
+    );
 }
 
 #[test]
