@@ -144,15 +144,21 @@ fn a_taken_otlp_port_that_was_asked_for_is_an_error_naming_it() {
     let data = dir.path().join("data");
     // Asked for in the config file and by the environment alike.
     let config = write(dir.path(), "observatory.yaml", &format!("otlp: {{addr: \"{addr}\"}}\n"));
-    for builder in [
-        Peer::builder().data_dir(&data).without_otlp_flag().arg("--config").arg(&config),
-        Peer::builder().data_dir(&data).without_otlp_flag().env("OBSERVATORY_OTLP__ADDR", &addr.to_string()),
+    let grpc = write(dir.path(), "grpc.yaml", &format!("otlp: {{addr: null, grpc_addr: \"{addr}\"}}\n"));
+    for (builder, listener) in [
+        (Peer::builder().data_dir(&data).without_otlp_flag().arg("--config").arg(&config), "OTLP/HTTP"),
+        (
+            Peer::builder()
+                .data_dir(&data)
+                .without_otlp_flag()
+                .env("OBSERVATORY_OTLP__ADDR", &addr.to_string()),
+            "OTLP/HTTP",
+        ),
+        (Peer::builder().data_dir(&data).without_otlp_flag().arg("--config").arg(&grpc), "OTLP/gRPC"),
     ] {
         let finished = builder.run_to_exit();
-        finished.assert_clean_failure(
-            "a peer whose chosen OTLP port is taken",
-            &["OTLP/HTTP", &addr.to_string()],
-        );
+        finished
+            .assert_clean_failure("a peer whose chosen OTLP port is taken", &[listener, &addr.to_string()]);
         assert!(!data.exists(), "a peer that cannot serve must not create its data dir\n{finished}");
     }
 }

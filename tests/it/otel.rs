@@ -1,5 +1,5 @@
-//! A real client: the OpenTelemetry Python SDK from PyPI, with its own OTLP/HTTP and
-//! Zipkin JSON exporters, runs a small shop (`tests/otel/topology.py`) whose services
+//! A real client: the OpenTelemetry Python SDK from PyPI, with its own OTLP/HTTP,
+//! OTLP/gRPC and Zipkin JSON exporters, runs a small shop (`tests/otel/topology.py`) whose services
 //! export to different peers of a three-peer mesh, and the third peer, which got no span,
 //! must answer the exact graph: every edge with its kind, calls and errors.
 //!
@@ -17,11 +17,12 @@ use std::time::{Duration, Instant};
 use observatory_e2e::{Peer, PeerBuilder, wait_until};
 use serde_json::Value;
 
-/// What the venv gets: the SDK and both exporters of one release (the Zipkin exporter's
-/// latest is 1.45.1, so the others are pinned to it too).
-const PACKAGES: [&str; 3] = [
+/// What the venv gets: the SDK and its OTLP/HTTP, OTLP/gRPC and Zipkin exporters of one
+/// release (the Zipkin exporter's latest is 1.45.1, so the others are pinned to it too).
+const PACKAGES: [&str; 4] = [
     "opentelemetry-sdk==1.45.1",
     "opentelemetry-exporter-otlp-proto-http==1.45.1",
+    "opentelemetry-exporter-otlp-proto-grpc==1.45.1",
     "opentelemetry-exporter-zipkin-json==1.45.1",
 ];
 /// How long making the venv and installing into it may take (a cold pip cache downloads).
@@ -278,7 +279,7 @@ fn the_opentelemetry_python_sdk_across_three_peers_gives_the_exact_graph() {
     // frontend's CLIENT spans land at A and their checkout SERVER children at B, so the
     // frontend -> checkout pairs are made only by handing halves to each trace's owner
     // over the mesh (likewise checkout -> payments, from B and A). OTLP goes to both the
-    // OTLP listener and the main HTTP listener.
+    // OTLP listener and the main HTTP listener; shipping exports over OTLP/gRPC, gzipped.
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("otel").join("topology.py");
     let mut command = Command::new(&python);
     command
@@ -286,7 +287,10 @@ fn the_opentelemetry_python_sdk_across_three_peers_gives_the_exact_graph() {
         .args(["--frontend-otlp", &otlp(&a)])
         .args(["--checkout-zipkin", &format!("{}/api/v2/spans", b.url())])
         .args(["--payments-otlp", &format!("{}/v1/traces", a.url())])
-        .args(["--shipping-otlp", &otlp(&b)])
+        .args([
+            "--shipping-otlp-grpc",
+            b.startup().otlp_grpc.as_deref().expect("the peer has an OTLP/gRPC listener"),
+        ])
         .args(["--requests", &REQUESTS.to_string()])
         .args(["--fail-every", &FAIL_EVERY.to_string()])
         .args(["--db-fail-every", &DB_FAIL_EVERY.to_string()]);

@@ -196,11 +196,22 @@ fn the_readme_two_peer_example_runs_as_written() {
         text.contains("\"event\":\"listening\"").then_some(()).ok_or(text)
     });
 
-    // b finds the OTLP default port taken by a: a warning, not an exit.
+    // b finds the OTLP default ports taken by a: warnings, not an exit.
     let b_log = b.text();
+    for port in ["127.0.0.1:4318", "127.0.0.1:4317"] {
+        assert!(
+            b_log.lines().any(|l| l.contains("WARN") && l.contains(port)),
+            "peer b warns that the default OTLP port {port} is taken:\n{b_log}"
+        );
+    }
+    let a_log = a.text();
     assert!(
-        b_log.contains("4318") && b_log.contains("WARN"),
-        "peer b warns that the default OTLP port is taken:\n{b_log}"
+        a_log.contains("\"otlp\":\"127.0.0.1:4318\"") && a_log.contains("\"otlp_grpc\":\"127.0.0.1:4317\""),
+        "peer a serves OTLP on the defaults:\n{a_log}"
+    );
+    assert!(
+        b_log.contains("\"otlp\":null") && b_log.contains("\"otlp_grpc\":null"),
+        "peer b serves OTLP on its HTTP port only:\n{b_log}"
     );
 
     let peers_args = observatory_args(&commands[2]);

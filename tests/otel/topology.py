@@ -8,7 +8,7 @@ Every request goes the same way, with the context passed in process:
     frontend    SERVER (root)                   OTLP/HTTP  -> --frontend-otlp
       CLIENT -> checkout SERVER                 Zipkin v2  -> --checkout-zipkin
         CLIENT -> payments SERVER               OTLP/HTTP, gzip -> --payments-otlp
-        PRODUCER "orders" -> shipping CONSUMER  OTLP/HTTP  -> --shipping-otlp
+        PRODUCER "orders" -> shipping CONSUMER  OTLP/gRPC, gzip -> --shipping-otlp-grpc
         CLIENT db.system=postgresql db.name=orders-db      (checkout's, so Zipkin)
 
 Payments fails (status ERROR on its SERVER span) on every `--fail-every`-th request, the
@@ -23,7 +23,9 @@ import argparse
 import sys
 import time
 
+import grpc
 from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.exporter.zipkin.json import ZipkinExporter
@@ -117,7 +119,7 @@ def main():
     parser.add_argument("--frontend-otlp", required=True, help="OTLP/HTTP traces URL for frontend")
     parser.add_argument("--checkout-zipkin", required=True, help="Zipkin v2 spans URL for checkout")
     parser.add_argument("--payments-otlp", required=True, help="OTLP/HTTP traces URL for payments")
-    parser.add_argument("--shipping-otlp", required=True, help="OTLP/HTTP traces URL for shipping")
+    parser.add_argument("--shipping-otlp-grpc", required=True, help="OTLP/gRPC HOST:PORT for shipping")
     parser.add_argument("--requests", type=int, required=True, help="requests through the shop")
     parser.add_argument("--fail-every", type=int, required=True, help="payments fails every K-th request")
     parser.add_argument("--db-fail-every", type=int, required=True, help="the query fails every K-th request")
@@ -130,7 +132,12 @@ def main():
         "payments": Checked(
             "payments", OTLPSpanExporter(endpoint=args.payments_otlp, timeout=10, compression=Compression.Gzip)
         ),
-        "shipping": Checked("shipping", OTLPSpanExporter(endpoint=args.shipping_otlp, timeout=10)),
+        "shipping": Checked(
+            "shipping",
+            GrpcSpanExporter(
+                endpoint=args.shipping_otlp_grpc, insecure=True, timeout=10, compression=grpc.Compression.Gzip
+            ),
+        ),
     }
     providers = {service: provider(service, exporter) for service, exporter in exporters.items()}
     tracers = [providers[s].get_tracer("observatory-e2e-shop") for s in ("frontend", "checkout", "payments", "shipping")]

@@ -300,6 +300,8 @@ pub struct Startup {
     pub listen: Vec<String>,
     /// `IP:PORT` of the OTLP/HTTP listener, if it has one.
     pub otlp: Option<String>,
+    /// `IP:PORT` of the OTLP/gRPC listener, if it has one.
+    pub otlp_grpc: Option<String>,
 }
 
 /// How to start a peer.
@@ -346,7 +348,8 @@ impl PeerBuilder {
         self
     }
 
-    /// Leaves out `--otlp 127.0.0.1:0`, so the config decides where OTLP is served.
+    /// Leaves out `--otlp 127.0.0.1:0 --otlp-grpc 127.0.0.1:0`, so the config decides
+    /// where OTLP is served.
     pub fn without_otlp_flag(mut self) -> Self {
         self.no_otlp_flag = true;
         self
@@ -360,7 +363,7 @@ impl PeerBuilder {
         }
         // The OTLP listener's default port (4318) is one per machine.
         if !self.no_otlp_flag {
-            command.args(["--otlp", "127.0.0.1:0"]);
+            command.args(["--otlp", "127.0.0.1:0", "--otlp-grpc", "127.0.0.1:0"]);
         }
         if !self.no_mesh_flags {
             // A mesh port of its own and no mDNS: tests run many peers side by side.
@@ -431,7 +434,8 @@ impl PeerBuilder {
                     .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
                     .unwrap_or_default();
                 let otlp = value["otlp"].as_str().map(str::to_string);
-                Startup { peer_id, incarnation, http, data_dir, listen, otlp }
+                let otlp_grpc = value["otlp_grpc"].as_str().map(str::to_string);
+                Startup { peer_id, incarnation, http, data_dir, listen, otlp, otlp_grpc }
             }
             _ => {
                 peer.fail(&format!("the startup line lacks event/peer_id/incarnation/http/data_dir: {line}"))

@@ -87,7 +87,7 @@ pub(crate) fn sightings_route<P: PeerApi>(body_bytes_max: usize) -> MethodRouter
     decompressing(post(post_sightings::<P>), body_bytes_max)
 }
 
-fn span_limits<P>(api: &Api<P>) -> SpanLimits {
+pub(crate) fn span_limits<P>(api: &Api<P>) -> SpanLimits {
     SpanLimits {
         node_name_bytes_max: api.limits.parse.node_name_bytes_max,
         spans_per_request_max: api.limits.spans_per_request_max,
@@ -97,7 +97,7 @@ fn span_limits<P>(api: &Api<P>) -> SpanLimits {
 
 /// Takes a place among the requests in flight, or answers 429 at once: span exporters
 /// retry with backoff, which is better than a queue of waiting bodies.
-fn ingest_place<P>(api: &Api<P>) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+pub(crate) fn ingest_place<P>(api: &Api<P>) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
     api.ingest_slots.try_acquire().map_err(|error| match error {
         tokio::sync::TryAcquireError::Closed => ApiError::Unavailable("the peer is shutting down".into()),
         tokio::sync::TryAcquireError::NoPermits => ApiError::TooManyRequests(format!(
@@ -120,7 +120,10 @@ async fn read_spans_body<P>(
 
 /// Counts the refused spans by reason and hands the good ones to the peer. Returns the
 /// number refused and a message naming the first few.
-async fn take_spans<P: PeerApi>(api: &Api<P>, decoded: DecodedSpans) -> Result<(usize, String), ApiError> {
+pub(crate) async fn take_spans<P: PeerApi>(
+    api: &Api<P>,
+    decoded: DecodedSpans,
+) -> Result<(usize, String), ApiError> {
     let DecodedSpans { spans, rejected } = decoded;
     Counters::add(&api.counters.spans_received, (spans.len() + rejected.len()) as u64);
     for (_, rejection) in &rejected {

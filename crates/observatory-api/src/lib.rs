@@ -26,6 +26,7 @@ pub mod counters;
 mod error;
 pub mod events;
 mod exposition;
+pub mod grpc;
 mod ingest;
 mod ingest_spans;
 pub mod objectives;

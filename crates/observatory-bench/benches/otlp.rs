@@ -3,7 +3,8 @@
 //! - `ingest`: OTLP/HTTP protobuf spans per second end to end through one peer (HTTP on
 //!   loopback, decode, pairing, the writer with `ack: durable` and `accepted`), against
 //!   decoding the same payloads with prost into the full OTLP schema
-//!   (`opentelemetry-proto`), and against our own lean decoding.
+//!   (`opentelemetry-proto`), and against our own lean decoding; then the same payloads
+//!   over OTLP/gRPC (tonic's client), against the OTLP/HTTP figure of the same run.
 //! - `pairing`: spans per second through three correlators when every trace is split
 //!   across the three (halves handed to the owner as CBOR, as over the mesh), against the
 //!   same spans all at one correlator.
@@ -241,8 +242,64 @@ fn bench_ingest() {
             rate / full_decode,
             rate / lean_decode,
         );
+        let (grpc, grpc_edges) = runtime.block_on(ingest_grpc_end_to_end(&payloads, ack));
+        println!(
+            "  ack={:<8} OTLP/gRPC  {:>10} spans/s ({} edges applied)   ratio to OTLP/HTTP protobuf above {:.2} (target >= 0.80)",
+            format!("{ack:?}").to_lowercase(),
+            thousands(grpc),
+            thousands(grpc_edges as f64),
+            grpc / rate,
+        );
     }
     println!();
+}
+
+/// The same payloads over OTLP/gRPC: 8 exporters, each with a connection of its own
+/// (tonic's client, the request bytes sent as they are, as the HTTP client sends them).
+async fn ingest_grpc_end_to_end(payloads: &[Vec<u8>], ack: AckMode) -> (f64, u64) {
+    let peer = ServedPeer::serve(ack).await;
+    let url = format!("http://{}", peer.grpc_addr);
+    let payloads: Arc<Vec<bytes::Bytes>> =
+        Arc::new(payloads.iter().map(|p| bytes::Bytes::from(p.clone())).collect());
+    let start = Instant::now();
+    let deadline = Duration::from_secs(4);
+    let mut tasks = Vec::new();
+    for worker in 0..8 {
+        let channel = tonic::transport::Endpoint::from_shared(url.clone())
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connects");
+        let payloads = payloads.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut client = tonic::client::Grpc::new(channel);
+            let path =
+                tonic::codegen::http::uri::PathAndQuery::from_static(observatory_api::grpc::EXPORT_PATH);
+            let mut spans = 0u64;
+            let mut i = worker;
+            while start.elapsed() < deadline {
+                client.ready().await.expect("ready");
+                let request = tonic::Request::new(payloads[i % payloads.len()].clone());
+                match client.unary(request, path.clone(), observatory_api::grpc::BytesCodec).await {
+                    Ok(_) => spans += SPANS_PER_REQUEST as u64,
+                    Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                        tokio::task::yield_now().await
+                    }
+                    Err(status) => panic!("gRPC {status}"),
+                }
+                i += 8;
+            }
+            spans
+        }));
+    }
+    let mut spans = 0;
+    for task in tasks {
+        spans += task.await.expect("worker");
+    }
+    let rate = spans as f64 / start.elapsed().as_secs_f64();
+    let edges = peer.peer.applied().events_accepted;
+    peer.stop().await;
+    (rate, edges)
 }
 
 async fn ingest_end_to_end(payloads: &[Vec<u8>], ack: AckMode) -> (f64, u64) {

@@ -137,6 +137,8 @@ pub struct ServedPeer {
     pub peer: observatory_peer::Peer,
     /// Where the API listens.
     pub addr: std::net::SocketAddr,
+    /// Where OTLP/gRPC is served.
+    pub grpc_addr: std::net::SocketAddr,
     stop: tokio_util::sync::CancellationToken,
     run: tokio::task::JoinHandle<Result<(), observatory_peer::RunError>>,
     _dir: tempfile::TempDir,
@@ -147,7 +149,7 @@ impl ServedPeer {
     pub async fn serve(ack: observatory_core::commit::AckMode) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let yaml = format!(
-            "http: {{addr: 127.0.0.1:0}}\notlp: {{addr: null}}\nstore: {{path: {}}}\n\
+            "http: {{addr: 127.0.0.1:0}}\notlp: {{addr: null, grpc_addr: 127.0.0.1:0}}\nstore: {{path: {}}}\n\
              mesh: {{listen: [/ip4/127.0.0.1/tcp/0], mdns: false}}\n",
             dir.path().display()
         );
@@ -158,10 +160,11 @@ impl ServedPeer {
                 .await
                 .expect("the peer starts");
         let addr = running.listening.http;
+        let grpc_addr = running.listening.otlp_grpc.expect("the peer serves OTLP/gRPC");
         let peer = running.peer.clone();
         let stop = tokio_util::sync::CancellationToken::new();
         let run = tokio::spawn(running.run_until(stop.clone()));
-        Self { peer, addr, stop, run, _dir: dir }
+        Self { peer, addr, grpc_addr, stop, run, _dir: dir }
     }
 
     /// Stops serving and waits for the peer to finish.

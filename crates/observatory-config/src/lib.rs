@@ -189,10 +189,15 @@ struct ObjectivesFile {
 pub struct OtlpSection {
     /// Where OTLP/HTTP is also served (`null`: only on `http.addr`).
     pub addr: Option<SocketAddr>,
+    /// Where OTLP/gRPC (`TraceService/Export`) is served (`null`: not at all).
+    pub grpc_addr: Option<SocketAddr>,
     /// Whether `addr` was asked for (config file, environment, `--otlp`) rather than
     /// left at the default: a taken default port is a warning, a taken chosen one an error.
     #[serde(skip)]
     pub addr_chosen: bool,
+    /// The same for `grpc_addr`.
+    #[serde(skip)]
+    pub grpc_addr_chosen: bool,
 }
 
 /// `correlation.*`
@@ -396,6 +401,8 @@ pub struct Overrides {
     pub no_mdns: bool,
     /// `--otlp`
     pub otlp_addr: Option<SocketAddr>,
+    /// `--otlp-grpc`
+    pub otlp_grpc_addr: Option<SocketAddr>,
 }
 
 /// Milliseconds of a duration, saturating.
@@ -454,6 +461,9 @@ impl Config {
         if let Some(addr) = &overrides.otlp_addr {
             figment = figment.merge(Serialized::default("otlp.addr", addr.to_string()));
         }
+        if let Some(addr) = &overrides.otlp_grpc_addr {
+            figment = figment.merge(Serialized::default("otlp.grpc_addr", addr.to_string()));
+        }
         if overrides.no_mdns {
             figment = figment.merge(Serialized::default("mesh.mdns", false));
         }
@@ -463,11 +473,13 @@ impl Config {
     /// `chosen`: what the user gave (file, environment, flags), merged over the defaults.
     fn extract(chosen: Figment) -> Result<Config, ConfigError> {
         let addr_chosen = chosen.find_value("otlp.addr").is_ok();
+        let grpc_addr_chosen = chosen.find_value("otlp.grpc_addr").is_ok();
         let mut config: Config = Figment::from(Yaml::string(DEFAULT_YAML))
             .merge(chosen)
             .extract()
             .map_err(|e| ConfigError::Keys(e.into_iter().map(|e| describe(&e)).collect()))?;
         config.otlp.addr_chosen = addr_chosen;
+        config.otlp.grpc_addr_chosen = grpc_addr_chosen;
         config.validate()?;
         Ok(config)
     }

@@ -301,6 +301,8 @@ pub struct Listening {
     pub http: SocketAddr,
     /// The OTLP/HTTP listener, if any.
     pub otlp: Option<SocketAddr>,
+    /// The OTLP/gRPC listener, if any.
+    pub otlp_grpc: Option<SocketAddr>,
     /// The mesh's listen addresses, with `/p2p/<peer id>`.
     pub listen: Vec<String>,
     /// The data dir.
@@ -317,6 +319,7 @@ pub struct Running {
     config: Config,
     http: tokio::net::TcpListener,
     otlp: Option<tokio::net::TcpListener>,
+    otlp_grpc: Option<tokio::net::TcpListener>,
     writer: JoinHandle<Result<(), StoreError>>,
     writer_stop: CancellationToken,
     mesh_task: JoinHandle<()>,
@@ -324,6 +327,32 @@ pub struct Running {
     correlation_stop: CancellationToken,
     objectives_stop: CancellationToken,
     tasks: TaskTracker,
+}
+
+/// Binds a listener that may be off (`None`). A default address (one the user did not
+/// choose) that cannot be bound is a warning: the SDKs' default ports are one per host,
+/// and a second peer there still serves what `without` says. A chosen one must be bound.
+async fn bind_optional(
+    what: &'static str,
+    addr: Option<SocketAddr>,
+    chosen: bool,
+    without: &'static str,
+    hint: &'static str,
+) -> Result<Option<tokio::net::TcpListener>, StartError> {
+    let Some(addr) = addr else { return Ok(None) };
+    if chosen {
+        return bind(what, addr, hint).await.map(Some);
+    }
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => Ok(Some(listener)),
+        Err(error) => {
+            tracing::warn!(
+                listener = what, %addr, %error,
+                "the default address is taken (another peer or collector on this host?); {without}"
+            );
+            Ok(None)
+        }
+    }
 }
 
 async fn bind(
@@ -351,34 +380,28 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>, version: &str) -> Res
     let http =
         bind("HTTP", config.http.addr, "is another peer running there? choose another address with --http")
             .await?;
-    let otlp = match config.otlp.addr {
-        // The SDKs' default port is one per machine: a second peer on the host still
-        // serves OTLP on http.addr. A port the user asked for must be served.
-        Some(addr) if !config.otlp.addr_chosen => match tokio::net::TcpListener::bind(addr).await {
-            Ok(listener) => Some(listener),
-            Err(error) => {
-                tracing::warn!(
-                    otlp_addr = %addr, %error,
-                    "the default OTLP/HTTP address is taken (another peer or collector on this host?); \
-                     OTLP is served on http.addr only (choose one with --otlp or otlp.addr)"
-                );
-                None
-            }
-        },
-        Some(addr) => Some(
-            bind(
-                "OTLP/HTTP",
-                addr,
-                "is another peer or collector running there? choose another address with --otlp \
-                 (or otlp.addr: null to serve OTLP on http.addr only)",
-            )
-            .await?,
-        ),
-        None => None,
-    };
+    let otlp = bind_optional(
+        "OTLP/HTTP",
+        config.otlp.addr,
+        config.otlp.addr_chosen,
+        "OTLP/HTTP is served on http.addr only (choose an address with --otlp or otlp.addr)",
+        "is another peer or collector running there? choose another address with --otlp \
+         (or otlp.addr: null to serve OTLP on http.addr only)",
+    )
+    .await?;
+    let otlp_grpc = bind_optional(
+        "OTLP/gRPC",
+        config.otlp.grpc_addr,
+        config.otlp.grpc_addr_chosen,
+        "OTLP/gRPC is not served (choose an address with --otlp-grpc or otlp.grpc_addr)",
+        "is another peer or collector running there? choose another address with --otlp-grpc \
+         (or otlp.grpc_addr: null to serve no OTLP/gRPC)",
+    )
+    .await?;
     let local_addr = |listener: &tokio::net::TcpListener, addr| listener.local_addr().unwrap_or(addr);
     let http_addr = local_addr(&http, config.http.addr);
     let otlp_addr = otlp.as_ref().zip(config.otlp.addr).map(|(l, addr)| local_addr(l, addr));
+    let otlp_grpc_addr = otlp_grpc.as_ref().zip(config.otlp.grpc_addr).map(|(l, addr)| local_addr(l, addr));
 
     let data_dir = config.store.path.clone();
     let opened = observatory_store::open_peer(&data_dir, settings, config.core_limits(), &NetIdentity)?;
@@ -439,6 +462,7 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>, version: &str) -> Res
         incarnation,
         http: http_addr,
         otlp: otlp_addr,
+        otlp_grpc: otlp_grpc_addr,
         listen: mesh.listen.iter().map(ToString::to_string).collect(),
         data_dir: data_dir.display().to_string(),
     };
@@ -482,6 +506,7 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>, version: &str) -> Res
         config: config.clone(),
         http,
         otlp,
+        otlp_grpc,
         writer,
         writer_stop,
         mesh_task: mesh.task,
@@ -501,6 +526,7 @@ impl Running {
             config,
             http,
             otlp,
+            otlp_grpc,
             mut writer,
             writer_stop,
             mesh_task,
@@ -523,6 +549,20 @@ impl Running {
                     }
                     Ok(observatory_api::Served::Drained) => {}
                     Err(error) => tracing::error!(%error, "serving OTLP/HTTP failed"),
+                }
+            })
+        });
+        let grpc_served = otlp_grpc.map(|listener| {
+            tracing::info!(otlp_grpc_addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "OTLP/gRPC listening");
+            let app = observatory_api::grpc::grpc_router(api.clone());
+            let stop = stop.clone();
+            tasks.spawn(async move {
+                match observatory_api::serve(listener, app, stop, grace).await {
+                    Ok(observatory_api::Served::GraceOver) => {
+                        tracing::warn!("OTLP/gRPC requests still open after http.shutdown_grace; closing them")
+                    }
+                    Ok(observatory_api::Served::Drained) => {}
+                    Err(error) => tracing::error!(%error, "serving OTLP/gRPC failed"),
                 }
             })
         });
@@ -559,6 +599,9 @@ impl Running {
         stop.cancel();
         if let Some(otlp_served) = otlp_served {
             let _ = otlp_served.await;
+        }
+        if let Some(grpc_served) = grpc_served {
+            let _ = grpc_served.await;
         }
         correlation_stop.cancel();
         objectives_stop.cancel();

@@ -144,7 +144,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             .arg("--data-dir")
             .arg(data.join(format!("peer-{}", i + 1)))
             .args(["--http", &format!("127.0.0.1:{port}")])
-            .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--otlp", "127.0.0.1:0", "--no-mdns"]);
+            .args([
+                "--listen",
+                "/ip4/127.0.0.1/tcp/0",
+                "--otlp",
+                "127.0.0.1:0",
+                "--otlp-grpc",
+                "127.0.0.1:0",
+                "--no-mdns",
+            ]);
         if let Some(address) = &bootstrap {
             command.args(["--bootstrap", address]);
         }

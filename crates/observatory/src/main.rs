@@ -66,6 +66,10 @@ enum Command {
         /// Default: 127.0.0.1:4318; port 0 picks one.
         #[arg(long, value_name = "ADDR")]
         otlp: Option<SocketAddr>,
+        /// Address of the OTLP/gRPC listener as IP:PORT (overrides otlp.grpc_addr).
+        /// Default: 127.0.0.1:4317; port 0 picks one.
+        #[arg(long, value_name = "ADDR")]
+        otlp_grpc: Option<SocketAddr>,
     },
     /// Send events from a file of NDJSON (one event per line) or a JSON array.
     ///
@@ -280,10 +284,17 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Peer { config, data_dir, http, listen, bootstrap, no_mdns, otlp } => {
+        Command::Peer { config, data_dir, http, listen, bootstrap, no_mdns, otlp, otlp_grpc } => {
             init_logging();
-            let overrides =
-                Overrides { data_dir, http_addr: http, listen, bootstrap, no_mdns, otlp_addr: otlp };
+            let overrides = Overrides {
+                data_dir,
+                http_addr: http,
+                listen,
+                bootstrap,
+                no_mdns,
+                otlp_addr: otlp,
+                otlp_grpc_addr: otlp_grpc,
+            };
             let config = load_config(config.as_deref(), &overrides)?;
             runtime()?.block_on(peer::run(config))?;
             Ok(ExitCode::SUCCESS)

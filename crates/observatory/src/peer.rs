@@ -29,6 +29,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "incarnation": listening.incarnation,
         "http": listening.http.to_string(),
         "otlp": listening.otlp.map(|a| a.to_string()),
+        "otlp_grpc": listening.otlp_grpc.map(|a| a.to_string()),
         "listen": listening.listen,
         "data_dir": listening.data_dir,
     });

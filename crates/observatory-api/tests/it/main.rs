@@ -7,6 +7,7 @@
 //! behind the same router is tested in `observatory-peer`.
 
 mod exposition;
+mod grpc;
 mod ingest;
 mod objectives;
 mod picture;
@@ -197,6 +198,8 @@ impl PeerApi for FakePeer {
 #[allow(missing_debug_implementations)]
 pub struct TestPeer {
     pub app: Router,
+    /// The OTLP/gRPC routes over the same edge (its ingest places shared with `app`).
+    pub grpc: Router,
     pub peer: FakePeer,
 }
 
@@ -208,13 +211,15 @@ impl TestPeer {
     /// A peer whose correlator runs with `config`.
     pub fn with_correlation(limits: ApiLimits, config: Option<CorrelationConfig>) -> Self {
         let peer = FakePeer::new(config.unwrap_or_else(default_correlation), Vec::new());
-        Self { app: router(Api::new(peer.clone(), limits)), peer }
+        let api = Api::new(peer.clone(), limits);
+        Self { app: router(api.clone()), grpc: observatory_api::grpc::grpc_router(api), peer }
     }
 
     /// A peer evaluating the objectives of `files`.
     pub fn with_objectives(files: Vec<std::path::PathBuf>) -> Self {
         let peer = FakePeer::new(default_correlation(), files);
-        Self { app: router(Api::new(peer.clone(), default_limits())), peer }
+        let api = Api::new(peer.clone(), default_limits());
+        Self { app: router(api.clone()), grpc: observatory_api::grpc::grpc_router(api), peer }
     }
 
     pub async fn request(&self, request: Request<Body>) -> (StatusCode, Value) {

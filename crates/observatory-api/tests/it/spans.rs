@@ -20,7 +20,7 @@ use observatory_api::ApiLimits;
 
 use crate::{TestPeer, default_limits, now_ms};
 
-fn attr(key: &str, value: &str) -> KeyValue {
+pub(crate) fn attr(key: &str, value: &str) -> KeyValue {
     KeyValue {
         key: Bytes::copy_from_slice(key.as_bytes()),
         value: Some(AnyValue { string_value: Some(Bytes::copy_from_slice(value.as_bytes())) }),
@@ -28,7 +28,7 @@ fn attr(key: &str, value: &str) -> KeyValue {
 }
 
 /// A protobuf span of `kind` (OTLP enum value), started `at_ms` after now-1s.
-fn proto_span(
+pub(crate) fn proto_span(
     trace: u8,
     id: u8,
     parent: Option<u8>,
@@ -50,7 +50,7 @@ fn proto_span(
     }
 }
 
-fn resource(service: &str, spans: Vec<ProtoSpan>) -> ResourceSpans {
+pub(crate) fn resource(service: &str, spans: Vec<ProtoSpan>) -> ResourceSpans {
     ResourceSpans {
         resource: Some(Resource { attributes: vec![attr("service.name", service), attr("host.name", "h1")] }),
         scope_spans: vec![ScopeSpans { spans }],
@@ -80,7 +80,7 @@ async fn post_raw(
 }
 
 /// `(from, to, kind) -> (calls, errors, latency samples)` of the last 5 minutes.
-async fn graph_edges(peer: &TestPeer) -> Vec<(String, String, String, u64, u64, u64)> {
+pub(crate) async fn graph_edges(peer: &TestPeer) -> Vec<(String, String, String, u64, u64, u64)> {
     let (status, graph) = peer.get("/api/v1/graph?window=5m").await;
     assert_eq!(status, StatusCode::OK, "{graph}");
     let mut edges: Vec<_> = graph["edges"]
@@ -102,7 +102,7 @@ async fn graph_edges(peer: &TestPeer) -> Vec<(String, String, String, u64, u64, 
     edges
 }
 
-fn edge(
+pub(crate) fn edge(
     from: &str,
     to: &str,
     kind: &str,

@@ -19,7 +19,7 @@ use tower::ServiceExt;
 /// A peer on loopback ports of its own, with its data in `dir`, changed by `change`.
 fn config(dir: &Path, change: impl FnOnce(&mut Config)) -> Config {
     let yaml = format!(
-        "http: {{addr: 127.0.0.1:0}}\notlp: {{addr: null}}\nstore: {{path: {}}}\n\
+        "http: {{addr: 127.0.0.1:0}}\notlp: {{addr: null, grpc_addr: null}}\nstore: {{path: {}}}\n\
          mesh: {{listen: [/ip4/127.0.0.1/tcp/0], mdns: false}}\n",
         dir.display()
     );
