@@ -22,7 +22,7 @@ use axum::body::Body;
 use axum::http::{Request as HttpRequest, Response as HttpResponse, StatusCode};
 use bytes::{Buf, BufMut, Bytes};
 use prost::Message;
-use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{BufferSettings, Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::server::Grpc;
 use tonic::{Code, Status};
@@ -68,9 +68,20 @@ impl Encoder for BytesCodec {
     type Error = Status;
 
     fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.reserve(item.len());
         dst.put_slice(&item);
         Ok(())
     }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        buffers()
+    }
+}
+
+/// Span batches are tens to hundreds of KiB (512 spans of ~170 bytes): read them into a
+/// buffer that grows in large steps rather than tonic's default 8 KiB ones.
+fn buffers() -> BufferSettings {
+    BufferSettings::new(128 * 1024, 32 * 1024)
 }
 
 impl Decoder for BytesCodec {
@@ -78,7 +89,12 @@ impl Decoder for BytesCodec {
     type Error = Status;
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        // The message is a prefix of tonic's buffer: split off, not copied.
         Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        buffers()
     }
 }
 

@@ -144,12 +144,19 @@ pub struct ServedPeer {
     _dir: tempfile::TempDir,
 }
 
+/// How many spans a benchmark peer remembers to count retries once: fewer than a bench
+/// sends before it sends the same payloads again (64 requests of 512 spans in the OTLP
+/// bench), so every span counts, and the memory runs at its steady state (an insert and
+/// a forgetting per span) as it does at a peer that took more than `recent_spans_max`.
+pub const RECENT_SPANS: usize = 16_384;
+
 impl ServedPeer {
     /// Opens and serves the peer.
     pub async fn serve(ack: observatory_core::commit::AckMode) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let yaml = format!(
-            "http: {{addr: 127.0.0.1:0}}\notlp: {{addr: null, grpc_addr: 127.0.0.1:0}}\nstore: {{path: {}}}\n\
+            "http: {{addr: 127.0.0.1:0}}\notlp: {{addr: null, grpc_addr: 127.0.0.1:0}}\n\
+             correlation: {{recent_spans_max: {RECENT_SPANS}}}\nstore: {{path: {}}}\n\
              mesh: {{listen: [/ip4/127.0.0.1/tcp/0], mdns: false}}\n",
             dir.path().display()
         );

@@ -218,6 +218,8 @@ pub struct CorrelationSection {
     pub tokens_max: usize,
     /// Most sightings kept per token.
     pub sightings_per_token_max: usize,
+    /// Spans remembered so that a retried export counts once (0: none).
+    pub recent_spans_max: usize,
     /// Span attributes naming the node on the other side of a CLIENT span (and of a
     /// PRODUCER or CONSUMER without a destination), in order; the first non-empty wins.
     pub peer_attributes: Vec<String>,
@@ -754,6 +756,7 @@ impl Config {
             idle_ms: millis(c.idle),
             tokens_max: c.tokens_max,
             sightings_per_token_max: c.sightings_per_token_max,
+            recent_spans_max: c.recent_spans_max,
             unknown_node,
         })
     }

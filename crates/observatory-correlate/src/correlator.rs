@@ -2,6 +2,7 @@
 //! token sightings into edges once a token has gone quiet.
 
 use std::collections::VecDeque;
+use std::hash::{Hash, Hasher};
 
 use observatory_core::{Edge, EdgeKind, Event, NodeName};
 use rustc_hash::FxHashMap;
@@ -25,6 +26,9 @@ pub struct CorrelationConfig {
     pub tokens_max: usize,
     /// Most sightings kept per token; later ones are dropped (counted).
     pub sightings_per_token_max: usize,
+    /// Spans remembered (by trace, span id and kind) so that a retried export counts once;
+    /// the oldest are forgotten first. About 24 bytes each.
+    pub recent_spans_max: usize,
     /// The node a CLIENT half nobody answered goes to when its attributes name nothing
     /// (the Collector's `unknown`); `None` counts such halves as unpaired (Tempo).
     pub unknown_node: Option<NodeName>,
@@ -37,7 +41,8 @@ pub struct CorrelationCounters {
     pub spans_in: u64,
     /// INTERNAL spans, which are never edges.
     pub spans_internal: u64,
-    /// Spans already held (same trace, span id and role): exporters retry.
+    /// Spans seen before (same trace, span id and kind, among the last
+    /// `recent_spans_max` taken or handed in): exporters retry. Ignored.
     pub spans_duplicate: u64,
     /// Edges from a caller half paired with its callee half.
     pub edges_paired: u64,
@@ -128,6 +133,9 @@ pub struct Correlator {
     token_idles: VecDeque<(i64, String, u64)>,
     next_generation: u64,
     counters: CorrelationCounters,
+    /// Hashes of the spans taken lately, and their order for forgetting.
+    recent: rustc_hash::FxHashSet<u64>,
+    recent_order: VecDeque<u64>,
 }
 
 fn callee_fits(caller: SpanKind, callee: SpanKind) -> bool {
@@ -161,7 +169,33 @@ impl Correlator {
             token_idles: VecDeque::new(),
             next_generation: 0,
             counters: CorrelationCounters::default(),
+            recent: rustc_hash::FxHashSet::default(),
+            recent_order: VecDeque::new(),
         }
+    }
+
+    /// Whether `span` was taken lately (a retried export); remembers it if not. A 64-bit
+    /// hash stands for the span: two different spans share one with odds of about
+    /// `recent_spans_max` in 2^64, far below any other loss.
+    fn seen_lately(&mut self, span: &Span) -> bool {
+        if self.config.recent_spans_max == 0 || span.kind == SpanKind::Internal {
+            return false;
+        }
+        let mut hasher = rustc_hash::FxHasher::default();
+        (span.trace_id, span.span_id, span.kind as u8).hash(&mut hasher);
+        // FxHash mixes little; spread the bits before using them as a set key.
+        let key = hasher.finish().wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
+        if !self.recent.insert(key) {
+            self.counters.spans_duplicate += 1;
+            return true;
+        }
+        self.recent_order.push_back(key);
+        while self.recent_order.len() > self.config.recent_spans_max {
+            if let Some(old) = self.recent_order.pop_front() {
+                self.recent.remove(&old);
+            }
+        }
+        false
     }
 
     /// Counters since start.
@@ -199,7 +233,7 @@ impl Correlator {
         let mut callers: FxHashMap<Key, (usize, bool)> = FxHashMap::default();
         let mut halves = Vec::with_capacity(spans.len());
         for span in spans {
-            if self.take_immediate(&span, &mut out.events) {
+            if self.seen_lately(&span) || self.take_immediate(&span, &mut out.events) {
                 continue;
             }
             if is_caller(span.kind) {
@@ -259,7 +293,7 @@ impl Correlator {
         self.counters.spans_handed_in += handoff.spans.len() as u64;
         self.counters.sightings_handed_in += handoff.sightings.len() as u64;
         for span in handoff.spans {
-            if !self.take_immediate(&span, &mut events) {
+            if !self.seen_lately(&span) && !self.take_immediate(&span, &mut events) {
                 self.take_owned(now_ms, span, false, &mut events);
             }
         }

@@ -502,3 +502,38 @@ async fn peer_attributes_follow_the_configured_order() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn an_export_retried_after_it_was_taken_changes_no_count() {
+    let peer = TestPeer::with_correlation(default_limits(), fast_correlation());
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![
+            resource(
+                "frontend",
+                vec![proto_span(1, 1, None, 2, 0, 100, vec![]), proto_span(1, 2, Some(1), 3, 5, 60, vec![])],
+            ),
+            resource("checkout", vec![proto_span(1, 3, Some(2), 2, 10, 40, vec![])]),
+            // A client whose server never reports: it waits, then names its peer.
+            resource(
+                "checkout",
+                vec![proto_span(1, 4, Some(3), 3, 12, 3, vec![attr("peer.service", "stripe")])],
+            ),
+        ],
+    };
+    let body = request.encode_to_vec();
+    // The same request twice: the exporter timed out waiting for the first answer.
+    for _ in 0..2 {
+        let (status, body, _) =
+            post_raw(&peer, "/v1/traces", &[("content-type", "application/x-protobuf")], body.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    }
+    let expected = [
+        edge("checkout", "stripe", "request", 1, 0, 1),
+        edge("frontend", "checkout", "request", 1, 0, 1),
+        edge("user", "frontend", "request", 1, 0, 1),
+    ];
+    wait_for_edges(&peer, &expected).await;
+    let (_, status) = peer.get("/api/v1/status").await;
+    assert_eq!(status["correlation"]["spans_duplicate"], 4, "{status}");
+    assert_eq!(status["ingest"]["spans_received"], 8, "both requests were received: {status}");
+}

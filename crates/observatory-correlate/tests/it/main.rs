@@ -369,3 +369,107 @@ fn rendezvous_ownership_moves_only_the_keys_of_a_peer_that_leaves() {
     }
     assert_eq!(owner::<String>(b"x", &[]), None);
 }
+
+/// A trace id whose owner among `peers` is `wanted`.
+fn trace_owned_by(wanted: &str, peers: &[String], from: u128) -> u128 {
+    (from..).find(|t| owner(&t.to_le_bytes(), peers).is_some_and(|o| o == wanted)).expect("some trace")
+}
+
+/// A request's spans: a root SERVER, a CLIENT and its SERVER, and a CLIENT whose SERVER
+/// comes in another request.
+fn export(trace: u128) -> Vec<Span> {
+    vec![
+        span(trace, 1, None, SpanKind::Server, "web", 0, 90),
+        span(trace, 2, Some(1), SpanKind::Client, "web", 5, 50),
+        span(trace, 3, Some(2), SpanKind::Server, "cart", 10, 30),
+        span(trace, 4, Some(1), SpanKind::Client, "web", 60, 20),
+    ]
+}
+
+#[test]
+fn a_retried_export_counts_once_also_when_its_halves_wait_at_the_owner() {
+    let peers = vec!["a".to_string(), "b".to_string()];
+    let (mut a, mut b) = (Correlator::new(default_correlation()), Correlator::new(default_correlation()));
+    let trace = trace_owned_by("b", &peers, 1);
+    let mut at_b = Vec::new();
+    // The exporter sends to a, times out and sends the same request again.
+    for attempt in 0..2 {
+        let out = a.handle_spans(NOW, export(trace), "a", &peers);
+        if attempt == 1 {
+            assert!(out.events.is_empty() && out.handoffs.is_empty(), "the retry changes nothing: {out:?}");
+        }
+        at_b.extend(out.events);
+        for (peer, handoff) in out.handoffs {
+            assert_eq!(peer, "b");
+            at_b.extend(b.handle_handoff(NOW, handoff));
+        }
+    }
+    // The callee of the waiting client reports to b, twice too.
+    for _ in 0..2 {
+        let server = span(trace, 5, Some(4), SpanKind::Server, "search", 62, 10);
+        at_b.extend(b.handle_spans(NOW, vec![server], "b", &peers).events);
+    }
+    at_b.extend(a.handle_tick(NOW + 60_000));
+    at_b.extend(b.handle_tick(NOW + 60_000));
+    assert_eq!(
+        edges(&at_b),
+        Edges::from([
+            (key("user", "web", EdgeKind::Request), (1, 0, vec![90_000])),
+            (key("web", "cart", EdgeKind::Request), (1, 0, vec![30_000])),
+            (key("web", "search", EdgeKind::Request), (1, 0, vec![10_000])),
+        ])
+    );
+    assert_eq!((a.counters().spans_duplicate, b.counters().spans_duplicate), (4, 1));
+    // Nothing is remembered with recent_spans_max: 0, and the retry counts again.
+    let mut forgetful = Correlator::new(CorrelationConfig { recent_spans_max: 0, ..default_correlation() });
+    let (me, alone) = alone();
+    let first = forgetful.handle_spans(NOW, export(7), &me, &alone).events.len();
+    let again = forgetful.handle_spans(NOW, export(7), &me, &alone).events.len();
+    assert_eq!((first, again), (2, 2), "root and web -> cart, twice");
+}
+
+#[test]
+fn the_memory_of_recent_spans_is_bounded_and_forgets_the_oldest() {
+    let (me, peers) = alone();
+    let mut c = Correlator::new(CorrelationConfig { recent_spans_max: 4, ..default_correlation() });
+    let roots =
+        |from: u128, to: u128| (from..to).map(|t| span(t, 1, None, SpanKind::Server, "web", 0, 1)).collect();
+    assert_eq!(c.handle_spans(NOW, roots(1, 7), &me, &peers).events.len(), 6);
+    // Traces 3 to 6 are remembered; 1 and 2 were forgotten and count again.
+    assert_eq!(c.handle_spans(NOW, roots(3, 7), &me, &peers).events.len(), 0);
+    assert_eq!(c.handle_spans(NOW, roots(1, 3), &me, &peers).events.len(), 2);
+    assert_eq!(c.counters().spans_duplicate, 4);
+}
+
+#[test]
+fn a_retry_sent_to_another_peer_counts_again_what_paired_within_the_request() {
+    // Measured, not fixed (see the README): a load balancer that sends the retry to
+    // another peer. Halves handed to their trace's owner are remembered there and count
+    // once; pairs made within the request at the peer it reached count twice.
+    let peers: Vec<String> = ["a", "b", "c"].map(String::from).into();
+    let mut correlators: Vec<Correlator> = (0..3).map(|_| Correlator::new(default_correlation())).collect();
+    let trace = trace_owned_by("c", &peers, 1);
+    let mut events = Vec::new();
+    for at in [0, 1] {
+        let out = correlators[at].handle_spans(NOW, export(trace), &peers[at], &peers);
+        events.extend(out.events);
+        for (peer, handoff) in out.handoffs {
+            assert_eq!(peer, "c");
+            events.extend(correlators[2].handle_handoff(NOW, handoff));
+        }
+    }
+    let server = span(trace, 5, Some(4), SpanKind::Server, "search", 62, 10);
+    events.extend(correlators[2].handle_spans(NOW, vec![server], "c", &peers).events);
+    for c in &mut correlators {
+        events.extend(c.handle_tick(NOW + 60_000));
+    }
+    assert_eq!(
+        edges(&events),
+        Edges::from([
+            (key("user", "web", EdgeKind::Request), (2, 0, vec![90_000, 90_000])),
+            (key("web", "cart", EdgeKind::Request), (2, 0, vec![30_000, 30_000])),
+            (key("web", "search", EdgeKind::Request), (1, 0, vec![10_000])),
+        ])
+    );
+    assert_eq!(correlators[2].counters().spans_duplicate, 1, "the second handoff of the waiting client");
+}
