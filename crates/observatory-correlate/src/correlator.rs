@@ -27,7 +27,7 @@ pub struct CorrelationConfig {
     /// Most sightings kept per token; later ones are dropped (counted).
     pub sightings_per_token_max: usize,
     /// Spans remembered (by trace, span id and kind) so that a retried export counts once;
-    /// the oldest are forgotten first. About 24 bytes each.
+    /// the oldest are forgotten first. About 27 bytes each (a hash set and a queue of 8-byte keys).
     pub recent_spans_max: usize,
     /// The node a CLIENT half nobody answered goes to when its attributes name nothing
     /// (the Collector's `unknown`); `None` counts such halves as unpaired (Tempo).
