@@ -537,3 +537,109 @@ async fn an_export_retried_after_it_was_taken_changes_no_count() {
     assert_eq!(status["correlation"]["spans_duplicate"], 4, "{status}");
     assert_eq!(status["ingest"]["spans_received"], 8, "both requests were received: {status}");
 }
+
+/// One span of an anchor case: `(service, trace, id, parent, kind, failed, attributes)`,
+/// kind as OTLP's enum (2 SERVER, 3 CLIENT, 4 PRODUCER, 5 CONSUMER).
+type CaseSpan = (&'static str, u8, u8, Option<u8>, i32, bool, &'static [(&'static str, &'static str)]);
+/// `(from, to, kind, calls, errors)`.
+type CaseEdge = (&'static str, &'static str, &'static str, u64, u64);
+
+/// Where Tempo's service-graph processor and the Collector's servicegraph connector (its
+/// virtual-node support enabled) agree, read from their processors and the scenarios their
+/// tests exercise (a request pair, a database call by `db.name`, a producer and its
+/// consumer, failed halves, a root server, a client to an uninstrumented peer, and what
+/// neither counts), rewritten as our own cases: not a port of their testdata files.
+const ANCHOR_CASES: &[(&str, &[CaseSpan], &[CaseEdge])] = &[
+    (
+        "a client and its server: one request edge",
+        &[("requester", 1, 2, Some(1), 3, false, &[]), ("server", 1, 3, Some(2), 2, false, &[])],
+        &[("requester", "server", "request", 1, 0)],
+    ),
+    (
+        "a failed server half fails the edge",
+        &[("requester", 1, 2, Some(1), 3, false, &[]), ("server", 1, 3, Some(2), 2, true, &[])],
+        &[("requester", "server", "request", 1, 1)],
+    ),
+    (
+        "a failed client half fails the edge",
+        &[("requester", 1, 2, Some(1), 3, true, &[]), ("server", 1, 3, Some(2), 2, false, &[])],
+        &[("requester", "server", "request", 1, 1)],
+    ),
+    (
+        "a database call named by db.name, failed with its client span",
+        &[("server", 1, 4, Some(3), 3, true, &[("db.system", "postgresql"), ("db.name", "postgres")])],
+        &[("server", "postgres", "database", 1, 1)],
+    ),
+    (
+        "a producer and its consumer: one messaging edge",
+        &[
+            ("requester", 1, 5, Some(1), 4, false, &[("messaging.system", "rabbitmq")]),
+            ("recorder", 1, 6, Some(5), 5, false, &[("messaging.system", "rabbitmq")]),
+        ],
+        &[("requester", "recorder", "messaging", 1, 0)],
+    ),
+    (
+        "a failed consumer fails the messaging edge",
+        &[("requester", 1, 5, Some(1), 4, false, &[]), ("recorder", 1, 6, Some(5), 5, true, &[])],
+        &[("requester", "recorder", "messaging", 1, 1)],
+    ),
+    (
+        "a failed producer fails the messaging edge",
+        &[("requester", 1, 5, Some(1), 4, true, &[]), ("recorder", 1, 6, Some(5), 5, false, &[])],
+        &[("requester", "recorder", "messaging", 1, 1)],
+    ),
+    (
+        "a root server span is called by the user",
+        &[("server", 1, 1, None, 2, false, &[])],
+        &[("user", "server", "request", 1, 0)],
+    ),
+    (
+        "a client nobody answered calls the peer its peer.service names",
+        &[("requester", 1, 2, Some(1), 3, false, &[("peer.service", "external-payments-platform")])],
+        &[("requester", "external-payments-platform", "request", 1, 0)],
+    ),
+    (
+        "a server whose client never came is counted by neither",
+        &[("server", 1, 3, Some(2), 2, false, &[])],
+        &[],
+    ),
+];
+
+#[tokio::test]
+async fn where_tempo_and_the_collector_agree_we_give_their_graph() {
+    for (name, spans, expected) in ANCHOR_CASES {
+        let peer = TestPeer::with_correlation(default_limits(), fast_correlation());
+        let by_service = spans.iter().fold(Vec::<(&str, Vec<ProtoSpan>)>::new(), |mut acc, span| {
+            let (service, trace, id, parent, kind, failed, attributes) = *span;
+            let attributes = attributes.iter().map(|(k, v)| attr(k, v)).collect();
+            let mut proto =
+                proto_span(trace, id, parent, kind, u64::from(id) * 2, 20 - u64::from(id), attributes);
+            proto.status = failed.then_some(Status { code: 2 });
+            match acc.iter_mut().find(|(s, _)| *s == service) {
+                Some((_, list)) => list.push(proto),
+                None => acc.push((service, vec![proto])),
+            }
+            acc
+        });
+        let request = ExportTraceServiceRequest {
+            resource_spans: by_service.into_iter().map(|(service, spans)| resource(service, spans)).collect(),
+        };
+        let (status, body, _) = post_raw(
+            &peer,
+            "/v1/traces",
+            &[("content-type", "application/x-protobuf")],
+            request.encode_to_vec(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{name}: {}", String::from_utf8_lossy(&body));
+        // Waiting halves are given up after fast_correlation's 300 ms.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let got: Vec<_> =
+            graph_edges(&peer).await.into_iter().map(|(f, t, k, c, e, _)| (f, t, k, c, e)).collect();
+        let want: Vec<_> = expected
+            .iter()
+            .map(|(f, t, k, c, e)| (f.to_string(), t.to_string(), k.to_string(), *c, *e))
+            .collect();
+        assert_eq!(got, want, "{name}");
+    }
+}
