@@ -16,6 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use observatory_e2e::{DEADLINE, observatory_bin, wait_until};
+use serde_json::{Value, json};
 
 const README: &str = include_str!("../../README.md");
 const HEADING: &str = "Two peers on one machine";
@@ -213,6 +214,17 @@ fn the_readme_two_peer_example_runs_as_written() {
         b_log.contains("\"otlp\":null") && b_log.contains("\"otlp_grpc\":null"),
         "peer b serves OTLP on its HTTP port only:\n{b_log}"
     );
+    // And their status says so.
+    for (url, otlp, grpc) in [
+        ("http://127.0.0.1:7070", json!("127.0.0.1:4318"), json!("127.0.0.1:4317")),
+        ("http://127.0.0.1:7071", Value::Null, Value::Null),
+    ] {
+        let args = ["status".to_string(), "--peer".to_string(), url.to_string()];
+        let output = ns.command(&bin, &args, cwd.path()).output().expect("running `observatory status`");
+        let status: Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("status of {url} is not JSON ({e}): {output:?}"));
+        assert_eq!((&status["otlp"], &status["otlp_grpc"]), (&otlp, &grpc), "status of {url}: {status}");
+    }
 
     let peers_args = observatory_args(&commands[2]);
     let mut last = String::new();

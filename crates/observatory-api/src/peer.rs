@@ -25,6 +25,10 @@ pub struct PeerInfo {
     pub version: String,
     /// Where the data dir is.
     pub data_dir: String,
+    /// Where OTLP/HTTP is served besides the HTTP API, if anywhere.
+    pub otlp: Option<String>,
+    /// Where OTLP/gRPC is served, if anywhere.
+    pub otlp_grpc: Option<String>,
 }
 
 /// Why the peer did not take what it was given.

@@ -234,6 +234,8 @@ pub(crate) async fn get_status<P: PeerApi>(State(api): State<Arc<Api<P>>>) -> Js
         settings_fingerprint: settings.fingerprint(),
         settings: settings.canonical(),
         data_dir: info.data_dir,
+        otlp: info.otlp,
+        otlp_grpc: info.otlp_grpc,
         nodes: stats.nodes,
         edges: stats.edges,
         cells: stats.cells,

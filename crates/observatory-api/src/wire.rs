@@ -786,6 +786,13 @@ pub struct StatusAnswer {
     pub settings: String,
     /// Data dir.
     pub data_dir: String,
+    /// Where OTLP/HTTP is served besides the HTTP API; `null` when not (turned off, or
+    /// its default address was taken at start).
+    #[serde(default)]
+    pub otlp: Option<String>,
+    /// Where OTLP/gRPC is served; `null` when not.
+    #[serde(default)]
+    pub otlp_grpc: Option<String>,
     /// Distinct nodes.
     pub nodes: usize,
     /// Distinct edges.

@@ -478,6 +478,8 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>, version: &str) -> Res
                 incarnation,
                 version: version.to_string(),
                 data_dir: data_dir.display().to_string(),
+                otlp: otlp_addr.map(|a| a.to_string()),
+                otlp_grpc: otlp_grpc_addr.map(|a| a.to_string()),
             },
             store_size,
             applied: AppliedTally::default(),

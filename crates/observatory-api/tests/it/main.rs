@@ -84,6 +84,8 @@ impl FakePeer {
                 incarnation: 1,
                 version: "test".into(),
                 data_dir: "/nowhere".into(),
+                otlp: None,
+                otlp_grpc: Some("127.0.0.1:4317".into()),
             },
             objectives: Mutex::new(FakeObjectives { files: objective_files, evaluator, reload_error: None }),
         }))
