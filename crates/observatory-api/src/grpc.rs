@@ -197,6 +197,15 @@ impl<P: PeerApi> tower::Service<HttpRequest<Body>> for TraceService<P> {
                 ));
                 return Ok(status.into_http());
             }
+            // A place is taken before the message is read, as OTLP/HTTP does: memory is
+            // bounded by the places, not by connections and streams.
+            let _place = match ingest_place(&api) {
+                Ok(place) => place,
+                Err(error) => {
+                    api.counters.requests_rejected.add(error.code(), 1);
+                    return Ok(status_of(&error).into_http());
+                }
+            };
             let mut grpc = Grpc::new(BytesCodec)
                 .accept_compressed(CompressionEncoding::Gzip)
                 .send_compressed(CompressionEncoding::Gzip)
@@ -212,7 +221,7 @@ impl<P: PeerApi> tower::Service<HttpRequest<Body>> for TraceService<P> {
                 refused.filter(|s| matches!(s.code(), Code::OutOfRange | Code::ResourceExhausted))
                 && !reached.load(Ordering::Acquire)
             {
-                api.counters.requests_rejected.add("payload_too_large", 1);
+                api.counters.requests_rejected.add(ApiError::PayloadTooLarge(String::new()).code(), 1);
                 let status = Status::invalid_argument(format!(
                     "the request message is larger than limits.body_bytes_max ({} bytes): {}",
                     api.limits.body_bytes_max,
@@ -248,7 +257,6 @@ impl<P: PeerApi> tower::Service<tonic::Request<Bytes>> for Export<P> {
         let api = self.api.clone();
         Box::pin(async move {
             let result = async {
-                let _place = ingest_place(&api)?;
                 let decoded = otlp::decode_protobuf(request.into_inner(), &span_limits(&api))
                     .map_err(ApiError::BadRequest)?;
                 take_spans(&api, decoded).await

@@ -27,7 +27,7 @@ pub struct CorrelationConfig {
     /// Most sightings kept per token; later ones are dropped (counted).
     pub sightings_per_token_max: usize,
     /// Spans remembered (by trace, span id and kind) so that a retried export counts once;
-    /// the oldest are forgotten first. About 27 bytes each (a hash set and a queue of 8-byte keys).
+    /// the oldest are forgotten first. About 48 bytes each (a hash set and a queue of 8-byte keys).
     pub recent_spans_max: usize,
     /// The node a CLIENT half nobody answered goes to when its attributes name nothing
     /// (the Collector's `unknown`); `None` counts such halves as unpaired (Tempo).
@@ -181,10 +181,7 @@ impl Correlator {
         if self.config.recent_spans_max == 0 || span.kind == SpanKind::Internal {
             return false;
         }
-        let mut hasher = rustc_hash::FxHasher::default();
-        (span.trace_id, span.span_id, span.kind as u8).hash(&mut hasher);
-        // FxHash mixes little; spread the bits before using them as a set key.
-        let key = hasher.finish().wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
+        let key = recent_key(span);
         if !self.recent.insert(key) {
             self.counters.spans_duplicate += 1;
             return true;
@@ -289,11 +286,42 @@ impl Correlator {
     /// Halves and sightings another peer handed to us as their owner. They are held
     /// here whatever our own view of the owner is, so nothing travels in circles.
     pub fn handle_handoff(&mut self, now_ms: i64, handoff: Handoff) -> Vec<Event> {
-        let mut events = Vec::new();
         self.counters.spans_handed_in += handoff.spans.len() as u64;
         self.counters.sightings_handed_in += handoff.sightings.len() as u64;
+        self.take_handoff(now_ms, handoff, true)
+    }
+
+    /// A handoff this peer made that could not be sent (the mesh's queue was full or
+    /// closed): correlated here after all. Its spans were remembered when they were
+    /// taken, so they are not taken for retries now.
+    pub fn take_back(&mut self, now_ms: i64, handoff: Handoff) -> Vec<Event> {
+        self.counters.spans_handed_off -= (handoff.spans.len() as u64).min(self.counters.spans_handed_off);
+        self.counters.sightings_handed_off -=
+            (handoff.sightings.len() as u64).min(self.counters.sightings_handed_off);
+        self.take_handoff(now_ms, handoff, false)
+    }
+
+    /// The keys under which [`Correlator::handle_spans`] remembers `spans`, for
+    /// [`Correlator::forget`].
+    pub fn recent_keys(spans: &[Span]) -> Vec<u64> {
+        spans.iter().filter(|s| s.kind != SpanKind::Internal).map(recent_key).collect()
+    }
+
+    /// Forgets spans taken lately whose events could not be applied (the writer refused
+    /// them): the client is told to retry, and the retry must count.
+    pub fn forget(&mut self, keys: &[u64]) {
+        for key in keys {
+            self.recent.remove(key);
+        }
+    }
+
+    fn take_handoff(&mut self, now_ms: i64, handoff: Handoff, check_recent: bool) -> Vec<Event> {
+        let mut events = Vec::new();
         for span in handoff.spans {
-            if !self.seen_lately(&span) && !self.take_immediate(&span, &mut events) {
+            if check_recent && self.seen_lately(&span) {
+                continue;
+            }
+            if !self.take_immediate(&span, &mut events) {
                 self.take_owned(now_ms, span, false, &mut events);
             }
         }
@@ -588,6 +616,14 @@ impl Correlator {
             events.push(event(edge, b.ts_ms, Some(transit_us), b.error));
         }
     }
+}
+
+/// The key a span is remembered under: a 64-bit hash of trace, span id and kind.
+fn recent_key(span: &Span) -> u64 {
+    let mut hasher = rustc_hash::FxHasher::default();
+    (span.trace_id, span.span_id, span.kind as u8).hash(&mut hasher);
+    // FxHash mixes little; spread the bits before using them as a set key.
+    hasher.finish().wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29)
 }
 
 fn event(edge: Edge, ts_ms: i64, latency_us: Option<u64>, error: bool) -> Event {

@@ -190,7 +190,7 @@ impl Peer {
                 };
                 if let Some(handoff) = refused {
                     tracing::debug!(%peer, "handoff not queued; correlating here");
-                    events.extend(self.correlator().handle_handoff(now_ms, handoff));
+                    events.extend(self.correlator().take_back(now_ms, handoff));
                 }
             }
         }
@@ -210,9 +210,15 @@ impl PeerApi for Peer {
     async fn submit_spans(&self, spans: Vec<Span>) -> Result<(), SubmitError> {
         let now_ms = self.now_ms();
         let peers = self.live_peers();
+        let keys = Correlator::recent_keys(&spans);
         let output = self.correlator().handle_spans(now_ms, spans, &self.inner.info.peer_id, &peers);
         let events = self.dispatch(now_ms, output);
-        self.apply_derived(events).await
+        let applied = self.apply_derived(events).await;
+        if applied.is_err() {
+            // The client is told to retry: its retry must not be taken for a duplicate.
+            self.correlator().forget(&keys);
+        }
+        applied
     }
 
     async fn submit_sightings(&self, sightings: Vec<Sighting>) -> Result<(), SubmitError> {

@@ -155,7 +155,7 @@ async fn requests_that_cannot_succeed_are_final_and_other_methods_unimplemented(
     let (_, status) = peer.get("/api/v1/status").await;
     let rejected = &status["ingest"]["requests_rejected"];
     assert_eq!(
-        (rejected["bad_request"].as_u64(), rejected["payload_too_large"].as_u64()),
+        (rejected["bad_request"].as_u64(), rejected["too_large"].as_u64()),
         (Some(1), Some(1)),
         "{status}"
     );

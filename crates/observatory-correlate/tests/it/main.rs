@@ -473,3 +473,33 @@ fn a_retry_sent_to_another_peer_counts_again_what_paired_within_the_request() {
     );
     assert_eq!(correlators[2].counters().spans_duplicate, 1, "the second handoff of the waiting client");
 }
+
+#[test]
+fn a_handoff_taken_back_and_a_forgotten_batch_still_count() {
+    let peers = vec!["a".to_string(), "b".to_string()];
+    let mut a = Correlator::new(default_correlation());
+    let trace = trace_owned_by("b", &peers, 1);
+    // The mesh could not queue the handoff to b: a correlates it itself, and counts it.
+    let out = a.handle_spans(NOW, export(trace), "a", &peers);
+    let mut events = out.events;
+    for (_, handoff) in out.handoffs {
+        events.extend(a.take_back(NOW, handoff));
+    }
+    let server = span(trace, 5, Some(4), SpanKind::Server, "search", 62, 10);
+    events.extend(a.handle_spans(NOW, vec![server], "a", &peers).events);
+    assert_eq!(
+        edges(&events).get(&key("web", "search", EdgeKind::Request)).map(|e| e.0),
+        Some(1),
+        "{events:?}"
+    );
+    assert_eq!(a.counters().spans_duplicate, 0);
+
+    // A batch whose events the writer refused is forgotten: the client's retry counts.
+    let (me, alone) = alone();
+    let mut c = Correlator::new(default_correlation());
+    let batch = export(9);
+    let keys = Correlator::recent_keys(&batch);
+    assert_eq!(c.handle_spans(NOW, batch.clone(), &me, &alone).events.len(), 2);
+    c.forget(&keys);
+    assert_eq!(c.handle_spans(NOW, batch, &me, &alone).events.len(), 2, "the retry counts");
+}
