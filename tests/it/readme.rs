@@ -3,9 +3,9 @@
 //! The commands are read from the README itself (the code block after "Two peers on one
 //! machine"), with `cargo run --release --` standing for the binary this test suite built,
 //! and run in a network namespace of their own: it has a loopback of its own, so the
-//! example's fixed ports (7070, 7071, 7000, 7001 and the OTLP default 4318) cannot clash
-//! with anything else on the machine, and the second peer meets the first one's OTLP
-//! listener on 4318 exactly as a user's would.
+//! example's fixed ports (7070, 7071, 7000, 7001 and the OTLP defaults 4318 and 4317)
+//! cannot clash with anything else on the machine, and the second peer meets the first
+//! one's OTLP listeners exactly as a user's would.
 //!
 //! Needs root and `ip` (iproute2): without them it says why and passes, unless
 //! `OBSERVATORY_REQUIRE_ALL` is set (as in CI).
