@@ -139,9 +139,11 @@ fn by_edge(result: &[Value]) -> BTreeMap<(String, String, String), u64> {
         .collect()
 }
 
-/// Tempo's `connection_type` for one of our edge kinds.
-fn connection_type(kind: &str) -> String {
+/// Tempo's `connection_type` for one of our edge kinds, `virtual_node` for a request edge
+/// to or from a virtual node.
+fn connection_type(kind: &str, virtual_side: Option<&str>) -> String {
     match kind {
+        "request" if virtual_side.is_some() => "virtual_node",
         "request" => "",
         "messaging" => "messaging_system",
         "database" => "database",
@@ -158,7 +160,10 @@ fn graph_by_edge(graph: &Value, figure: impl Fn(&Value) -> u64) -> BTreeMap<(Str
         .iter()
         .map(|edge| {
             let text = |key: &str| edge[key].as_str().unwrap_or_else(|| panic!("{key}: {edge}")).to_string();
-            ((text("from"), text("to"), connection_type(&text("kind"))), figure(edge))
+            (
+                (text("from"), text("to"), connection_type(&text("kind"), edge["virtual"].as_str())),
+                figure(edge),
+            )
         })
         .collect()
 }

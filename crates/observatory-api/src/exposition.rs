@@ -27,7 +27,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use observatory_core::histogram::median_value_at;
 use observatory_core::settings::human_ms;
-use observatory_core::{EdgeKind, FlowState, QueryError, StateStats};
+use observatory_core::{Edge, EdgeKind, FlowState, QueryError, StateStats};
 use observatory_objectives::{AlertState, ObjectiveStatus};
 use serde::{Deserialize, Serialize};
 
@@ -89,12 +89,14 @@ impl ServiceGraphEdge {
     }
 }
 
-/// Tempo's `connection_type` for an edge kind: empty for plain calls.
-fn connection_type(kind: EdgeKind) -> &'static str {
-    match kind {
-        EdgeKind::Request => "",
-        EdgeKind::Messaging => "messaging_system",
-        EdgeKind::Database => "database",
+/// Tempo's `connection_type` for an edge: empty for plain calls, `virtual_node` for calls
+/// to or from a virtual node (databases and queues keep their own type, as there).
+fn connection_type(edge: &Edge) -> &'static str {
+    match (edge.kind, edge.virtual_node) {
+        (EdgeKind::Request, None) => "",
+        (EdgeKind::Request, Some(_)) => "virtual_node",
+        (EdgeKind::Messaging, _) => "messaging_system",
+        (EdgeKind::Database, _) => "database",
     }
 }
 
@@ -122,7 +124,7 @@ fn service_graph(state: &FlowState) -> Vec<ServiceGraphEdge> {
             ServiceGraphEdge {
                 client: key.edge.from.to_string(),
                 server: key.edge.to.to_string(),
-                connection_type: connection_type(key.edge.kind),
+                connection_type: connection_type(&key.edge),
                 requests: data.calls,
                 failed: data.errors,
                 latency_buckets: LATENCY_BUCKETS.map(|(_, bound_us)| latency.count_at_or_below(bound_us)),
@@ -134,7 +136,8 @@ fn service_graph(state: &FlowState) -> Vec<ServiceGraphEdge> {
     edges.sort_by(|a, b| {
         (&a.client, &a.server, a.connection_type).cmp(&(&b.client, &b.server, b.connection_type))
     });
-    // The flows and propagation marks of one edge are one series: summed.
+    // The flows and propagation marks of one edge are one series: summed. (Its virtual
+    // variant is a series of its own, as in Tempo.)
     let mut summed: Vec<ServiceGraphEdge> = Vec::with_capacity(edges.len());
     for edge in edges {
         match summed.last_mut() {

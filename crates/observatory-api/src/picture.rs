@@ -186,6 +186,9 @@ pub struct PictureNode {
     /// For a group: how many nodes it collapses (absent for a node).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub members: Option<usize>,
+    /// A virtual node (see the graph answer's nodes): drawn dashed.
+    #[serde(default, rename = "virtual", skip_serializing_if = "std::ops::Not::not")]
+    pub virtual_node: bool,
 }
 
 /// An objective on an edge.
@@ -206,6 +209,9 @@ pub struct PictureEdge {
     pub to: String,
     /// `request`, `messaging` or `database`.
     pub kind: String,
+    /// Which end is a virtual node (`client` or `server`), as in the graph answer.
+    #[serde(default, rename = "virtual", skip_serializing_if = "Option::is_none")]
+    pub virtual_node: Option<String>,
     /// `forward`, `backward` (reversed to break a cycle), `flat` or `loop`.
     pub direction: String,
     /// Its route, sender side first.
@@ -398,16 +404,19 @@ pub(crate) fn draw<P: PeerApi>(
         })
         .collect();
     let settings = &api.pictures.settings;
-    let mut figures: BTreeMap<(&str, &str, &str), &FiguresJson> =
-        graph.edges.iter().map(|e| ((e.from.as_str(), e.to.as_str(), e.kind.as_str()), &e.figures)).collect();
+    let mut figures: BTreeMap<(&str, &str, &str), (&FiguresJson, &Option<String>)> = graph
+        .edges
+        .iter()
+        .map(|e| ((e.from.as_str(), e.to.as_str(), e.kind.as_str()), (&e.figures, &e.virtual_node)))
+        .collect();
     let edges: Vec<PictureEdge> = drawing
         .edges
         .iter()
         .map(|routed| {
-            let figures = figures
+            let (figures, virtual_node) = figures
                 .remove(&(routed.from.as_str(), routed.to.as_str(), routed.kind.as_str()))
-                .expect("every drawn edge is in the graph")
-                .clone();
+                .expect("every drawn edge is in the graph");
+            let figures = figures.clone();
             let on_edge: Vec<EdgeObjectiveJson> = objectives
                 .iter()
                 .filter(|(selector, _)| selects(selector, &routed.from, &routed.to, &routed.kind))
@@ -425,6 +434,7 @@ pub(crate) fn draw<P: PeerApi>(
                 from: routed.from.clone(),
                 to: routed.to.clone(),
                 kind: routed.kind.clone(),
+                virtual_node: virtual_node.clone(),
                 direction: direction_text(routed.direction).to_string(),
                 points: routed.points.iter().map(|p| [round2(p[0]), round2(p[1])]).collect(),
                 figures,
@@ -433,8 +443,8 @@ pub(crate) fn draw<P: PeerApi>(
             }
         })
         .collect();
-    let calls: BTreeMap<&str, (u64, u64)> =
-        graph.nodes.iter().map(|n| (n.name.as_str(), (n.calls_in, n.calls_out))).collect();
+    let calls: BTreeMap<&str, (u64, u64, bool)> =
+        graph.nodes.iter().map(|n| (n.name.as_str(), (n.calls_in, n.calls_out, n.virtual_node))).collect();
     // The worst health into and out of each node, in one pass over the edges (this runs
     // for every live stream every second).
     let mut worst: BTreeMap<&str, (Option<HealthJson>, Option<HealthJson>)> = BTreeMap::new();
@@ -449,7 +459,8 @@ pub(crate) fn draw<P: PeerApi>(
         .iter()
         .map(|node| {
             let (into, out) = worst.get(node.name.as_str()).copied().unwrap_or_default();
-            let (calls_in, calls_out) = calls.get(node.name.as_str()).copied().unwrap_or_default();
+            let (calls_in, calls_out, virtual_node) =
+                calls.get(node.name.as_str()).copied().unwrap_or_default();
             PictureNode {
                 name: node.name.clone(),
                 rank: node.rank,
@@ -461,6 +472,7 @@ pub(crate) fn draw<P: PeerApi>(
                 calls_out,
                 health: into.or(out).unwrap_or(HealthJson::Idle),
                 members: members.get(&node.name).copied(),
+                virtual_node,
             }
         })
         .collect();
@@ -511,7 +523,10 @@ pub fn picture_svg(answer: &PictureAnswer) -> String {
     for node in &answer.nodes {
         let note =
             if node.calls_in > 0 { format!("{} in", answer_rate(answer, node)) } else { String::new() };
-        decor.nodes.insert(node.name.clone(), NodeDecor { health: node.health.drawn(), note });
+        decor.nodes.insert(
+            node.name.clone(),
+            NodeDecor { health: node.health.drawn(), note, dashed: node.virtual_node },
+        );
     }
     for edge in &answer.edges {
         let mut label = rate_label(edge.figures.rate_per_s);

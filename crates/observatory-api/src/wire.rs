@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use observatory_core::{Edge, Figures, GraphView, LatencySummary, OriginCoverage, SeriesView, Span};
+use observatory_core::{
+    Edge, Figures, GraphView, LatencySummary, OriginCoverage, SeriesView, Span, VirtualSide,
+};
 use observatory_correlate::CorrelationCounters;
 use observatory_sync::{Agreement, Completeness, MeshCounters, MeshStatus, PeerStatus};
 use serde::{Deserialize, Serialize};
@@ -211,6 +213,11 @@ pub struct EdgeJson {
     /// `request`, `messaging` or `database`.
     #[serde(default = "request_kind")]
     pub kind: String,
+    /// Which end is a virtual node (`client` or `server`), when every call of the edge in
+    /// the window was counted from one half of a span pair: a database, a queue or an
+    /// uninstrumented service named by the other half, or the entry node of root spans.
+    #[serde(default, rename = "virtual", skip_serializing_if = "Option::is_none")]
+    pub virtual_node: Option<String>,
     /// Figures over the window.
     #[serde(flatten)]
     pub figures: FiguresJson,
@@ -229,6 +236,14 @@ pub struct NodeJson {
     pub calls_in: u64,
     /// Calls it sent in the window.
     pub calls_out: u64,
+    /// A virtual node: every edge of the window to or from it names it from the other
+    /// half only (it reports no spans or events itself).
+    #[serde(default, rename = "virtual", skip_serializing_if = "is_false")]
+    pub virtual_node: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Answer to `GET /api/v1/graph`.
@@ -254,9 +269,17 @@ impl GraphAnswer {
     /// From the core's view.
     pub fn from_core(view: GraphView, window_ms: i64, coverage: Coverage) -> Self {
         let mut nodes: BTreeMap<&str, NodeJson> = BTreeMap::new();
+        // Virtual until an edge shows the node reporting for itself.
+        let mut reports: BTreeMap<&str, bool> = BTreeMap::new();
         for e in &view.edges {
             node_entry(&mut nodes, e.edge.from.as_str()).calls_out += e.figures.calls;
             node_entry(&mut nodes, e.edge.to.as_str()).calls_in += e.figures.calls;
+            let side = e.edge.virtual_node;
+            *reports.entry(e.edge.from.as_str()).or_default() |= side != Some(VirtualSide::Client);
+            *reports.entry(e.edge.to.as_str()).or_default() |= side != Some(VirtualSide::Server);
+        }
+        for (name, node) in &mut nodes {
+            node.virtual_node = !reports.get(name).copied().unwrap_or(true);
         }
         let nodes = nodes.into_values().collect();
         let mut edges: Vec<EdgeJson> = view
@@ -266,6 +289,7 @@ impl GraphAnswer {
                 from: e.edge.from.to_string(),
                 to: e.edge.to.to_string(),
                 kind: e.edge.kind.to_string(),
+                virtual_node: e.edge.virtual_node.map(|side| side.as_str().to_string()),
                 figures: FiguresJson::from(&e.figures),
             })
             .collect();
@@ -287,7 +311,12 @@ impl GraphAnswer {
 }
 
 fn node_entry<'a, 'm>(nodes: &'m mut BTreeMap<&'a str, NodeJson>, name: &'a str) -> &'m mut NodeJson {
-    nodes.entry(name).or_insert_with(|| NodeJson { name: name.to_string(), calls_in: 0, calls_out: 0 })
+    nodes.entry(name).or_insert_with(|| NodeJson {
+        name: name.to_string(),
+        calls_in: 0,
+        calls_out: 0,
+        virtual_node: false,
+    })
 }
 
 /// One point of a series.

@@ -148,7 +148,7 @@
         class: `edge ${e.kind} ${e.health}`, d, "stroke-width": strokeWidth(e.rate_per_s).toFixed(1),
         "marker-end": `url(#arrow-${e.health})`, "data-index": i, transform: `translate(0,${shift})`,
       }, gEdges);
-      el("title", {}, path).textContent = `${e.from} → ${e.to} (${e.kind})`;
+      el("title", {}, path).textContent = `${e.from} → ${e.to} (${e.kind}${e.virtual ? `, virtual ${e.virtual}` : ""})`;
       const hit = el("path", { class: "hitline", d, "data-index": i, transform: `translate(0,${shift})` }, gEdges);
       hit.addEventListener("click", () => select(keyOf(e)));
       const [x, y] = middle(e.points, e.direction);
@@ -160,7 +160,8 @@
     const w = answer.node_width, h = answer.node_height;
     for (const n of answer.nodes) {
       const g = el("g", { class: "node", "data-name": n.name }, gNodes);
-      el("title", {}, g).textContent = n.name;
+      el("title", {}, g).textContent = n.virtual ? `${n.name} (virtual: it reports nothing itself)` : n.name;
+      if (n.virtual) g.classList.add("virtual");
       const x0 = n.x - w / 2, y0 = n.y - h / 2;
       if (n.shape === "database") {
         const e = 6;

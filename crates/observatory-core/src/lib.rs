@@ -24,6 +24,7 @@ pub use clock::{Clock, ManualClock};
 pub use histogram::{BelowThreshold, LatencyAccumulator, LatencyHistogram, LatencySummary};
 pub use model::{
     Cell, CellData, CellKey, ContextMark, Edge, EdgeKind, Event, NodeName, NodeNameError, Origin, Resolution,
+    VirtualSide,
 };
 pub use propagation::{MarkCounts, NodePropagation, Verdict};
 pub use query::{EdgeFigures, Figures, GraphView, QueryError, SeriesPoint, SeriesView, Span};

@@ -174,6 +174,53 @@ impl ContextMark {
     }
 }
 
+/// Which end of an edge is a virtual node: a node no span or event of its own reports,
+/// named by the other half (a database, an uninstrumented service, the entry of a trace).
+/// Tempo and the Collector label such edges `connection_type="virtual_node"`, and Grafana
+/// draws their nodes differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VirtualSide {
+    /// The sender is virtual (a trace's root server span: the entry node; a consumer whose
+    /// producer is not instrumented).
+    Client,
+    /// The receiver is virtual (a client span whose callee reports nothing).
+    Server,
+}
+
+impl VirtualSide {
+    /// `client` or `server`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VirtualSide::Client => "client",
+            VirtualSide::Server => "server",
+        }
+    }
+}
+
+/// The byte that encodes an edge's context mark and virtual side (wire, store): the mark's
+/// code in the low two bits, the side in the next two (0 none, 1 client, 2 server). An edge
+/// without a virtual side has its mark's code, as before virtual sides existed.
+pub fn marks_code(context: ContextMark, side: Option<VirtualSide>) -> u8 {
+    let side = match side {
+        None => 0,
+        Some(VirtualSide::Client) => 1,
+        Some(VirtualSide::Server) => 2,
+    };
+    context.code() | (side << 2)
+}
+
+/// The context mark and virtual side of a [`marks_code`], if valid.
+pub fn from_marks_code(code: u8) -> Option<(ContextMark, Option<VirtualSide>)> {
+    let side = match code >> 2 {
+        0 => None,
+        1 => Some(VirtualSide::Client),
+        2 => Some(VirtualSide::Server),
+        _ => return None,
+    };
+    Some((ContextMark::from_code(code & 0b11)?, side))
+}
+
 /// A directed pair of nodes of one kind: information flowed from `from` to `to`; with the
 /// flow its calls belong to (a label set at the entry of the observed system and carried
 /// through every hop) and the propagation evidence of its calls. Queries sum the flows
@@ -193,6 +240,9 @@ pub struct Edge {
     /// Whether the calls carried their caller's context.
     #[serde(default)]
     pub context: ContextMark,
+    /// Which end is a virtual node, if either (edges made from one half of a span pair).
+    #[serde(default, rename = "virtual", skip_serializing_if = "Option::is_none")]
+    pub virtual_node: Option<VirtualSide>,
 }
 
 impl Edge {
@@ -203,7 +253,17 @@ impl Edge {
 
     /// The edge `from -> to` of `kind`.
     pub fn with_kind(from: NodeName, to: NodeName, kind: EdgeKind) -> Self {
-        Self { from, to, kind, flow: None, context: ContextMark::Unknown }
+        Self { from, to, kind, flow: None, context: ContextMark::Unknown, virtual_node: None }
+    }
+
+    /// The same edge with `side` a virtual node.
+    pub fn with_virtual(self, side: VirtualSide) -> Self {
+        Self { virtual_node: Some(side), ..self }
+    }
+
+    /// The byte of the edge's context mark and virtual side (see [`marks_code`]).
+    pub fn marks_code(&self) -> u8 {
+        marks_code(self.context, self.virtual_node)
     }
 
     /// The same edge in `flow` with the calls marked `context`.
@@ -211,17 +271,17 @@ impl Edge {
         Self { flow, context, ..self }
     }
 
-    /// `from -> to` of the kind, without flow or mark: what a graph shows.
+    /// `from -> to` of the kind, without flow, mark or virtual side: what a graph shows.
     pub fn base(&self) -> Edge {
         Self::with_kind(self.from.clone(), self.to.clone(), self.kind)
     }
 
-    /// Whether the edge has no flow and no mark.
+    /// Whether the edge has no flow, no mark and no virtual side.
     pub fn is_base(&self) -> bool {
-        self.flow.is_none() && self.context == ContextMark::Unknown
+        self.flow.is_none() && self.context == ContextMark::Unknown && self.virtual_node.is_none()
     }
 
-    /// Whether `self` is `other` up to flow and mark.
+    /// Whether `self` is `other` up to flow, mark and virtual side.
     pub fn same_base(&self, other: &Edge) -> bool {
         self.from == other.from && self.to == other.to && self.kind == other.kind
     }
@@ -238,6 +298,9 @@ impl fmt::Debug for Edge {
         }
         if self.context != ContextMark::Unknown {
             write!(f, " [context {}]", self.context.as_str())?;
+        }
+        if let Some(side) = self.virtual_node {
+            write!(f, " [virtual {}]", side.as_str())?;
         }
         Ok(())
     }

@@ -280,7 +280,23 @@ impl FlowState {
             });
             let buckets = buckets.map(|(_, d)| d);
             if let Some(figures) = sum(buckets, &mut accumulator, span.elapsed_ms(span.from_ms, span.to_ms)) {
-                let edge = if by_label { run[0].0.clone() } else { run[0].0.base() };
+                let edge = if by_label {
+                    run[0].0.clone()
+                } else {
+                    // The sum is virtual when every variant with traffic in the window is,
+                    // on the same side (a callee that sometimes reports is no virtual node).
+                    let mut sides = run
+                        .iter()
+                        .filter(|(_, cells)| {
+                            plan.iter().any(|(level, range)| {
+                                cells.per_resolution[*level].range(range.clone()).any(|(_, d)| d.calls > 0)
+                            })
+                        })
+                        .map(|(edge, _)| edge.virtual_node);
+                    let first = sides.next().flatten();
+                    let side = if sides.all(|s| s == first) { first } else { None };
+                    Edge { virtual_node: side, ..run[0].0.base() }
+                };
                 edges.push(EdgeFigures { edge, figures });
             }
         }

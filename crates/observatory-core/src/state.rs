@@ -304,7 +304,7 @@ impl OriginState {
                         buffer.extend_from_slice(flow.as_str().as_bytes());
                     }
                     buffer.push(0);
-                    buffer.push(key.edge.context.code());
+                    buffer.push(key.edge.marks_code());
                 }
                 digest = digest.wrapping_add(xxhash_rust::xxh3::xxh3_64(&buffer));
             }

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 
-use observatory_core::{Edge, EdgeKind, Event, NodeName};
+use observatory_core::{Edge, EdgeKind, Event, NodeName, VirtualSide};
 use rustc_hash::FxHashMap;
 
 use crate::owner::owner;
@@ -391,7 +391,8 @@ impl Correlator {
             }
             (SpanKind::Server, None, _) => {
                 self.counters.edges_root += 1;
-                let edge = Edge::new(self.config.entry_node.clone(), span.service.clone());
+                let edge = Edge::new(self.config.entry_node.clone(), span.service.clone())
+                    .with_virtual(VirtualSide::Client);
                 events.push(event(edge, span.start_ms(), Some(span.duration_us()), span.error));
                 true
             }
@@ -402,7 +403,8 @@ impl Correlator {
             // Databases are not instrumented: no SERVER span will come.
             (SpanKind::Client, _, Some(Remote { node, kind: EdgeKind::Database })) => {
                 self.counters.edges_virtual += 1;
-                let edge = Edge::with_kind(span.service.clone(), node.clone(), EdgeKind::Database);
+                let edge = Edge::with_kind(span.service.clone(), node.clone(), EdgeKind::Database)
+                    .with_virtual(VirtualSide::Server);
                 events.push(event(edge, span.start_ms(), Some(span.duration_us()), span.error));
                 true
             }
@@ -414,7 +416,8 @@ impl Correlator {
         match remote {
             Some(remote) => {
                 self.counters.edges_virtual += 1;
-                let edge = Edge::with_kind(remote.node.clone(), span.service.clone(), EdgeKind::Messaging);
+                let edge = Edge::with_kind(remote.node.clone(), span.service.clone(), EdgeKind::Messaging)
+                    .with_virtual(VirtualSide::Client);
                 events.push(event(edge, span.start_ms(), None, span.error));
             }
             None => self.counters.spans_unpaired += 1,
@@ -531,14 +534,16 @@ impl Correlator {
                             SpanKind::Producer => (EdgeKind::Messaging, None),
                             _ => (remote.kind, Some(span.duration_us())),
                         };
-                        let edge = Edge::with_kind(span.service.clone(), remote.node.clone(), kind);
+                        let edge = Edge::with_kind(span.service.clone(), remote.node.clone(), kind)
+                            .with_virtual(VirtualSide::Server);
                         events.push(event(edge, span.start_ms(), latency_us, span.error));
                     }
                     None => match (&self.config.unknown_node, span.kind) {
                         (Some(unknown), SpanKind::Client) => {
                             self.counters.edges_virtual += 1;
                             self.counters.edges_unknown += 1;
-                            let edge = Edge::new(span.service.clone(), unknown.clone());
+                            let edge = Edge::new(span.service.clone(), unknown.clone())
+                                .with_virtual(VirtualSide::Server);
                             events.push(event(edge, span.start_ms(), Some(span.duration_us()), span.error));
                         }
                         _ => self.counters.spans_unpaired += 1,

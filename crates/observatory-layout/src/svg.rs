@@ -49,6 +49,9 @@ pub struct NodeDecor {
     pub health: Health,
     /// A second line under the name (e.g. calls received per second).
     pub note: String,
+    /// A virtual node (named by its neighbours' spans, reporting nothing itself): drawn
+    /// with a dashed outline.
+    pub dashed: bool,
 }
 
 /// How an edge is drawn.
@@ -310,12 +313,14 @@ pub fn svg(layout: &Layout, decor: &Decor) -> String {
     for node in &layout.nodes {
         let look = decor.nodes.get(&node.name).cloned().unwrap_or_default();
         let (x0, y0) = (node.x - w / 2.0, node.y - h / 2.0);
-        let _ = write!(out, r#"<g class="node"><title>{}</title>"#, escape(&node.name));
+        let (class, title_note, dash) =
+            if look.dashed { (" virtual", " (virtual)", r#" stroke-dasharray="5 3""#) } else { ("", "", "") };
+        let _ = write!(out, r#"<g class="node{class}"><title>{}{title_note}</title>"#, escape(&node.name));
         match node.shape {
             Shape::Service => {
                 let _ = write!(
                     out,
-                    r#"<rect x="{x0:.1}" y="{y0:.1}" width="{w:.1}" height="{h:.1}" rx="8" fill="{}" stroke="{}" stroke-width="2"/>"#,
+                    r#"<rect x="{x0:.1}" y="{y0:.1}" width="{w:.1}" height="{h:.1}" rx="8" fill="{}" stroke="{}" stroke-width="2"{dash}/>"#,
                     palette::PAPER,
                     look.health.colour()
                 );
@@ -324,7 +329,7 @@ pub fn svg(layout: &Layout, decor: &Decor) -> String {
                 let e = 6.0;
                 let _ = write!(
                     out,
-                    r#"<path d="M{x0:.1},{:.1} a{:.1},{e} 0 0,1 {w:.1},0 v{:.1} a{:.1},{e} 0 0,1 -{w:.1},0 z M{x0:.1},{:.1} a{:.1},{e} 0 0,0 {w:.1},0" fill="{}" stroke="{}" stroke-width="2"/>"#,
+                    r#"<path d="M{x0:.1},{:.1} a{:.1},{e} 0 0,1 {w:.1},0 v{:.1} a{:.1},{e} 0 0,1 -{w:.1},0 z M{x0:.1},{:.1} a{:.1},{e} 0 0,0 {w:.1},0" fill="{}" stroke="{}" stroke-width="2"{dash}/>"#,
                     y0 + e,
                     w / 2.0,
                     h - 2.0 * e,

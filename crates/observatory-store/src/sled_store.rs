@@ -23,8 +23,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
+use observatory_core::model::from_marks_code;
 use observatory_core::{
-    Cell, CellData, CellKey, ContextMark, Edge, EdgeKind, LatencyHistogram, NodeName, Origin, Settings,
+    Cell, CellData, CellKey, Edge, EdgeKind, LatencyHistogram, NodeName, Origin, Settings,
 };
 use serde::{Deserialize, Serialize};
 
@@ -329,10 +330,11 @@ impl Store {
                 EdgeRecord::Request(from, to) => Edge::new(from, to),
                 EdgeRecord::Kind(from, to, code) => Edge::with_kind(from, to, kind_of(code)?),
                 EdgeRecord::Labelled(from, to, code, flow, mark) => {
-                    let context = ContextMark::from_code(mark).ok_or_else(|| {
+                    let (context, side) = from_marks_code(mark).ok_or_else(|| {
                         self.corrupt(format!("edge {id}"), format!("unknown context mark {mark}"))
                     })?;
-                    Edge::with_kind(from, to, kind_of(code)?).labelled(flow, context)
+                    let edge = Edge::with_kind(from, to, kind_of(code)?).labelled(flow, context);
+                    Edge { virtual_node: side, ..edge }
                 }
             };
             self.edge_ids.insert(edge.clone(), id);
@@ -419,7 +421,7 @@ impl Store {
         let record = if edge.is_base() {
             cbor(&(&edge.from, &edge.to, edge.kind.code()))
         } else {
-            cbor(&(&edge.from, &edge.to, edge.kind.code(), &edge.flow, edge.context.code()))
+            cbor(&(&edge.from, &edge.to, edge.kind.code(), &edge.flow, edge.marks_code()))
         };
         batch.batch.insert([b"e".as_slice(), &id.to_be_bytes()].concat(), record);
         batch.writes += 1;

@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 
-use observatory_core::model::NODE_NAME_BYTES_HARD_MAX;
+use observatory_core::model::{NODE_NAME_BYTES_HARD_MAX, from_marks_code};
 use observatory_core::{
     Cell, CellData, CellKey, ContextMark, Edge, EdgeKind, LatencyHistogram, NodeName, Origin, OriginDelta,
     SyncRequest, VersionVector,
@@ -343,7 +343,7 @@ impl WireSync {
                                     to,
                                     kind,
                                     key.edge.flow.as_ref().map(|f| f.to_string()),
-                                    key.edge.context.code(),
+                                    key.edge.marks_code(),
                                 )
                             });
                             next
@@ -508,12 +508,13 @@ impl WireSync {
                 let kind = EdgeKind::from_code(code).ok_or_else(|| {
                     WireError::Malformed(format!("edge {from} -> {to} has unknown kind {code}"))
                 })?;
-                let context = ContextMark::from_code(mark).ok_or_else(|| {
+                let (context, side) = from_marks_code(mark).ok_or_else(|| {
                     WireError::Malformed(format!("edge {from} -> {to} has unknown context mark {mark}"))
                 })?;
                 let flow = flow.map(|f| node_name("edge flow", &f)).transpose()?;
-                Ok(Edge::with_kind(node_name("edge", &from)?, node_name("edge", &to)?, kind)
-                    .labelled(flow, context))
+                let edge = Edge::with_kind(node_name("edge", &from)?, node_name("edge", &to)?, kind)
+                    .labelled(flow, context);
+                Ok(Edge { virtual_node: side, ..edge })
             })
             .collect::<Result<Vec<Edge>, WireError>>()?;
         let mut deltas = Vec::with_capacity(pages.len());

@@ -282,11 +282,19 @@ pub fn table(answer: &GraphAnswer) -> String {
     out
 }
 
-/// `from -> to`, with the kind when it is not a plain request.
+/// `from -> to`, with the kind when it is not a plain request and the virtual side if any.
 fn edge_text(edge: &EdgeJson) -> String {
-    match edge.kind.as_str() {
-        "request" => format!("{} -> {}", edge.from, edge.to),
-        kind => format!("{} -> {} ({kind})", edge.from, edge.to),
+    let mut notes = Vec::new();
+    if edge.kind != "request" {
+        notes.push(edge.kind.clone());
+    }
+    if let Some(side) = &edge.virtual_node {
+        notes.push(format!("virtual {side}"));
+    }
+    if notes.is_empty() {
+        format!("{} -> {}", edge.from, edge.to)
+    } else {
+        format!("{} -> {} ({})", edge.from, edge.to, notes.join(", "))
     }
 }
 
@@ -313,7 +321,8 @@ fn dot_id(name: &str) -> String {
 pub fn dot(answer: &GraphAnswer) -> String {
     let mut out = String::from("digraph observatory {\n  rankdir=LR;\n  node [shape=box, style=rounded];\n");
     for node in &answer.nodes {
-        let _ = writeln!(out, "  {};", dot_id(&node.name));
+        let style = if node.virtual_node { " [style=\"rounded,dashed\"]" } else { "" };
+        let _ = writeln!(out, "  {}{style};", dot_id(&node.name));
     }
     for e in &answer.edges {
         let color = if e.figures.error_ratio >= 0.05 { ", color=red" } else { "" };
@@ -349,6 +358,17 @@ pub fn mermaid(answer: &GraphAnswer) -> String {
     for (i, node) in answer.nodes.iter().enumerate() {
         ids.insert(node.name.as_str(), format!("n{i}"));
         let _ = writeln!(out, "  n{i}[\"{}\"]", mermaid_text(&node.name));
+    }
+    let virtual_ids: Vec<String> = answer
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.virtual_node)
+        .map(|(i, _)| format!("n{i}"))
+        .collect();
+    if !virtual_ids.is_empty() {
+        let _ = writeln!(out, "  classDef virtual stroke-dasharray: 5 3");
+        let _ = writeln!(out, "  class {} virtual", virtual_ids.join(","));
     }
     for e in &answer.edges {
         let (Some(from), Some(to)) = (ids.get(e.from.as_str()), ids.get(e.to.as_str())) else { continue };
@@ -638,4 +658,49 @@ pub fn peers_table(answer: &PeersAnswer) -> String {
         let _ = writeln!(out, "(no peers known yet)");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer() -> GraphAnswer {
+        let figures = serde_json::json!({
+            "calls": 10, "errors": 0, "error_ratio": 0.0, "rate_per_s": 0.5, "bytes": 0, "latency_ms": null
+        });
+        let edge = |from: &str, to: &str, kind: &str, side: Option<&str>| {
+            let mut edge = serde_json::json!({ "from": from, "to": to, "kind": kind });
+            if let Some(side) = side {
+                edge["virtual"] = side.into();
+            }
+            edge.as_object_mut().unwrap().extend(figures.as_object().unwrap().clone());
+            edge
+        };
+        let node = |name: &str, virtual_node: bool| serde_json::json!({ "name": name, "calls_in": 10, "calls_out": 10, "virtual": virtual_node });
+        serde_json::from_value(serde_json::json!({
+            "window": { "length": "5m", "resolution": "10s", "from": "a", "end": "b", "to": "c" },
+            "nodes": [node("checkout", false), node("orders-db", true), node("stripe", true), node("web", false)],
+            "edges": [
+                edge("web", "checkout", "request", None),
+                edge("checkout", "stripe", "request", Some("server")),
+                edge("checkout", "orders-db", "database", Some("server")),
+            ],
+            "coverage": { "origins": [] },
+        }))
+        .expect("a graph answer")
+    }
+
+    #[test]
+    fn virtual_edges_and_nodes_are_marked_in_every_format() {
+        let answer = answer();
+        let table = table(&answer);
+        assert!(table.contains("checkout -> stripe (virtual server) "), "{table}");
+        assert!(table.contains("checkout -> orders-db (database, virtual server) "), "{table}");
+        assert!(table.contains("web -> checkout "), "{table}");
+        let dot = dot(&answer);
+        assert!(dot.contains("\"stripe\" [style=\"rounded,dashed\"];"), "{dot}");
+        assert!(dot.contains("  \"web\";"), "{dot}");
+        let mermaid = mermaid(&answer);
+        assert!(mermaid.contains("class n1,n2 virtual"), "{mermaid}");
+    }
 }

@@ -231,7 +231,10 @@ impl Top {
                 };
                 Row::new(vec![
                     Cell::from(format!("{} -> {}", e.from, e.to)),
-                    Cell::from(e.kind.clone()),
+                    Cell::from(match &e.virtual_node {
+                        Some(_) => format!("{}, virtual", e.kind),
+                        None => e.kind.clone(),
+                    }),
                     Cell::from(format!("{:.2}", e.figures.rate_per_s)),
                     Cell::from(format!("{:.2}", e.figures.error_ratio * 100.0)).style(err_style),
                     Cell::from(latency.map_or("-".into(), |l| format!("{:.1}", l.p50))),
@@ -242,7 +245,7 @@ impl Top {
             .collect();
         let widths = [
             Constraint::Min(24),
-            Constraint::Length(9),
+            Constraint::Length(18),
             Constraint::Length(9),
             Constraint::Length(6),
             Constraint::Length(7),

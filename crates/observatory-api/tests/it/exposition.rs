@@ -71,7 +71,7 @@ impl Exposition {
     }
 
     /// The value of the one sample of `name` with exactly `labels`.
-    fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+    pub(crate) fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         let wanted: BTreeMap<String, String> =
             labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let found: Vec<&Sample> =
@@ -81,7 +81,7 @@ impl Exposition {
     }
 
     /// Every sample named `name`.
-    fn named(&self, name: &str) -> Vec<&Sample> {
+    pub(crate) fn named(&self, name: &str) -> Vec<&Sample> {
         self.samples.iter().filter(|s| s.name == name).collect()
     }
 }

@@ -541,8 +541,8 @@ async fn an_export_retried_after_it_was_taken_changes_no_count() {
 /// One span of an anchor case: `(service, trace, id, parent, kind, failed, attributes)`,
 /// kind as OTLP's enum (2 SERVER, 3 CLIENT, 4 PRODUCER, 5 CONSUMER).
 type CaseSpan = (&'static str, u8, u8, Option<u8>, i32, bool, &'static [(&'static str, &'static str)]);
-/// `(from, to, kind, calls, errors)`.
-type CaseEdge = (&'static str, &'static str, &'static str, u64, u64);
+/// `(from, to, kind, virtual side, connection_type in /metrics, calls, errors)`.
+type CaseEdge = (&'static str, &'static str, &'static str, Option<&'static str>, &'static str, u64, u64);
 
 /// Where Tempo's service-graph processor and the Collector's servicegraph connector (its
 /// virtual-node support enabled) agree, read from their processors and the scenarios their
@@ -553,22 +553,22 @@ const ANCHOR_CASES: &[(&str, &[CaseSpan], &[CaseEdge])] = &[
     (
         "a client and its server: one request edge",
         &[("requester", 1, 2, Some(1), 3, false, &[]), ("server", 1, 3, Some(2), 2, false, &[])],
-        &[("requester", "server", "request", 1, 0)],
+        &[("requester", "server", "request", None, "", 1, 0)],
     ),
     (
         "a failed server half fails the edge",
         &[("requester", 1, 2, Some(1), 3, false, &[]), ("server", 1, 3, Some(2), 2, true, &[])],
-        &[("requester", "server", "request", 1, 1)],
+        &[("requester", "server", "request", None, "", 1, 1)],
     ),
     (
         "a failed client half fails the edge",
         &[("requester", 1, 2, Some(1), 3, true, &[]), ("server", 1, 3, Some(2), 2, false, &[])],
-        &[("requester", "server", "request", 1, 1)],
+        &[("requester", "server", "request", None, "", 1, 1)],
     ),
     (
         "a database call named by db.name, failed with its client span",
         &[("server", 1, 4, Some(3), 3, true, &[("db.system", "postgresql"), ("db.name", "postgres")])],
-        &[("server", "postgres", "database", 1, 1)],
+        &[("server", "postgres", "database", Some("server"), "database", 1, 1)],
     ),
     (
         "a producer and its consumer: one messaging edge",
@@ -576,27 +576,27 @@ const ANCHOR_CASES: &[(&str, &[CaseSpan], &[CaseEdge])] = &[
             ("requester", 1, 5, Some(1), 4, false, &[("messaging.system", "rabbitmq")]),
             ("recorder", 1, 6, Some(5), 5, false, &[("messaging.system", "rabbitmq")]),
         ],
-        &[("requester", "recorder", "messaging", 1, 0)],
+        &[("requester", "recorder", "messaging", None, "messaging_system", 1, 0)],
     ),
     (
         "a failed consumer fails the messaging edge",
         &[("requester", 1, 5, Some(1), 4, false, &[]), ("recorder", 1, 6, Some(5), 5, true, &[])],
-        &[("requester", "recorder", "messaging", 1, 1)],
+        &[("requester", "recorder", "messaging", None, "messaging_system", 1, 1)],
     ),
     (
         "a failed producer fails the messaging edge",
         &[("requester", 1, 5, Some(1), 4, true, &[]), ("recorder", 1, 6, Some(5), 5, false, &[])],
-        &[("requester", "recorder", "messaging", 1, 1)],
+        &[("requester", "recorder", "messaging", None, "messaging_system", 1, 1)],
     ),
     (
         "a root server span is called by the user",
         &[("server", 1, 1, None, 2, false, &[])],
-        &[("user", "server", "request", 1, 0)],
+        &[("user", "server", "request", Some("client"), "virtual_node", 1, 0)],
     ),
     (
         "a client nobody answered calls the peer its peer.service names",
         &[("requester", 1, 2, Some(1), 3, false, &[("peer.service", "external-payments-platform")])],
-        &[("requester", "external-payments-platform", "request", 1, 0)],
+        &[("requester", "external-payments-platform", "request", Some("server"), "virtual_node", 1, 0)],
     ),
     (
         "a server whose client never came is counted by neither",
@@ -634,12 +634,99 @@ async fn where_tempo_and_the_collector_agree_we_give_their_graph() {
         assert_eq!(status, StatusCode::OK, "{name}: {}", String::from_utf8_lossy(&body));
         // Waiting halves are given up after fast_correlation's 300 ms.
         tokio::time::sleep(Duration::from_millis(700)).await;
-        let got: Vec<_> =
-            graph_edges(&peer).await.into_iter().map(|(f, t, k, c, e, _)| (f, t, k, c, e)).collect();
+        let (status, graph) = peer.get("/api/v1/graph?window=5m").await;
+        assert_eq!(status, StatusCode::OK, "{name}: {graph}");
+        let mut got: Vec<_> = graph["edges"]
+            .as_array()
+            .expect("edges")
+            .iter()
+            .map(|e| {
+                let text = |field: &str| e[field].as_str().map(str::to_string);
+                (
+                    text("from"),
+                    text("to"),
+                    text("kind"),
+                    text("virtual"),
+                    e["calls"].as_u64(),
+                    e["errors"].as_u64(),
+                )
+            })
+            .collect();
+        got.sort();
         let want: Vec<_> = expected
             .iter()
-            .map(|(f, t, k, c, e)| (f.to_string(), t.to_string(), k.to_string(), *c, *e))
+            .map(|(f, t, k, v, _, c, e)| {
+                let text = |s: &str| Some(s.to_string());
+                (text(f), text(t), text(k), v.map(str::to_string), Some(*c), Some(*e))
+            })
             .collect();
         assert_eq!(got, want, "{name}");
+        // The anchors' own metrics: the same series, with their connection_type.
+        let (_, metrics) = crate::exposition::metrics(&peer).await;
+        for (from, to, _, _, connection_type, calls, errors) in expected.iter() {
+            let labels = [("client", *from), ("server", *to), ("connection_type", *connection_type)];
+            assert_eq!(metrics.value("traces_service_graph_request_total", &labels), *calls as f64, "{name}");
+            assert_eq!(
+                metrics.value("traces_service_graph_request_failed_total", &labels),
+                *errors as f64,
+                "{name}"
+            );
+        }
+        assert_eq!(metrics.named("traces_service_graph_request_total").len(), expected.len(), "{name}");
     }
+}
+
+#[tokio::test]
+async fn virtual_nodes_are_marked_in_the_graph_and_metrics_and_a_callee_that_reports_is_not_one() {
+    let peer = TestPeer::with_correlation(default_limits(), fast_correlation());
+    let stripe = [attr("peer.service", "stripe")];
+    let payments = [attr("peer.service", "payments")];
+    // Trace 1: a root server span of web, and checkout calling stripe, which reports
+    // nothing. Trace 2: checkout -> payments, answered. Trace 3: checkout -> payments,
+    // whose server half was lost: a virtual call of an edge whose callee does report.
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![
+            resource("web", vec![proto_span(1, 1, None, 2, 0, 30, vec![])]),
+            resource(
+                "checkout",
+                vec![
+                    proto_span(1, 3, Some(2), 3, 4, 10, stripe.to_vec()),
+                    proto_span(2, 4, None, 3, 4, 10, payments.to_vec()),
+                    proto_span(3, 6, None, 3, 4, 10, payments.to_vec()),
+                ],
+            ),
+            resource("payments", vec![proto_span(2, 5, Some(4), 2, 5, 8, vec![])]),
+        ],
+    };
+    let (status, body, _) =
+        post_raw(&peer, "/v1/traces", &[("content-type", "application/x-protobuf")], request.encode_to_vec())
+            .await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (_, graph) = peer.get("/api/v1/graph?window=5m").await;
+    let edge = |from: &str, to: &str| {
+        graph["edges"].as_array().unwrap().iter().find(|e| e["from"] == from && e["to"] == to).cloned()
+    };
+    assert_eq!(edge("checkout", "stripe").expect("stripe")["virtual"], "server", "{graph}");
+    assert_eq!(edge("user", "web").expect("user")["virtual"], "client", "{graph}");
+    let to_payments = edge("checkout", "payments").expect("payments");
+    assert_eq!((to_payments["calls"].as_u64(), to_payments.get("virtual")), (Some(2), None), "{graph}");
+    let virtual_nodes: Vec<&str> = graph["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["virtual"] == true)
+        .map(|n| n["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(virtual_nodes, ["stripe", "user"], "{graph}");
+    // In /metrics the lost half is a series of its own, as Tempo would count it.
+    let (_, metrics) = crate::exposition::metrics(&peer).await;
+    let calls = |server: &str, connection_type: &str| {
+        metrics.value(
+            "traces_service_graph_request_total",
+            &[("client", "checkout"), ("server", server), ("connection_type", connection_type)],
+        )
+    };
+    assert_eq!((calls("payments", ""), calls("payments", "virtual_node")), (1.0, 1.0));
+    assert_eq!(calls("stripe", "virtual_node"), 1.0);
 }

@@ -11,7 +11,7 @@ mod crdt;
 mod histogram;
 mod query;
 
-use observatory_core::{ContextMark, Edge, Event, Limits, NodeName, Settings};
+use observatory_core::{ContextMark, Edge, Event, Limits, NodeName, Settings, VirtualSide};
 use proptest::prelude::*;
 
 /// The mesh-wide settings of a peer with the documented defaults.
@@ -57,12 +57,13 @@ pub fn latency_us() -> impl Strategy<Value = u64> {
 /// The flows random events carry (most carry none).
 pub const FLOWS: [&str; 2] = ["checkout-page", "browse-page"];
 
-/// A flow and propagation mark: none most of the time, so that edges both with and
-/// without them occur, and queries must sum them into one `from -> to`.
-pub fn labels() -> impl Strategy<Value = (Option<NodeName>, ContextMark)> {
+/// A flow, propagation mark and virtual side: none most of the time, so that edges both
+/// with and without them occur, and queries must sum them into one `from -> to`.
+pub fn labels() -> impl Strategy<Value = (Option<NodeName>, ContextMark, Option<VirtualSide>)> {
     (
         prop_oneof![3 => Just(None), 1 => (0..FLOWS.len()).prop_map(|f| Some(node(FLOWS[f])))],
         prop_oneof![3 => Just(ContextMark::Unknown), 1 => (0..ContextMark::ALL.len()).prop_map(|m| ContextMark::ALL[m])],
+        prop_oneof![6 => Just(None), 1 => Just(Some(VirtualSide::Client)), 1 => Just(Some(VirtualSide::Server))],
     )
 }
 
@@ -77,8 +78,8 @@ pub fn event(nodes: usize, age_max_ms: i64) -> impl Strategy<Value = Event> {
         prop_oneof![Just(0u64), 0..100_000u64],
         prop_oneof![4 => Just(1u64), 1 => 1..50u64],
     )
-        .prop_map(|((from, to, (flow, mark)), age, latency_us, error, bytes, count)| Event {
-            edge: edge(NODES[from], NODES[to]).labelled(flow, mark),
+        .prop_map(|((from, to, (flow, mark, side)), age, latency_us, error, bytes, count)| Event {
+            edge: Edge { virtual_node: side, ..edge(NODES[from], NODES[to]).labelled(flow, mark) },
             ts_ms: NOW_MS - age,
             latency_us,
             error,

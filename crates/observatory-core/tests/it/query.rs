@@ -111,7 +111,7 @@ proptest! {
                 .into_iter()
                 .filter(|edge| expected(&events, edge, end_ms - window_ms, end_ms).0 > 0)
                 .collect();
-            prop_assert_eq!(graph.edges.iter().map(|e| e.edge.clone()).collect::<Vec<_>>(), in_window);
+            prop_assert_eq!(graph.edges.iter().map(|e| e.edge.base()).collect::<Vec<_>>(), in_window);
             for e in &graph.edges {
                 check_figures(&e.figures, &events, &e.edge, end_ms - window_ms, end_ms, window_ms)?;
             }
@@ -138,7 +138,7 @@ proptest! {
         let elapsed = span.to_ms.min(end_ms) - span.from_ms;
         let mut seen = 0;
         for edge in edges_of(&events) {
-            match graph.edges.iter().find(|e| e.edge == edge) {
+            match graph.edges.iter().find(|e| e.edge.base() == edge) {
                 Some(e) => {
                     check_figures(&e.figures, &events, &edge, span.from_ms, span.to_ms, elapsed)?;
                     seen += 1;
@@ -173,7 +173,7 @@ proptest! {
                 sums.2 += point.figures.bytes;
             }
             // All events lie within the last ten minutes, so both cover all of them.
-            let in_graph = graph.edges.iter().find(|e| e.edge == edge).expect("the edge has events");
+            let in_graph = graph.edges.iter().find(|e| e.edge.base() == edge).expect("the edge has events");
             prop_assert_eq!(sums, (in_graph.figures.calls, in_graph.figures.errors, in_graph.figures.bytes));
             let (calls, _, _, _) = expected(&events, &edge, i64::MIN, i64::MAX);
             prop_assert_eq!(sums.0, calls);
@@ -240,14 +240,14 @@ proptest! {
                 prop_assert!(e.edge.flow.is_none(), "answers name base edges");
                 let in_flow = e.edge.clone().labelled(Some(flow.clone()), Default::default());
                 check_figures(&e.figures, &events, &in_flow, end_ms - window_ms, end_ms, window_ms)?;
-                *summed.entry(e.edge.clone()).or_default() += e.figures.calls;
+                *summed.entry(e.edge.base()).or_default() += e.figures.calls;
             }
         }
         for (_, event) in events.iter().filter(|(_, e)| e.edge.flow.is_none()) {
             *summed.entry(event.edge.base()).or_default() += event.count;
         }
         let whole: std::collections::BTreeMap<Edge, u64> =
-            whole.edges.iter().map(|e| (e.edge.clone(), e.figures.calls)).collect();
+            whole.edges.iter().map(|e| (e.edge.base(), e.figures.calls)).collect();
         prop_assert_eq!(summed, whole);
     }
 
@@ -403,4 +403,51 @@ fn a_front_end_that_loses_context_is_flagged_though_outside_calls_come_without()
         state.propagation_as_of(5 * MINUTE, NOW_MS + SECOND, NOW_MS, &node("user")).expect("verdicts");
     let verdicts: Vec<(&str, Verdict)> = nodes.iter().map(|n| (n.node.as_str(), n.verdict)).collect();
     assert_eq!(verdicts, [("catalog", Verdict::Ok), ("web", Verdict::DropsOutbound)], "{nodes:?}");
+}
+
+#[test]
+fn an_edge_is_virtual_when_every_call_of_the_window_was_counted_from_one_half() {
+    use observatory_core::VirtualSide;
+    let mut state = FlowState::new(default_settings(), default_limits());
+    state.set_local(Origin::new("p", 1));
+    let calls = |from: &str, to: &str, side: Option<VirtualSide>, ago_ms: i64, n: u64| Event {
+        edge: Edge { virtual_node: side, ..edge(from, to) },
+        ts_ms: NOW_MS - ago_ms,
+        latency_us: Some(1_000),
+        error: false,
+        bytes: 0,
+        count: n,
+    };
+    let events = [
+        // Only ever named by checkout's client spans.
+        calls("checkout", "stripe", Some(VirtualSide::Server), 0, 5),
+        calls("user", "web", Some(VirtualSide::Client), 0, 9),
+        // payments answers, but some of its server halves were lost.
+        calls("checkout", "payments", None, 0, 40),
+        calls("checkout", "payments", Some(VirtualSide::Server), 0, 2),
+        // cart lost its halves only long before the window.
+        calls("web", "cart", None, 0, 7),
+        calls("web", "cart", Some(VirtualSide::Server), 10 * MINUTE, 3),
+    ];
+    assert_eq!(state.apply_local(NOW_MS, &events).accepted, events.len());
+    let view = state.graph(5 * MINUTE, NOW_MS + SECOND).expect("a graph");
+    let mut got: Vec<(String, Option<VirtualSide>, u64)> = view
+        .edges
+        .iter()
+        .map(|e| (format!("{:?}", e.edge.base()), e.edge.virtual_node, e.figures.calls))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("checkout -> payments".to_string(), None, 42),
+            ("checkout -> stripe".to_string(), Some(VirtualSide::Server), 5),
+            ("user -> web".to_string(), Some(VirtualSide::Client), 9),
+            ("web -> cart".to_string(), None, 7),
+        ]
+    );
+    // Over an hour cart's virtual calls are in the window, and still not all of them.
+    let view = state.graph(60 * MINUTE, NOW_MS + SECOND).expect("a graph");
+    let cart = view.edges.iter().find(|e| e.edge.to.as_str() == "cart").expect("cart");
+    assert_eq!((cart.edge.virtual_node, cart.figures.calls), (None, 10));
 }

@@ -15,7 +15,9 @@ fn every_node_and_edge_is_drawn_with_its_look() {
     .into();
     let drawing = layout(&edges, None, &LayoutConfig::default());
     let mut decor = Decor { title: "graph of the last 5m".into(), ..Decor::default() };
-    decor.nodes.insert("checkout".into(), NodeDecor { health: Health::Bad, note: "12/s".into() });
+    decor
+        .nodes
+        .insert("checkout".into(), NodeDecor { health: Health::Bad, note: "12/s".into(), dashed: false });
     decor.edges.insert(
         EdgeKey::new("web", "checkout", "request"),
         EdgeDecor { health: Health::Warn, width: 4.0, label: "12/s · p99 310 ms".into() },

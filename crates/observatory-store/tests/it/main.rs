@@ -285,6 +285,11 @@ async fn flows_and_propagation_marks_come_back_after_a_restart() {
         labelled(Some("checkout-page"), ContextMark::Continued),
         labelled(Some("checkout-page"), ContextMark::Started),
         labelled(None, ContextMark::Missing),
+        {
+            let mut e = labelled(None, ContextMark::Unknown);
+            e.edge = e.edge.with_virtual(observatory_core::VirtualSide::Server);
+            e
+        },
     ];
     ingest(dir.path(), std::slice::from_ref(&batch)).await;
     let reopened = open_when_free(dir.path());
@@ -294,7 +299,7 @@ async fn flows_and_propagation_marks_come_back_after_a_restart() {
     let mut written: Vec<Edge> = batch.iter().map(|e| e.edge.clone()).collect();
     read.sort();
     written.sort();
-    assert_eq!(read, written, "every flow and mark is an edge of its own on disk");
-    assert_eq!(graph_calls(&reopened.state, now), [("web -> catalog".to_string(), 4, 0, 40)]);
+    assert_eq!(read, written, "every flow, mark and virtual side is an edge of its own on disk");
+    assert_eq!(graph_calls(&reopened.state, now), [("web -> catalog".to_string(), 5, 0, 50)]);
     assert!(reopened.state.global_view_recomputed_matches());
 }

@@ -182,10 +182,20 @@ fn edges_with_flows_and_marks_travel_as_they_are() {
         (Some("checkout-page"), ContextMark::Continued),
         (None, ContextMark::Started),
         (Some("tenant=acme"), ContextMark::Unknown),
+        (None, ContextMark::Unknown),
     ]
     .into_iter()
-    .map(|(flow, mark)| Event {
-        edge: Edge::new(name("web"), name("checkout")).labelled(flow.map(name), mark),
+    .enumerate()
+    .map(|(i, (flow, mark))| Event {
+        edge: {
+            let edge = Edge::new(name("web"), name("checkout")).labelled(flow.map(name), mark);
+            // The last is virtual on the server side, the first on the client side.
+            match i {
+                0 => edge.with_virtual(observatory_core::VirtualSide::Client),
+                3 => edge.with_virtual(observatory_core::VirtualSide::Server),
+                _ => edge,
+            }
+        },
         ts_ms: NOW - 2_000,
         latency_us: Some(4_000),
         error: false,
@@ -193,7 +203,7 @@ fn edges_with_flows_and_marks_travel_as_they_are() {
         count: 2,
     })
     .collect();
-    assert_eq!(a.apply_local(NOW, &events).accepted, 3);
+    assert_eq!(a.apply_local(NOW, &events).accepted, 4);
     let want = b.sync_request(&Transfer::default());
     let head = SyncMessage {
         fingerprint: "0123456789abcdef".into(),
@@ -206,7 +216,7 @@ fn edges_with_flows_and_marks_travel_as_they_are() {
     let pages = a.delta_within(&want, 1 << 20, wire_cost);
     let message: MeshMessage = Message::Sync(head, pages).into();
     let decoded = wire::decode(&wire::encode(message.clone())).expect("decodes");
-    assert_eq!(decoded, message, "every flow and mark comes back");
+    assert_eq!(decoded, message, "every flow, mark and virtual side comes back");
     // Edges without either are still written as they were before flows existed.
     let text = hex(&wire::encode(message));
     assert!(text.contains(&hex(b"checkout-page")));
