@@ -273,6 +273,16 @@ fn peer_families<P: PeerApi>(api: &Api<P>, stats: &StateStats) -> Vec<PeerFamily
             correlation.spans_unpaired,
         ),
         counter(
+            "observatory_spans_unpaired_sampled_total",
+            "Sampled caller halves given up whose other half a stricter sampler dropped (the kept pairs count them).",
+            correlation.spans_unpaired_sampled,
+        ),
+        counter(
+            "observatory_edges_estimated_total",
+            "Edges counted from sampled spans, weighted by their adjusted count.",
+            correlation.edges_estimated,
+        ),
+        counter(
             "observatory_spans_evicted_total",
             "Span halves given up early because correlation.pending_spans_max was reached.",
             correlation.spans_evicted,

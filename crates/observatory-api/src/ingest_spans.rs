@@ -92,6 +92,7 @@ pub(crate) fn span_limits<P>(api: &Api<P>) -> SpanLimits {
         node_name_bytes_max: api.limits.parse.node_name_bytes_max,
         spans_per_request_max: api.limits.spans_per_request_max,
         peer_attributes: api.limits.peer_attributes.clone(),
+        sample_ratio_attribute: api.limits.sample_ratio_attribute.clone(),
     }
 }
 

@@ -75,6 +75,8 @@ pub struct ApiLimits {
     pub entry_node: String,
     /// The span attributes naming the other side (`correlation.peer_attributes`).
     pub peer_attributes: std::sync::Arc<[String]>,
+    /// The attribute holding a span's sampling ratio (`correlation.sample_ratio_attribute`).
+    pub sample_ratio_attribute: Option<std::sync::Arc<str>>,
 }
 
 impl ApiLimits {
@@ -95,6 +97,7 @@ impl ApiLimits {
             picture: picture::PictureSettings::from_config(config),
             entry_node: config.correlation.entry_node.clone(),
             peer_attributes: config.correlation.peer_attributes.clone().into(),
+            sample_ratio_attribute: config.correlation.sample_ratio_attribute.as_deref().map(Into::into),
         }
     }
 }

@@ -60,6 +60,9 @@ pub struct ProtoSpan {
     /// 8 bytes.
     #[prost(bytes = "bytes", tag = "2")]
     pub span_id: Bytes,
+    /// The W3C trace state (UTF-8, read as bytes): OpenTelemetry's sampling threshold.
+    #[prost(bytes = "bytes", tag = "3")]
+    pub trace_state: Bytes,
     /// 8 bytes, or empty for a root span.
     #[prost(bytes = "bytes", tag = "4")]
     pub parent_span_id: Bytes,
@@ -99,12 +102,15 @@ pub struct KeyValue {
     pub value: Option<AnyValue>,
 }
 
-/// `AnyValue`, lean: only `string_value` (other kinds name no node).
+/// `AnyValue`, lean: `string_value` (names nodes) and `double_value` (sampling ratios).
 #[derive(Clone, PartialEq, Message)]
 pub struct AnyValue {
     /// UTF-8 string (read as bytes).
     #[prost(bytes = "bytes", optional, tag = "1")]
     pub string_value: Option<Bytes>,
+    /// A double.
+    #[prost(double, optional, tag = "4")]
+    pub double_value: Option<f64>,
 }
 
 /// `ExportTraceServiceResponse`.
@@ -137,6 +143,13 @@ pub struct RpcStatus {
     pub message: String,
 }
 
+fn double_attribute(attributes: &[KeyValue], key: &str) -> Option<f64> {
+    attributes
+        .iter()
+        .find(|kv| kv.key.as_ref() == key.as_bytes())
+        .and_then(|kv| kv.value.as_ref()?.double_value)
+}
+
 fn string_attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
     attributes
         .iter()
@@ -152,15 +165,13 @@ pub fn decode_protobuf(body: Bytes, limits: &SpanLimits) -> Result<DecodedSpans,
     let mut out = DecodedSpans::default();
     let mut index = 0usize;
     for resource_spans in &request.resource_spans {
-        let service = spans::service(
-            resource_spans.resource.as_ref().and_then(|r| string_attribute(&r.attributes, "service.name")),
-            limits,
-        );
+        let resource = resource_spans.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
+        let service = spans::service(string_attribute(resource, "service.name"), limits);
         for span in resource_spans.scope_spans.iter().flat_map(|s| &s.spans) {
             let converted = if index >= limits.spans_per_request_max {
                 Err(too_many(limits))
             } else {
-                service.clone().and_then(|service| proto_span(span, service, limits))
+                service.clone().and_then(|service| proto_span(span, resource, service, limits))
             };
             push(&mut out, index, converted);
             index += 1;
@@ -191,6 +202,7 @@ fn push(out: &mut DecodedSpans, index: usize, span: Result<Option<Span>, SpanRej
 /// most spans of a trace are internal.
 fn proto_span(
     span: &ProtoSpan,
+    resource: &[KeyValue],
     service: observatory_core::NodeName,
     limits: &SpanLimits,
 ) -> Result<Option<Span>, SpanRejection> {
@@ -204,6 +216,16 @@ fn proto_span(
     }
     let remote =
         spans::remote(kind, |key| string_attribute(&span.attributes, key).map(Cow::Borrowed), limits);
+    let sampling_threshold = spans::sampling_threshold(
+        std::str::from_utf8(&span.trace_state).unwrap_or(""),
+        |key| {
+            string_attribute(&span.attributes, key)
+                .or_else(|| string_attribute(resource, key))
+                .map(Cow::Borrowed)
+        },
+        |key| double_attribute(&span.attributes, key).or_else(|| double_attribute(resource, key)),
+        limits,
+    );
     Ok(Some(Span {
         trace_id,
         span_id,
@@ -214,6 +236,7 @@ fn proto_span(
         end_ns,
         error: span.status.as_ref().is_some_and(|s| s.code == 2),
         remote,
+        sampling_threshold,
     }))
 }
 
@@ -254,6 +277,8 @@ struct JsonSpan<'a> {
     span_id: Cow<'a, str>,
     #[serde(default, borrow)]
     parent_span_id: Cow<'a, str>,
+    #[serde(default, borrow)]
+    trace_state: Cow<'a, str>,
     #[serde(default)]
     kind: JsonEnum,
     #[serde(default)]
@@ -285,6 +310,24 @@ struct JsonKeyValue<'a> {
 struct JsonAnyValue<'a> {
     #[serde(default, borrow)]
     string_value: Option<Cow<'a, str>>,
+    #[serde(default)]
+    double_value: JsonF64,
+}
+
+/// A double as a JSON number or string (proto3 JSON writes `"NaN"` and the like as
+/// strings); anything else reads as none rather than refusing the request.
+#[derive(Default)]
+struct JsonF64(Option<f64>);
+
+impl<'de> Deserialize<'de> for JsonF64 {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        Ok(JsonF64(match value {
+            serde_json::Value::Number(n) => n.as_f64(),
+            serde_json::Value::String(s) => s.parse().ok(),
+            _ => None,
+        }))
+    }
 }
 
 /// An enum value: an integer as the spec says, or its name (`SPAN_KIND_SERVER`,
@@ -353,6 +396,10 @@ fn json_attribute<'a>(attributes: &'a [JsonKeyValue<'a>], key: &str) -> Option<C
         .map(Cow::Borrowed)
 }
 
+fn json_double(attributes: &[JsonKeyValue<'_>], key: &str) -> Option<f64> {
+    attributes.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.as_ref()?.double_value.0)
+}
+
 fn hex_id<const N: usize>(text: &str) -> Option<[u8; N]> {
     let mut out = [0u8; N];
     spans::hex(text, &mut out).then_some(out)
@@ -366,14 +413,14 @@ pub fn decode_json(body: &[u8], limits: &SpanLimits) -> Result<DecodedSpans, Str
     let mut out = DecodedSpans::default();
     let mut index = 0usize;
     for resource_spans in &request.resource_spans {
-        let service_name =
-            resource_spans.resource.as_ref().and_then(|r| json_attribute(&r.attributes, "service.name"));
+        let resource = resource_spans.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
+        let service_name = json_attribute(resource, "service.name");
         let service = spans::service(service_name.as_deref(), limits);
         for span in resource_spans.scope_spans.iter().flat_map(|s| &s.spans) {
             let converted = if index >= limits.spans_per_request_max {
                 Err(too_many(limits))
             } else {
-                service.clone().and_then(|service| json_span(span, service, limits))
+                service.clone().and_then(|service| json_span(span, resource, service, limits))
             };
             push(&mut out, index, converted);
             index += 1;
@@ -384,6 +431,7 @@ pub fn decode_json(body: &[u8], limits: &SpanLimits) -> Result<DecodedSpans, Str
 
 fn json_span(
     span: &JsonSpan<'_>,
+    resource: &[JsonKeyValue<'_>],
     service: observatory_core::NodeName,
     limits: &SpanLimits,
 ) -> Result<Option<Span>, SpanRejection> {
@@ -407,6 +455,12 @@ fn json_span(
         return Ok(None);
     }
     let remote = spans::remote(kind, |key| json_attribute(&span.attributes, key), limits);
+    let sampling_threshold = spans::sampling_threshold(
+        &span.trace_state,
+        |key| json_attribute(&span.attributes, key).or_else(|| json_attribute(resource, key)),
+        |key| json_double(&span.attributes, key).or_else(|| json_double(resource, key)),
+        limits,
+    );
     Ok(Some(Span {
         trace_id,
         span_id,
@@ -417,6 +471,7 @@ fn json_span(
         end_ns,
         error: span.status.as_ref().is_some_and(|s| s.code.0 == 2),
         remote,
+        sampling_threshold,
     }))
 }
 

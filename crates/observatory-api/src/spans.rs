@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use observatory_core::{EdgeKind, NodeName};
-use observatory_correlate::{Remote, Span, SpanKind};
+use observatory_correlate::{Remote, Span, SpanKind, threshold_of_probability};
 
 /// Why one span was refused. The code counts refusals; the text goes to the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,13 +41,20 @@ pub struct SpanLimits {
     pub spans_per_request_max: usize,
     /// The attributes naming the node on the other side, first non-empty wins.
     pub peer_attributes: Arc<[String]>,
+    /// The attribute holding a span's sampling ratio (`correlation.sample_ratio_attribute`).
+    pub sample_ratio_attribute: Option<Arc<str>>,
 }
 
 impl SpanLimits {
     /// The limits with the documented default peer attributes.
     pub fn new(node_name_bytes_max: usize, spans_per_request_max: usize) -> Self {
-        let peer_attributes = observatory_config::Config::defaults().correlation.peer_attributes.clone();
-        Self { node_name_bytes_max, spans_per_request_max, peer_attributes: peer_attributes.into() }
+        let correlation = &observatory_config::Config::defaults().correlation;
+        Self {
+            node_name_bytes_max,
+            spans_per_request_max,
+            peer_attributes: correlation.peer_attributes.clone().into(),
+            sample_ratio_attribute: correlation.sample_ratio_attribute.as_deref().map(Arc::from),
+        }
     }
 }
 
@@ -147,6 +154,41 @@ pub(crate) fn otlp_kind(code: i64) -> Result<SpanKind, SpanRejection> {
             ));
         }
     })
+}
+
+/// The sampling threshold a span was kept under (see `Span::sampling_threshold`), first
+/// found: OpenTelemetry's `th` in the `ot` member of its W3C `trace_state`; the attribute
+/// `limits.sample_ratio_attribute` holding the probability; Jaeger's
+/// `sampler.type=probabilistic` with `sampler.param`. 0 (each span one call) when none
+/// says, or what says is not valid (a threshold that is not 1 to 14 hex digits, a
+/// probability outside `(0, 1]`).
+pub(crate) fn sampling_threshold<'a>(
+    trace_state: &str,
+    text: impl Fn(&str) -> Option<Cow<'a, str>>,
+    number: impl Fn(&str) -> Option<f64>,
+    limits: &SpanLimits,
+) -> u64 {
+    if let Some(threshold) = ot_threshold(trace_state) {
+        return threshold;
+    }
+    let number = |key: &str| number(key).or_else(|| text(key)?.trim().parse().ok());
+    let probability =
+        limits.sample_ratio_attribute.as_deref().and_then(number).or_else(|| {
+            (text("sampler.type")?.as_ref() == "probabilistic").then(|| number("sampler.param"))?
+        });
+    probability.and_then(threshold_of_probability).unwrap_or(0)
+}
+
+/// The `th` of the `ot` member of a W3C trace state (`ot=th:8;rv:...`): 1 to 14 hex
+/// digits, the rejection threshold's most significant first (`8` is 2^55: half kept).
+fn ot_threshold(trace_state: &str) -> Option<u64> {
+    let ot = trace_state.split(',').find_map(|member| member.trim().strip_prefix("ot="))?;
+    let th = ot.split(';').find_map(|field| field.strip_prefix("th:"))?;
+    if th.is_empty() || th.len() > 14 || !th.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let value = u64::from_str_radix(th, 16).ok()?;
+    Some(value << (4 * (14 - th.len())))
 }
 
 /// The node on the other side of a span, from its attributes: for a CLIENT the first of

@@ -86,6 +86,14 @@ pub struct FiguresJson {
     pub bytes: u64,
     /// Latency, or null when no call reported one.
     pub latency_ms: Option<LatencyMs>,
+    /// Present and true when some calls are estimates from sampled traces (weighted by
+    /// their adjusted counts; latency from the sampled pairs, one sample each).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub calls_estimated: bool,
+    /// With estimated calls: a 95% interval `[low, high]` of the calls (null when the
+    /// sampled calls carried no latency to count them by).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calls_interval: Option<[u64; 2]>,
 }
 
 impl From<&Figures> for FiguresJson {
@@ -97,6 +105,8 @@ impl From<&Figures> for FiguresJson {
             rate_per_s: (f.rate_per_s * 1000.0).round() / 1000.0,
             bytes: f.bytes,
             latency_ms: f.latency.map(LatencyMs::from),
+            calls_estimated: f.calls_estimated,
+            calls_interval: f.calls_interval.map(|i| [i.low, i.high]),
         }
     }
 }
@@ -750,6 +760,11 @@ pub struct CorrelationJson {
     pub edges_unknown: u64,
     /// Halves given up with nothing to name the other side.
     pub spans_unpaired: u64,
+    /// Sampled caller halves given up whose callee reports spans or that named nothing:
+    /// a stricter sampler dropped the other half (the kept pairs count these calls).
+    pub spans_unpaired_sampled: u64,
+    /// Edges counted from sampled spans, weighted by their adjusted count.
+    pub edges_estimated: u64,
     /// Halves given up early because the pending store was full.
     pub spans_evicted: u64,
     /// Halves waiting now.
@@ -785,6 +800,8 @@ impl From<CorrelationCounters> for CorrelationJson {
             edges_virtual: c.edges_virtual,
             edges_unknown: c.edges_unknown,
             spans_unpaired: c.spans_unpaired,
+            spans_unpaired_sampled: c.spans_unpaired_sampled,
+            edges_estimated: c.edges_estimated,
             spans_evicted: c.spans_evicted,
             spans_pending: c.spans_pending,
             spans_handed_off: c.spans_handed_off,

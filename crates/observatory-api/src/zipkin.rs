@@ -147,5 +147,6 @@ fn zipkin_span(
         end_ns,
         error: span.tags.contains_key("error"),
         remote,
+        sampling_threshold: spans::sampling_threshold("", tag, |_| None, limits),
     }))
 }

@@ -226,6 +226,9 @@ pub struct CorrelationSection {
     /// The node CLIENT halves that nobody answered and that name nothing go to
     /// (`null`: counted as unpaired instead).
     pub unknown_node: Option<String>,
+    /// The span (or resource) attribute holding a span's sampling ratio in `(0, 1]`
+    /// (Tempo's `span_multiplier_key`); `null` reads none.
+    pub sample_ratio_attribute: Option<String>,
     /// Longest time between two looks at waiting halves and quiet tokens.
     #[serde(with = "humantime_serde")]
     pub tick_interval: Duration,
@@ -582,11 +585,20 @@ impl Config {
                 peer_attributes.len()
             )));
         }
-        for (i, attribute) in peer_attributes.iter().enumerate() {
+        let named = peer_attributes
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (format!("correlation.peer_attributes[{i}]"), a))
+            .chain(
+                self.correlation
+                    .sample_ratio_attribute
+                    .iter()
+                    .map(|a| ("correlation.sample_ratio_attribute".into(), a)),
+            );
+        for (key, attribute) in named {
             if attribute.is_empty() || attribute.len() > 256 || attribute.chars().any(char::is_control) {
                 return Err(invalid(format!(
-                    "correlation.peer_attributes[{i}] must be an attribute name of 1 to 256 bytes without \
-                     control characters"
+                    "{key} must be an attribute name of 1 to 256 bytes without control characters"
                 )));
             }
         }

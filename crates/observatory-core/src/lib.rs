@@ -23,11 +23,11 @@ pub mod state;
 pub use clock::{Clock, ManualClock};
 pub use histogram::{BelowThreshold, LatencyAccumulator, LatencyHistogram, LatencySummary};
 pub use model::{
-    Cell, CellData, CellKey, ContextMark, Edge, EdgeKind, Event, NodeName, NodeNameError, Origin, Resolution,
-    VirtualSide,
+    Cell, CellData, CellKey, ContextMark, Edge, EdgeKind, Event, Marks, NodeName, NodeNameError, Origin,
+    Resolution, VirtualSide,
 };
 pub use propagation::{MarkCounts, NodePropagation, Verdict};
-pub use query::{EdgeFigures, Figures, GraphView, QueryError, SeriesPoint, SeriesView, Span};
+pub use query::{CallsEstimate, EdgeFigures, Figures, GraphView, QueryError, SeriesPoint, SeriesView, Span};
 pub use settings::{Limits, Settings, SettingsError};
 pub use state::{
     FlowState, GlobalChanges, LocalOutcome, MergeError, MergeOutcome, OTHER_FLOW, OriginCoverage,

@@ -198,27 +198,44 @@ impl VirtualSide {
     }
 }
 
-/// The byte that encodes an edge's context mark and virtual side (wire, store): the mark's
-/// code in the low two bits, the side in the next two (0 none, 1 client, 2 server). An edge
-/// without a virtual side has its mark's code, as before virtual sides existed.
-pub fn marks_code(context: ContextMark, side: Option<VirtualSide>) -> u8 {
-    let side = match side {
+/// The marks of an edge besides its flow: the propagation mark, the virtual side, and
+/// whether its calls are estimates from sampled traces.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Marks {
+    /// The propagation mark.
+    pub context: ContextMark,
+    /// Which end is a virtual node, if either.
+    pub virtual_node: Option<VirtualSide>,
+    /// Whether the calls were counted from sampled traces, weighted by their adjusted count.
+    pub estimated: bool,
+}
+
+/// The byte that encodes an edge's marks (wire, store): the context mark's code in the low
+/// two bits, the virtual side in the next two (0 none, 1 client, 2 server), bit 4 set for
+/// estimated calls. An edge with only a context mark has the mark's code, as before the
+/// others existed.
+pub fn marks_code(marks: Marks) -> u8 {
+    let side = match marks.virtual_node {
         None => 0,
         Some(VirtualSide::Client) => 1,
         Some(VirtualSide::Server) => 2,
     };
-    context.code() | (side << 2)
+    marks.context.code() | (side << 2) | (u8::from(marks.estimated) << 4)
 }
 
-/// The context mark and virtual side of a [`marks_code`], if valid.
-pub fn from_marks_code(code: u8) -> Option<(ContextMark, Option<VirtualSide>)> {
-    let side = match code >> 2 {
+/// The marks of a [`marks_code`], if valid.
+pub fn from_marks_code(code: u8) -> Option<Marks> {
+    let virtual_node = match (code >> 2) & 0b11 {
         0 => None,
         1 => Some(VirtualSide::Client),
         2 => Some(VirtualSide::Server),
         _ => return None,
     };
-    Some((ContextMark::from_code(code & 0b11)?, side))
+    if code >> 5 != 0 {
+        return None;
+    }
+    let context = ContextMark::from_code(code & 0b11)?;
+    Some(Marks { context, virtual_node, estimated: code & 0x10 != 0 })
 }
 
 /// A directed pair of nodes of one kind: information flowed from `from` to `to`; with the
@@ -243,6 +260,10 @@ pub struct Edge {
     /// Which end is a virtual node, if either (edges made from one half of a span pair).
     #[serde(default, rename = "virtual", skip_serializing_if = "Option::is_none")]
     pub virtual_node: Option<VirtualSide>,
+    /// Whether the calls are estimates from sampled traces (each call stands for its
+    /// trace's adjusted count).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub estimated: bool,
 }
 
 impl Edge {
@@ -253,7 +274,30 @@ impl Edge {
 
     /// The edge `from -> to` of `kind`.
     pub fn with_kind(from: NodeName, to: NodeName, kind: EdgeKind) -> Self {
-        Self { from, to, kind, flow: None, context: ContextMark::Unknown, virtual_node: None }
+        Self {
+            from,
+            to,
+            kind,
+            flow: None,
+            context: ContextMark::Unknown,
+            virtual_node: None,
+            estimated: false,
+        }
+    }
+
+    /// The same edge with its calls marked as estimates (or not).
+    pub fn with_estimated(self, estimated: bool) -> Self {
+        Self { estimated, ..self }
+    }
+
+    /// The marks besides the flow.
+    pub fn marks(&self) -> Marks {
+        Marks { context: self.context, virtual_node: self.virtual_node, estimated: self.estimated }
+    }
+
+    /// The same edge with `marks`.
+    pub fn with_marks(self, marks: Marks) -> Self {
+        Self { context: marks.context, virtual_node: marks.virtual_node, estimated: marks.estimated, ..self }
     }
 
     /// The same edge with `side` a virtual node.
@@ -261,9 +305,9 @@ impl Edge {
         Self { virtual_node: Some(side), ..self }
     }
 
-    /// The byte of the edge's context mark and virtual side (see [`marks_code`]).
+    /// The byte of the edge's marks (see [`marks_code`]).
     pub fn marks_code(&self) -> u8 {
-        marks_code(self.context, self.virtual_node)
+        marks_code(self.marks())
     }
 
     /// The same edge in `flow` with the calls marked `context`.
@@ -271,17 +315,17 @@ impl Edge {
         Self { flow, context, ..self }
     }
 
-    /// `from -> to` of the kind, without flow, mark or virtual side: what a graph shows.
+    /// `from -> to` of the kind, without flow or marks: what a graph shows.
     pub fn base(&self) -> Edge {
         Self::with_kind(self.from.clone(), self.to.clone(), self.kind)
     }
 
-    /// Whether the edge has no flow, no mark and no virtual side.
+    /// Whether the edge has no flow and no marks.
     pub fn is_base(&self) -> bool {
-        self.flow.is_none() && self.context == ContextMark::Unknown && self.virtual_node.is_none()
+        self.flow.is_none() && self.marks() == Marks::default()
     }
 
-    /// Whether `self` is `other` up to flow, mark and virtual side.
+    /// Whether `self` is `other` up to flow and marks.
     pub fn same_base(&self, other: &Edge) -> bool {
         self.from == other.from && self.to == other.to && self.kind == other.kind
     }
@@ -301,6 +345,9 @@ impl fmt::Debug for Edge {
         }
         if let Some(side) = self.virtual_node {
             write!(f, " [virtual {}]", side.as_str())?;
+        }
+        if self.estimated {
+            f.write_str(" [estimated]")?;
         }
         Ok(())
     }

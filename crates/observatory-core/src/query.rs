@@ -69,6 +69,46 @@ pub struct Figures {
     pub rate_per_s: f64,
     /// Latency distribution, if any call reported one.
     pub latency: Option<LatencySummary>,
+    /// Whether some of the calls are estimates from sampled traces.
+    pub calls_estimated: bool,
+    /// Then a 95% interval of the calls (`None` when no sampled call says how spread the
+    /// weights are, as for consumers without a producer, which report no latency).
+    pub calls_interval: Option<CallsEstimate>,
+}
+
+/// How good an estimated number of calls is: a 95% interval around it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CallsEstimate {
+    /// The interval's low end (at least the calls seen, exact ones plus sampled pairs).
+    pub low: u64,
+    /// Its high end.
+    pub high: u64,
+}
+
+impl CallsEstimate {
+    /// The interval of `exact` calls plus estimated variants, each `(estimated calls,
+    /// sampled calls)`: Horvitz-Thompson with the variance `Σ w (w - 1)` over the sampled
+    /// calls, taking each variant's weight `w` as its mean adjusted count (exact when a
+    /// variant's traces share one sampling probability, an underestimate of the spread
+    /// otherwise). `None` when a variant has no sampled calls to judge by.
+    pub fn of(exact: u64, variants: impl IntoIterator<Item = (u64, u64)>) -> Option<Self> {
+        let (mut estimated, mut seen, mut variance) = (0u64, 0u64, 0.0f64);
+        for (calls, sampled) in variants {
+            if sampled == 0 {
+                return None;
+            }
+            let weight = calls as f64 / sampled as f64;
+            variance += calls as f64 * (weight - 1.0).max(0.0);
+            estimated += calls;
+            seen += sampled;
+        }
+        let half = 1.96 * variance.sqrt();
+        let centre = (exact + estimated) as f64;
+        Some(CallsEstimate {
+            low: ((centre - half).floor().max(0.0) as u64).max(exact + seen),
+            high: (centre + half).ceil() as u64,
+        })
+    }
 }
 
 impl Figures {
@@ -279,7 +319,28 @@ impl FlowState {
                 plan.iter().flat_map(|(level, range)| cells.per_resolution[*level].range(range.clone()))
             });
             let buckets = buckets.map(|(_, d)| d);
-            if let Some(figures) = sum(buckets, &mut accumulator, span.elapsed_ms(span.from_ms, span.to_ms)) {
+            if let Some(mut figures) =
+                sum(buckets, &mut accumulator, span.elapsed_ms(span.from_ms, span.to_ms))
+            {
+                // Estimated variants: their calls and sampled calls (one latency sample
+                // each), for the interval.
+                let estimated: Vec<(u64, u64)> = run
+                    .iter()
+                    .filter(|(edge, _)| edge.estimated)
+                    .map(|(_, cells)| {
+                        plan.iter()
+                            .flat_map(|(level, range)| cells.per_resolution[*level].range(range.clone()))
+                            .fold((0, 0), |(calls, sampled), (_, d)| {
+                                (calls + d.calls, sampled + d.latency.len())
+                            })
+                    })
+                    .filter(|(calls, _)| *calls > 0)
+                    .collect();
+                if !estimated.is_empty() {
+                    let exact = figures.calls - estimated.iter().map(|(calls, _)| calls).sum::<u64>();
+                    figures.calls_estimated = true;
+                    figures.calls_interval = CallsEstimate::of(exact, estimated);
+                }
                 let edge = if by_label {
                     run[0].0.clone()
                 } else {
@@ -318,6 +379,8 @@ impl FlowState {
         let (r, span) = self.choose(window_ms, end_ms, None, now_ms)?;
         let plan = self.read_plan(r, span.from_ms, span.to_ms);
         let mut sums: BTreeMap<Edge, (u64, u64, u64, LatencyHistogram)> = BTreeMap::new();
+        // Per group edge, its estimated variants' (calls, sampled calls).
+        let mut estimated: BTreeMap<Edge, Vec<(u64, u64)>> = BTreeMap::new();
         for (edge, cells) in &self.global {
             let buckets =
                 plan.iter().flat_map(|(level, range)| cells.per_resolution[*level].range(range.clone()));
@@ -327,14 +390,19 @@ impl FlowState {
             }
             let from = group(&edge.from).unwrap_or_else(|| edge.from.clone());
             let to = group(&edge.to).unwrap_or_else(|| edge.to.clone());
-            let sum = sums
-                .entry(Edge::with_kind(from, to, edge.kind))
-                .or_insert_with(|| (0, 0, 0, LatencyHistogram::new()));
+            let grouped = Edge::with_kind(from, to, edge.kind);
+            let sum = sums.entry(grouped.clone()).or_insert_with(|| (0, 0, 0, LatencyHistogram::new()));
+            let (mut calls, mut sampled) = (0, 0);
             for cell in cells {
                 sum.0 += cell.calls;
                 sum.1 += cell.errors;
                 sum.2 += cell.bytes;
                 sum.3.add_saturating(&cell.latency);
+                calls += cell.calls;
+                sampled += cell.latency.len();
+            }
+            if edge.estimated {
+                estimated.entry(grouped).or_default().push((calls, sampled));
             }
         }
         let elapsed = span.elapsed_ms(span.from_ms, span.to_ms);
@@ -346,7 +414,21 @@ impl FlowState {
                 let summary = accumulator.summary();
                 accumulator.clear();
                 let rate_per_s = calls as f64 * 1000.0 / elapsed as f64;
-                EdgeFigures { edge, figures: Figures { calls, errors, bytes, rate_per_s, latency: summary } }
+                let variants = estimated.remove(&edge);
+                let calls_interval = variants.as_ref().and_then(|v| {
+                    let exact = calls - v.iter().map(|(c, _)| c).sum::<u64>();
+                    CallsEstimate::of(exact, v.iter().copied())
+                });
+                let figures = Figures {
+                    calls,
+                    errors,
+                    bytes,
+                    rate_per_s,
+                    latency: summary,
+                    calls_estimated: variants.is_some(),
+                    calls_interval,
+                };
+                EdgeFigures { edge, figures }
             })
             .collect();
         Ok(GraphView { span, edges })
@@ -413,21 +495,26 @@ impl FlowState {
         let span = Span { from_ms: first_start, to_ms: last_start + step_ms, ..span };
         let variants: Vec<&EdgeCells> = self.variants(edge).collect();
         let mut accumulator = LatencyAccumulator::default();
-        let points =
-            (0..points)
-                .map(|i| {
-                    let step: Range<i64> = first_start + i * step_ms..first_start + (i + 1) * step_ms;
-                    let elapsed = span.elapsed_ms(step.start, step.end);
-                    let plan = self.read_plan(r, step.start, step.end);
-                    let buckets = variants.iter().flat_map(|cells| {
-                        plan.iter()
-                            .flat_map(|(level, range)| cells.per_resolution[*level].range(range.clone()))
-                    });
-                    let figures = sum(buckets.map(|(_, d)| d), &mut accumulator, elapsed)
-                        .unwrap_or(Figures { calls: 0, errors: 0, bytes: 0, rate_per_s: 0.0, latency: None });
-                    SeriesPoint { start_ms: step.start, figures }
-                })
-                .collect();
+        let points = (0..points)
+            .map(|i| {
+                let step: Range<i64> = first_start + i * step_ms..first_start + (i + 1) * step_ms;
+                let elapsed = span.elapsed_ms(step.start, step.end);
+                let plan = self.read_plan(r, step.start, step.end);
+                let buckets = variants.iter().flat_map(|cells| {
+                    plan.iter().flat_map(|(level, range)| cells.per_resolution[*level].range(range.clone()))
+                });
+                let figures = sum(buckets.map(|(_, d)| d), &mut accumulator, elapsed).unwrap_or(Figures {
+                    calls: 0,
+                    errors: 0,
+                    bytes: 0,
+                    rate_per_s: 0.0,
+                    latency: None,
+                    calls_estimated: false,
+                    calls_interval: None,
+                });
+                SeriesPoint { start_ms: step.start, figures }
+            })
+            .collect();
         Ok(SeriesView { span, step_ms, points })
     }
 
@@ -502,5 +589,7 @@ fn sum<'a>(
         bytes,
         rate_per_s: calls as f64 * 1000.0 / elapsed_ms as f64,
         latency,
+        calls_estimated: false,
+        calls_interval: None,
     })
 }

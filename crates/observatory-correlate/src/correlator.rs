@@ -55,6 +55,12 @@ pub struct CorrelationCounters {
     pub edges_unknown: u64,
     /// Halves given up with nothing to name the other side: lost to the graph.
     pub spans_unpaired: u64,
+    /// Sampled CLIENT and PRODUCER halves given up whose other side is a service that
+    /// reports spans: a stricter sampler there dropped the other half, and the pairs that
+    /// were kept (weighted by the stricter probability) already count these calls.
+    pub spans_unpaired_sampled: u64,
+    /// Edges counted from sampled halves (weighted by their adjusted count).
+    pub edges_estimated: u64,
     /// Halves given up before their time because the pending store was full.
     pub spans_evicted: u64,
     /// Halves waiting now.
@@ -136,7 +142,12 @@ pub struct Correlator {
     /// Hashes of the spans taken lately, and their order for forgetting.
     recent: rustc_hash::FxHashSet<u64>,
     recent_order: VecDeque<u64>,
+    /// Services that reported spans here (up to [`SERVICES_MAX`]): no virtual nodes.
+    services: rustc_hash::FxHashSet<NodeName>,
 }
+
+/// Most services remembered as reporting spans.
+const SERVICES_MAX: usize = 65_536;
 
 fn callee_fits(caller: SpanKind, callee: SpanKind) -> bool {
     matches!(
@@ -171,6 +182,7 @@ impl Correlator {
             counters: CorrelationCounters::default(),
             recent: rustc_hash::FxHashSet::default(),
             recent_order: VecDeque::new(),
+            services: rustc_hash::FxHashSet::default(),
         }
     }
 
@@ -178,6 +190,9 @@ impl Correlator {
     /// hash stands for the span: two different spans share one with odds of about
     /// `recent_spans_max` in 2^64, far below any other loss.
     fn seen_lately(&mut self, span: &Span) -> bool {
+        if self.services.len() < SERVICES_MAX && !self.services.contains(&span.service) {
+            self.services.insert(span.service.clone());
+        }
         if self.config.recent_spans_max == 0 || span.kind == SpanKind::Internal {
             return false;
         }
@@ -251,8 +266,7 @@ impl Correlator {
                     continue;
                 }
                 let caller_kind = caller.kind;
-                let paired = self.paired_event(caller, callee);
-                out.events.push(paired);
+                self.paired_events(caller, callee, &mut out.events);
                 halves[i] = None;
                 if caller_kind == SpanKind::Client {
                     halves[at] = None;
@@ -393,7 +407,16 @@ impl Correlator {
                 self.counters.edges_root += 1;
                 let edge = Edge::new(self.config.entry_node.clone(), span.service.clone())
                     .with_virtual(VirtualSide::Client);
-                events.push(event(edge, span.start_ms(), Some(span.duration_us()), span.error));
+                weighted(
+                    &mut self.counters,
+                    edge,
+                    span,
+                    span.start_ms(),
+                    Some(span.duration_us()),
+                    span.error,
+                    span.adjusted_count(),
+                    events,
+                );
                 true
             }
             (SpanKind::Consumer, None, remote) => {
@@ -405,7 +428,16 @@ impl Correlator {
                 self.counters.edges_virtual += 1;
                 let edge = Edge::with_kind(span.service.clone(), node.clone(), EdgeKind::Database)
                     .with_virtual(VirtualSide::Server);
-                events.push(event(edge, span.start_ms(), Some(span.duration_us()), span.error));
+                weighted(
+                    &mut self.counters,
+                    edge,
+                    span,
+                    span.start_ms(),
+                    Some(span.duration_us()),
+                    span.error,
+                    span.adjusted_count(),
+                    events,
+                );
                 true
             }
             _ => false,
@@ -418,23 +450,54 @@ impl Correlator {
                 self.counters.edges_virtual += 1;
                 let edge = Edge::with_kind(remote.node.clone(), span.service.clone(), EdgeKind::Messaging)
                     .with_virtual(VirtualSide::Client);
-                events.push(event(edge, span.start_ms(), None, span.error));
+                weighted(
+                    &mut self.counters,
+                    edge,
+                    span,
+                    span.start_ms(),
+                    None,
+                    span.error,
+                    span.adjusted_count(),
+                    events,
+                );
             }
             None => self.counters.spans_unpaired += 1,
         }
     }
 
-    /// The edge of a caller and its callee.
-    fn paired_event(&mut self, caller: &Span, callee: &Span) -> Event {
+    /// The edge of a caller and its callee. Under consistent sampling (a trace's halves
+    /// kept by one random value against each service's threshold) a pair is kept with the
+    /// stricter of its halves' probabilities, so it stands for the larger adjusted count.
+    fn paired_events(&mut self, caller: &Span, callee: &Span, events: &mut Vec<Event>) {
         self.counters.edges_paired += 1;
+        let adjusted = caller.adjusted_count().max(callee.adjusted_count());
+        // Failed if either half failed, for every kind (as Tempo and the Collector).
+        let error = callee.error || caller.error;
         if caller.kind == SpanKind::Producer {
             let edge = Edge::with_kind(caller.service.clone(), callee.service.clone(), EdgeKind::Messaging);
             let transit_us = callee.start_ns.saturating_sub(caller.end_ns) / 1_000;
-            // Failed if either half failed, for every kind (as Tempo and the Collector).
-            event(edge, callee.start_ms(), Some(transit_us), callee.error || caller.error)
+            weighted(
+                &mut self.counters,
+                edge,
+                caller,
+                callee.start_ms(),
+                Some(transit_us),
+                error,
+                adjusted,
+                events,
+            );
         } else {
             let edge = Edge::new(caller.service.clone(), callee.service.clone());
-            event(edge, callee.start_ms(), Some(callee.duration_us()), callee.error || caller.error)
+            weighted(
+                &mut self.counters,
+                edge,
+                caller,
+                callee.start_ms(),
+                Some(callee.duration_us()),
+                error,
+                adjusted,
+                events,
+            );
         }
     }
 
@@ -460,7 +523,7 @@ impl Correlator {
                 let caller_kind = caller.kind;
                 *paired = true;
                 let caller = caller.clone();
-                events.push(self.paired_event(&caller, &span));
+                self.paired_events(&caller, &span, events);
                 if caller_kind == SpanKind::Client {
                     self.release(key);
                 }
@@ -481,7 +544,7 @@ impl Correlator {
                 let mut paired = false;
                 for callee in &callees {
                     if callee_fits(span.kind, callee.kind) {
-                        events.push(self.paired_event(&span, callee));
+                        self.paired_events(&span, callee, events);
                         paired = true;
                     } else {
                         self.counters.spans_unpaired += 1;
@@ -528,6 +591,11 @@ impl Correlator {
             Half::Caller { span, paired: false } => {
                 self.counters.spans_pending -= 1;
                 match &span.remote {
+                    // A service that reports spans is no virtual node: a stricter sampler
+                    // there dropped the other half.
+                    Some(remote) if span.adjusted_count() > 1.0 && self.services.contains(&remote.node) => {
+                        self.counters.spans_unpaired_sampled += 1;
+                    }
                     Some(remote) => {
                         self.counters.edges_virtual += 1;
                         let (kind, latency_us) = match span.kind {
@@ -536,15 +604,36 @@ impl Correlator {
                         };
                         let edge = Edge::with_kind(span.service.clone(), remote.node.clone(), kind)
                             .with_virtual(VirtualSide::Server);
-                        events.push(event(edge, span.start_ms(), latency_us, span.error));
+                        weighted(
+                            &mut self.counters,
+                            edge,
+                            &span,
+                            span.start_ms(),
+                            latency_us,
+                            span.error,
+                            span.adjusted_count(),
+                            events,
+                        );
                     }
+                    // A sampled half naming nothing: its callee's sampler likely dropped the
+                    // other half; the kept pairs count these calls.
+                    None if span.adjusted_count() > 1.0 => self.counters.spans_unpaired_sampled += 1,
                     None => match (&self.config.unknown_node, span.kind) {
                         (Some(unknown), SpanKind::Client) => {
                             self.counters.edges_virtual += 1;
                             self.counters.edges_unknown += 1;
                             let edge = Edge::new(span.service.clone(), unknown.clone())
                                 .with_virtual(VirtualSide::Server);
-                            events.push(event(edge, span.start_ms(), Some(span.duration_us()), span.error));
+                            weighted(
+                                &mut self.counters,
+                                edge,
+                                &span,
+                                span.start_ms(),
+                                Some(span.duration_us()),
+                                span.error,
+                                span.adjusted_count(),
+                                events,
+                            );
                         }
                         _ => self.counters.spans_unpaired += 1,
                     },
@@ -629,6 +718,48 @@ fn recent_key(span: &Span) -> u64 {
     (span.trace_id, span.span_id, span.kind as u8).hash(&mut hasher);
     // FxHash mixes little; spread the bits before using them as a set key.
     hasher.finish().wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29)
+}
+
+/// The event of one call, or of the `adjusted` calls a sampled one stands for: rounded up
+/// or down at random, seeded by the call's trace and span ids (so every peer and every
+/// retry rounds the same way), as an estimated edge, with one latency sample per sampled
+/// call.
+#[allow(clippy::too_many_arguments)]
+fn weighted(
+    counters: &mut CorrelationCounters,
+    edge: Edge,
+    call: &Span,
+    ts_ms: i64,
+    latency_us: Option<u64>,
+    error: bool,
+    adjusted: f64,
+    events: &mut Vec<Event>,
+) {
+    if adjusted <= 1.0 {
+        events.push(event(edge, ts_ms, latency_us, error));
+        return;
+    }
+    counters.edges_estimated += 1;
+    let count = stochastic_round(adjusted, call.trace_id, call.span_id);
+    let edge = edge.with_estimated(true);
+    events.push(event(edge.clone(), ts_ms, latency_us, error));
+    if count > 1 {
+        events.push(Event { count: count - 1, ..event(edge, ts_ms, None, error) });
+    }
+}
+
+/// `x` rounded down or up, up with probability `x - floor(x)`, by a uniform draw that
+/// the ids determine (splitmix64 of the trace and span ids).
+fn stochastic_round(x: f64, trace_id: u128, span_id: u64) -> u64 {
+    let mut z = (trace_id as u64)
+        ^ ((trace_id >> 64) as u64).rotate_left(17)
+        ^ span_id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    let uniform = (z >> 11) as f64 / (1u64 << 53) as f64;
+    let floor = x.floor();
+    floor as u64 + u64::from(uniform < x - floor)
 }
 
 fn event(edge: Edge, ts_ms: i64, latency_us: Option<u64>, error: bool) -> Event {

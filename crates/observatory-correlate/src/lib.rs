@@ -23,4 +23,6 @@ mod span;
 
 pub use correlator::{CorrelationConfig, CorrelationCounters, Correlator, Handoff, Output};
 pub use owner::owner;
-pub use span::{Remote, Sighting, Span, SpanKind};
+pub use span::{
+    ADJUSTED_COUNT_MAX, Remote, Sighting, Span, SpanKind, THRESHOLD_SCALE, threshold_of_probability,
+};

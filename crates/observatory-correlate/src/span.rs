@@ -50,12 +50,38 @@ pub struct Span {
     pub error: bool,
     /// The node on the other side, named by the span's attributes, if any.
     pub remote: Option<Remote>,
+    /// The sampling threshold the span was kept under, as OpenTelemetry's `ot=th:` says it:
+    /// spans were dropped with probability `threshold / 2^56`. 0 when all were kept, or
+    /// when nothing says (each span then stands for one call).
+    pub sampling_threshold: u64,
+}
+
+/// `2^56`, the scale of sampling thresholds.
+pub const THRESHOLD_SCALE: u64 = 1 << 56;
+
+/// The adjusted count a span stands for is at most this (a sampling probability below
+/// one in a million is taken as one in a million).
+pub const ADJUSTED_COUNT_MAX: f64 = 1e6;
+
+/// The threshold of a sampling probability in `(0, 1]` (`None` outside it).
+pub fn threshold_of_probability(probability: f64) -> Option<u64> {
+    if !(probability > 0.0 && probability <= 1.0) {
+        return None;
+    }
+    let probability = probability.max(1.0 / ADJUSTED_COUNT_MAX);
+    Some(((1.0 - probability) * THRESHOLD_SCALE as f64).round() as u64)
 }
 
 impl Span {
     /// How long the span took, in microseconds.
     pub fn duration_us(&self) -> u64 {
         self.end_ns.saturating_sub(self.start_ns) / 1_000
+    }
+
+    /// How many calls the span stands for: 1 over its sampling probability (1 unsampled).
+    pub fn adjusted_count(&self) -> f64 {
+        let kept = THRESHOLD_SCALE.saturating_sub(self.sampling_threshold.min(THRESHOLD_SCALE - 1));
+        (THRESHOLD_SCALE as f64 / kept as f64).min(ADJUSTED_COUNT_MAX)
     }
 
     /// Its start in milliseconds since the epoch.

@@ -330,11 +330,11 @@ impl Store {
                 EdgeRecord::Request(from, to) => Edge::new(from, to),
                 EdgeRecord::Kind(from, to, code) => Edge::with_kind(from, to, kind_of(code)?),
                 EdgeRecord::Labelled(from, to, code, flow, mark) => {
-                    let (context, side) = from_marks_code(mark).ok_or_else(|| {
-                        self.corrupt(format!("edge {id}"), format!("unknown context mark {mark}"))
-                    })?;
-                    let edge = Edge::with_kind(from, to, kind_of(code)?).labelled(flow, context);
-                    Edge { virtual_node: side, ..edge }
+                    let marks = from_marks_code(mark)
+                        .ok_or_else(|| self.corrupt(format!("edge {id}"), format!("unknown marks {mark}")))?;
+                    Edge::with_kind(from, to, kind_of(code)?)
+                        .labelled(flow, Default::default())
+                        .with_marks(marks)
                 }
             };
             self.edge_ids.insert(edge.clone(), id);

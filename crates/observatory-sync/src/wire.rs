@@ -250,6 +250,13 @@ struct WireSpan {
     end_ns: u64,
     error: bool,
     remote: Option<WireRemote>,
+    /// Absent for spans that stand for one call (and from peers before sampling).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    sampling_threshold: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -413,6 +420,7 @@ impl From<Span> for WireSpan {
             end_ns: span.end_ns,
             error: span.error,
             remote: span.remote.map(|r| WireRemote { node: r.node.to_string(), kind: r.kind.into() }),
+            sampling_threshold: span.sampling_threshold,
         }
     }
 }
@@ -508,13 +516,13 @@ impl WireSync {
                 let kind = EdgeKind::from_code(code).ok_or_else(|| {
                     WireError::Malformed(format!("edge {from} -> {to} has unknown kind {code}"))
                 })?;
-                let (context, side) = from_marks_code(mark).ok_or_else(|| {
-                    WireError::Malformed(format!("edge {from} -> {to} has unknown context mark {mark}"))
+                let marks = from_marks_code(mark).ok_or_else(|| {
+                    WireError::Malformed(format!("edge {from} -> {to} has unknown marks {mark}"))
                 })?;
                 let flow = flow.map(|f| node_name("edge flow", &f)).transpose()?;
-                let edge = Edge::with_kind(node_name("edge", &from)?, node_name("edge", &to)?, kind)
-                    .labelled(flow, context);
-                Ok(Edge { virtual_node: side, ..edge })
+                Ok(Edge::with_kind(node_name("edge", &from)?, node_name("edge", &to)?, kind)
+                    .labelled(flow, Default::default())
+                    .with_marks(marks))
             })
             .collect::<Result<Vec<Edge>, WireError>>()?;
         let mut deltas = Vec::with_capacity(pages.len());
@@ -598,6 +606,7 @@ impl TryFrom<WireSpan> for Span {
             end_ns: span.end_ns,
             error: span.error,
             remote,
+            sampling_threshold: span.sampling_threshold,
         })
     }
 }

@@ -219,7 +219,12 @@ pub fn table(answer: &GraphAnswer) -> String {
             [
                 edge_text(e),
                 format!("{:.2}", f.rate_per_s),
-                f.calls.to_string(),
+                // Estimated from sampled traces: `~calls`, with the 95% interval.
+                match (f.calls_estimated, f.calls_interval) {
+                    (false, _) => f.calls.to_string(),
+                    (true, Some([low, high])) => format!("~{} ({low}-{high})", f.calls),
+                    (true, None) => format!("~{}", f.calls),
+                },
                 f.errors.to_string(),
                 format!("{:.2}", f.error_ratio * 100.0),
                 ms(latency.map(|l| l.p50)),
@@ -673,6 +678,10 @@ mod tests {
             if let Some(side) = side {
                 edge["virtual"] = side.into();
             }
+            if kind == "database" {
+                edge["calls_estimated"] = true.into();
+                edge["calls_interval"] = serde_json::json!([4, 17]);
+            }
             edge.as_object_mut().unwrap().extend(figures.as_object().unwrap().clone());
             edge
         };
@@ -696,6 +705,7 @@ mod tests {
         let table = table(&answer);
         assert!(table.contains("checkout -> stripe (virtual server) "), "{table}");
         assert!(table.contains("checkout -> orders-db (database, virtual server) "), "{table}");
+        assert!(table.contains(" ~10 (4-17) "), "estimated calls say so: {table}");
         assert!(table.contains("web -> checkout "), "{table}");
         let dot = dot(&answer);
         assert!(dot.contains("\"stripe\" [style=\"rounded,dashed\"];"), "{dot}");

@@ -23,7 +23,10 @@ use crate::{TestPeer, default_limits, now_ms};
 pub(crate) fn attr(key: &str, value: &str) -> KeyValue {
     KeyValue {
         key: Bytes::copy_from_slice(key.as_bytes()),
-        value: Some(AnyValue { string_value: Some(Bytes::copy_from_slice(value.as_bytes())) }),
+        value: Some(AnyValue {
+            string_value: Some(Bytes::copy_from_slice(value.as_bytes())),
+            double_value: None,
+        }),
     }
 }
 
@@ -42,6 +45,7 @@ pub(crate) fn proto_span(
         trace_id: Bytes::from(vec![trace; 16]),
         span_id: Bytes::from(vec![id; 8]),
         parent_span_id: parent.map_or_else(Bytes::new, |p| Bytes::from(vec![p; 8])),
+        trace_state: Bytes::new(),
         kind,
         start_time_unix_nano: start,
         end_time_unix_nano: start + dur_ms * 1_000_000,
@@ -729,4 +733,59 @@ async fn virtual_nodes_are_marked_in_the_graph_and_metrics_and_a_callee_that_rep
     };
     assert_eq!((calls("payments", ""), calls("payments", "virtual_node")), (1.0, 1.0));
     assert_eq!(calls("stripe", "virtual_node"), 1.0);
+}
+
+#[tokio::test]
+async fn sampled_spans_count_their_adjusted_calls_read_from_trace_state_an_attribute_or_jaeger_tags() {
+    let peer = TestPeer::with_correlation(default_limits(), fast_correlation());
+    // Kept with probability 1/4 (`th:c`: three quarters dropped): each pair is 4 calls.
+    let sampled = |mut span: ProtoSpan| {
+        span.trace_state = Bytes::from_static(b"vendor=x,ot=th:c;rv:0123456789abcd");
+        span
+    };
+    let ratio = KeyValue {
+        key: Bytes::from_static(b"X-SampleRatio"),
+        value: Some(AnyValue { string_value: None, double_value: Some(0.5) }),
+    };
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![
+            resource("web", vec![sampled(proto_span(1, 2, Some(1), 3, 0, 10, vec![]))]),
+            resource("api", vec![sampled(proto_span(1, 3, Some(2), 2, 1, 8, vec![]))]),
+            // A root kept with probability 1/2, said by the attribute: 2 calls from user.
+            resource("batch", vec![proto_span(2, 4, None, 2, 0, 10, vec![ratio])]),
+        ],
+    };
+    let (status, body, _) =
+        post_raw(&peer, "/v1/traces", &[("content-type", "application/x-protobuf")], request.encode_to_vec())
+            .await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    // Jaeger's tags through Zipkin: a root of `cron` kept with probability 0.2.
+    let ts = now_ms() as u64 * 1_000 - 1_000_000;
+    let zipkin = json!([{"traceId": "463ac35c9f6413ad", "id": "a2fb4a1d1a96d312", "kind": "SERVER", "timestamp": ts,
+        "duration": 9000, "localEndpoint": {"serviceName": "cron"},
+        "tags": {"sampler.type": "probabilistic", "sampler.param": "0.2"}}]);
+    let (status, body, _) = post_raw(
+        &peer,
+        "/api/v2/spans",
+        &[("content-type", "application/json")],
+        zipkin.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{}", String::from_utf8_lossy(&body));
+    let expected = [
+        edge("user", "batch", "request", 2, 0, 1),
+        edge("user", "cron", "request", 5, 0, 1),
+        edge("web", "api", "request", 4, 0, 1),
+    ];
+    wait_for_edges(&peer, &expected).await;
+    let (_, graph) = peer.get("/api/v1/graph?window=5m").await;
+    for e in graph["edges"].as_array().unwrap() {
+        assert_eq!(e["calls_estimated"], true, "{e}");
+        let [low, high] = [0, 1].map(|i| e["calls_interval"][i].as_u64().expect("an interval"));
+        let calls = e["calls"].as_u64().unwrap();
+        // One kept call stands for `calls`: the interval is wide, and holds at least the one seen.
+        assert!(1 <= low && low <= calls && calls < high, "{e}");
+    }
+    let (_, status) = peer.get("/api/v1/status").await;
+    assert_eq!(status["correlation"]["edges_estimated"], 3, "{status}");
 }

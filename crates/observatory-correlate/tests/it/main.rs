@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 
 use observatory_core::{EdgeKind, Event, NodeName};
+mod sampling;
+
 use observatory_correlate::{CorrelationConfig, Correlator, Output, Remote, Sighting, Span, SpanKind, owner};
 
 /// The correlator's settings in the documented defaults.
@@ -36,6 +38,7 @@ fn span(
         end_ns: T0 + (start_ms + dur_ms) * MS,
         error: false,
         remote: None,
+        sampling_threshold: 0,
     }
 }
 

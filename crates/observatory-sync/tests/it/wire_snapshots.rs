@@ -98,6 +98,7 @@ fn samples() -> Vec<(&'static str, MeshMessage)> {
         end_ns: 1_800_000_000_012_000_000,
         error: false,
         remote,
+        sampling_threshold: 0,
     };
     let handoff = Handoff {
         spans: vec![
@@ -220,4 +221,27 @@ fn edges_with_flows_and_marks_travel_as_they_are() {
     // Edges without either are still written as they were before flows existed.
     let text = hex(&wire::encode(message));
     assert!(text.contains(&hex(b"checkout-page")));
+}
+
+#[test]
+fn a_sampled_span_keeps_its_threshold_in_a_handoff_and_others_travel_as_before() {
+    let sampled = Span {
+        trace_id: 7,
+        span_id: 8,
+        parent_span_id: None,
+        kind: SpanKind::Client,
+        service: name("checkout"),
+        start_ns: 1_800_000_000_000_000_000,
+        end_ns: 1_800_000_000_012_000_000,
+        error: false,
+        remote: None,
+        sampling_threshold: 0xe6_6666_6666_6666, // kept with probability 0.1
+    };
+    let plain = Span { sampling_threshold: 0, span_id: 9, ..sampled.clone() };
+    let message =
+        MeshMessage::Handoff(Handoff { spans: vec![sampled, plain.clone()], sightings: Vec::new() });
+    let decoded = wire::decode(&wire::encode(message.clone())).expect("decodes");
+    assert_eq!(decoded, message);
+    let alone = wire::encode(MeshMessage::Handoff(Handoff { spans: vec![plain], sightings: Vec::new() }));
+    assert!(!hex(&alone).contains(&hex(b"sampling_threshold")), "an unsampled span has no threshold field");
 }
