@@ -9,6 +9,7 @@ mod alerts;
 mod architecture;
 mod config;
 mod demo;
+mod handoff;
 mod mesh;
 mod otel;
 mod otel_propagation;

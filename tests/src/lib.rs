@@ -580,6 +580,16 @@ impl Peer {
         String::from_utf8_lossy(&answer).into_owned()
     }
 
+    /// `POST /api/v2/spans` of Zipkin v2 JSON spans, asserting 202.
+    pub fn post_zipkin(&self, spans: &Value) -> Answer {
+        let url = format!("{}/api/v2/spans", self.url());
+        let request =
+            self.client.post(url).header("content-type", "application/json").body(spans.to_string());
+        let answer = self.answer("POST /api/v2/spans", request.send());
+        assert_eq!(answer.status, 202, "Zipkin spans taken: {:?}", answer.body);
+        answer
+    }
+
     /// Posts `events` as NDJSON and returns the answer, whatever its status.
     pub fn post_ndjson_raw(&self, events: &[Value]) -> Answer {
         self.post_events("application/x-ndjson", ndjson(events))

@@ -278,6 +278,16 @@ fn peer_families<P: PeerApi>(api: &Api<P>, stats: &StateStats) -> Vec<PeerFamily
             correlation.spans_unpaired_sampled,
         ),
         counter(
+            "observatory_spans_rerouted_total",
+            "Span halves of handoffs their owner did not acknowledge, sent on to the next owner or held here.",
+            correlation.spans_rerouted,
+        ),
+        counter(
+            "observatory_spans_lost_in_crash_total",
+            "Span halves the previous run of this peer was holding when it crashed.",
+            correlation.spans_lost_in_crash,
+        ),
+        counter(
             "observatory_edges_estimated_total",
             "Edges counted from sampled spans, weighted by their adjusted count.",
             correlation.edges_estimated,

@@ -765,6 +765,10 @@ pub struct CorrelationJson {
     pub spans_unpaired_sampled: u64,
     /// Edges counted from sampled spans, weighted by their adjusted count.
     pub edges_estimated: u64,
+    /// Halves of handoffs their owner did not acknowledge, sent on or held here.
+    pub spans_rerouted: u64,
+    /// Halves the previous run was holding when it crashed (lost).
+    pub spans_lost_in_crash: u64,
     /// Halves given up early because the pending store was full.
     pub spans_evicted: u64,
     /// Halves waiting now.
@@ -802,6 +806,8 @@ impl From<CorrelationCounters> for CorrelationJson {
             spans_unpaired: c.spans_unpaired,
             spans_unpaired_sampled: c.spans_unpaired_sampled,
             edges_estimated: c.edges_estimated,
+            spans_rerouted: c.spans_rerouted,
+            spans_lost_in_crash: c.spans_lost_in_crash,
             spans_evicted: c.spans_evicted,
             spans_pending: c.spans_pending,
             spans_handed_off: c.spans_handed_off,

@@ -65,10 +65,16 @@ pub struct CorrelationCounters {
     pub spans_evicted: u64,
     /// Halves waiting now.
     pub spans_pending: u64,
+    /// Halves the previous run of this peer was holding when it crashed (as of its last
+    /// record, written at most a second before): lost to the graph.
+    pub spans_lost_in_crash: u64,
     /// Halves sent to their trace's owner.
     pub spans_handed_off: u64,
     /// Halves received from other peers as their trace's owner.
     pub spans_handed_in: u64,
+    /// Halves of handoffs their owner did not acknowledge (it went away or was busy),
+    /// sent on to the next owner or held here.
+    pub spans_rerouted: u64,
     /// Sightings taken from clients.
     pub sightings_in: u64,
     /// Sightings received from other peers as their token's owner.
@@ -346,6 +352,51 @@ impl Correlator {
         events
     }
 
+    /// A handoff this peer sent that `failed` did not take (it went away before
+    /// acknowledging it, or was too busy): each half and sighting goes to its owner among
+    /// `peers` without `failed`, or is held here if that is us. Already remembered, so not
+    /// taken for retries.
+    pub fn reroute(
+        &mut self,
+        now_ms: i64,
+        handoff: Handoff,
+        failed: &str,
+        local: &str,
+        peers: &[String],
+    ) -> Output {
+        self.counters.spans_rerouted += handoff.spans.len() as u64;
+        self.counters.spans_handed_off -= (handoff.spans.len() as u64).min(self.counters.spans_handed_off);
+        self.counters.sightings_handed_off -=
+            (handoff.sightings.len() as u64).min(self.counters.sightings_handed_off);
+        let peers: Vec<String> = peers.iter().filter(|p| p.as_str() != failed).cloned().collect();
+        let mut out = Output::default();
+        let mut by_owner: FxHashMap<&str, Handoff> = FxHashMap::default();
+        let mut here = Handoff::default();
+        for span in handoff.spans {
+            let owner = owner(&span.trace_id.to_le_bytes(), &peers).map_or(local, String::as_str);
+            if owner == local || meeting_key(&span).is_some_and(|key| self.pending.contains_key(&key)) {
+                here.spans.push(span);
+            } else {
+                by_owner.entry(owner).or_default().spans.push(span);
+            }
+        }
+        for sighting in handoff.sightings {
+            let owner = owner(sighting.token.as_bytes(), &peers).map_or(local, String::as_str);
+            if owner == local || self.tokens.contains_key(&sighting.token) {
+                here.sightings.push(sighting);
+            } else {
+                by_owner.entry(owner).or_default().sightings.push(sighting);
+            }
+        }
+        out.events = self.take_handoff(now_ms, here, false);
+        for (peer, handoff) in by_owner {
+            self.counters.spans_handed_off += handoff.spans.len() as u64;
+            self.counters.sightings_handed_off += handoff.sightings.len() as u64;
+            out.handoffs.push((peer.to_string(), handoff));
+        }
+        out
+    }
+
     /// Sightings reported to this peer: kept here if we own their token, else handed off.
     pub fn handle_sightings(
         &mut self,
@@ -371,6 +422,11 @@ impl Correlator {
         }
         self.evict(&mut out.events);
         out
+    }
+
+    /// Counts `spans` halves the previous run held when it crashed.
+    pub fn note_lost_in_crash(&mut self, spans: u64) {
+        self.counters.spans_lost_in_crash += spans;
     }
 
     /// Gives up halves whose time is up (virtual-node edges where their attributes name

@@ -9,7 +9,7 @@
 //! `mesh.status_interval` for the rest of the peer, and ends when `shutdown` is
 //! cancelled, saving the book on the way out.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,8 +41,24 @@ pub trait PeerReplica: Replica + Send + 'static {
     fn save_known_peers(&self, peers: Vec<(String, Vec<String>)>);
 }
 
-/// The response to every message: "received" (libp2p request-response wants one).
+/// The response to every message: "received" (libp2p request-response wants one). For a
+/// handoff it means "taken": the owner's correlator has it queued.
 const ACK: &[u8] = b"\x01";
+
+/// The response to a handoff the owner could not queue (its correlator is behind): the
+/// sender takes it back. (Peers before acknowledgements answered ACK to everything.)
+const BUSY: &[u8] = b"\x02";
+
+/// A handoff this peer sent that its owner did not take.
+#[derive(Debug)]
+pub struct ReturnedHandoff {
+    /// The peer it was sent to.
+    pub peer: String,
+    /// What it held.
+    pub handoff: Handoff,
+    /// Why it came back.
+    pub reason: String,
+}
 
 /// A handle on the running mesh.
 #[derive(Debug, Clone)]
@@ -106,8 +122,13 @@ pub struct StartedMesh {
     /// The handle for the rest of the peer.
     pub handle: MeshHandle,
     /// Handoffs from other peers `(peer id, handoff)`, for this peer to correlate as owner.
-    /// At most `mesh.handoffs_queued_max` wait; more are dropped and counted.
+    /// At most `mesh.handoffs_queued_max` wait; more are answered busy and go back to
+    /// their sender.
     pub handoffs_in: mpsc::Receiver<(String, Handoff)>,
+    /// Handoffs this peer sent that their owner did not acknowledge (the connection
+    /// failed or closed, the owner did not answer in time, or it was busy): for this peer
+    /// to send on to the next owner or to hold.
+    pub handoffs_returned: mpsc::UnboundedReceiver<ReturnedHandoff>,
     /// The driver task.
     pub task: JoinHandle<()>,
 }
@@ -160,6 +181,9 @@ pub async fn start<R: PeerReplica>(
     let live = Arc::new(Mutex::new(vec![local.to_string()]));
     let (handoffs_out, handoffs_to_send) = mpsc::channel(settings.handoffs_queued_max);
     let (handoffs_received, handoffs_in) = mpsc::channel(settings.handoffs_queued_max);
+    // Unbounded: it holds only handoffs that were in flight, which are bounded by what was
+    // queued to send.
+    let (handoffs_back, handoffs_returned) = mpsc::unbounded_channel();
     let (objectives, objectives_rx) = tokio::sync::watch::channel(String::new());
     let handle = MeshHandle {
         status: status.clone(),
@@ -180,12 +204,14 @@ pub async fn start<R: PeerReplica>(
         live,
         handoffs_received,
         handoffs_dropped: 0,
+        handoffs_in_flight: HashMap::new(),
+        handoffs_back,
         message_bytes_max: settings.net.message_bytes_max,
         status_interval_ms: i64::try_from(settings.status_interval.as_millis()).unwrap_or(i64::MAX),
         next_publish_ms: i64::MIN,
     };
     let task = tokio::spawn(driver.run(handoffs_to_send, objectives_rx, shutdown));
-    Ok(StartedMesh { listen, handle, handoffs_in, task })
+    Ok(StartedMesh { listen, handle, handoffs_in, handoffs_returned, task })
 }
 
 /// Starts listening on every address and waits for the real addresses (port 0 gets one
@@ -277,6 +303,9 @@ struct Driver<R> {
     live: Arc<Mutex<Vec<String>>>,
     handoffs_received: mpsc::Sender<(String, Handoff)>,
     handoffs_dropped: u64,
+    /// Handoffs sent and not yet acknowledged, by request.
+    handoffs_in_flight: HashMap<request_response::OutboundRequestId, (PeerId, Handoff)>,
+    handoffs_back: mpsc::UnboundedSender<ReturnedHandoff>,
     message_bytes_max: usize,
     status_interval_ms: i64,
     next_publish_ms: i64,
@@ -304,7 +333,7 @@ impl<R: PeerReplica> Driver<R> {
             let sleep = Duration::from_millis(u64::try_from(wake_ms - now).unwrap_or(0));
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_event(event),
-                Some((peer, handoff)) = handoffs_to_send.recv() => self.send(peer, MeshMessage::Handoff(handoff)),
+                Some((peer, handoff)) = handoffs_to_send.recv() => self.send_handoff(peer, handoff),
                 Ok(()) = objectives.changed() => {
                     let fingerprint = objectives.borrow_and_update().clone();
                     self.protocol.set_objectives(fingerprint);
@@ -400,19 +429,34 @@ impl<R: PeerReplica> Driver<R> {
                 message: RrMessage::Request { request, channel, .. },
                 ..
             } => {
-                let _ = self.swarm.behaviour_mut().sync.send_response(channel, ACK.to_vec());
                 self.protocol.note_bytes(&peer, true, request.len());
-                match wire::decode(&request) {
+                // A handoff is acknowledged once queued for the correlator; anything else
+                // on receipt.
+                let decoded = match wire::decode(&request) {
+                    Ok(MeshMessage::Handoff(handoff)) => {
+                        let answer = match self.handoffs_received.try_send((peer.to_string(), handoff)) {
+                            Ok(()) => ACK,
+                            Err(_) => {
+                                self.handoffs_dropped += 1;
+                                tracing::warn!(%peer, "a handoff of span halves was sent back: the correlator is behind");
+                                BUSY
+                            }
+                        };
+                        let _ = self.swarm.behaviour_mut().sync.send_response(channel, answer.to_vec());
+                        return;
+                    }
+                    other => {
+                        let _ = self.swarm.behaviour_mut().sync.send_response(channel, ACK.to_vec());
+                        other
+                    }
+                };
+                match decoded {
                     Ok(MeshMessage::Protocol(message)) => {
                         self.protocol.handle_message(now, peer, message, &mut self.replica)
                     }
                     Ok(MeshMessage::Peers(peers)) => self.on_gossip(now, peers),
-                    Ok(MeshMessage::Handoff(handoff)) => {
-                        if self.handoffs_received.try_send((peer.to_string(), handoff)).is_err() {
-                            self.handoffs_dropped += 1;
-                            tracing::warn!(%peer, "a handoff of span halves was dropped: the correlator is behind");
-                        }
-                    }
+                    // Taken (and answered) above.
+                    Ok(MeshMessage::Handoff(_)) => {}
                     Err(error) => self.protocol.handle_malformed(now, peer, &error.to_string()),
                 }
             }
@@ -422,8 +466,21 @@ impl<R: PeerReplica> Driver<R> {
                 // refused by the codec before libp2p reports it (and logged there).
                 tracing::debug!(%peer, %error, "inbound message failed");
             }
-            request_response::Event::OutboundFailure { peer, error, .. } => {
+            request_response::Event::Message {
+                message: RrMessage::Response { request_id, response },
+                ..
+            } => {
+                if let Some((peer, handoff)) = self.handoffs_in_flight.remove(&request_id)
+                    && response == BUSY
+                {
+                    self.return_handoff(peer, handoff, "the owner was busy".into());
+                }
+            }
+            request_response::Event::OutboundFailure { peer, error, request_id, .. } => {
                 tracing::debug!(%peer, %error, "message not delivered");
+                if let Some((peer, handoff)) = self.handoffs_in_flight.remove(&request_id) {
+                    self.return_handoff(peer, handoff, error.to_string());
+                }
                 // No ack within the request timeout: the connection is most likely dead
                 // (a cut cable leaves TCP retransmitting for many minutes). Close it, so
                 // the peer counts as down and is redialled.
@@ -450,7 +507,7 @@ impl<R: PeerReplica> Driver<R> {
         }
     }
 
-    fn send(&mut self, to: PeerId, message: MeshMessage) {
+    fn send(&mut self, to: PeerId, message: MeshMessage) -> Option<request_response::OutboundRequestId> {
         let bytes = wire::encode(message);
         if bytes.len() > self.message_bytes_max {
             tracing::error!(
@@ -458,10 +515,25 @@ impl<R: PeerReplica> Driver<R> {
                 "a message came out larger than mesh.message_bytes_max and was not sent; \
                  raise mesh.message_bytes_max on every peer"
             );
-            return;
+            return None;
         }
         self.protocol.note_bytes(&to, false, bytes.len());
-        self.swarm.behaviour_mut().sync.send_request(&to, bytes);
+        Some(self.swarm.behaviour_mut().sync.send_request(&to, bytes))
+    }
+
+    /// Sends a handoff and keeps it until its owner acknowledges it.
+    fn send_handoff(&mut self, to: PeerId, handoff: Handoff) {
+        match self.send(to, MeshMessage::Handoff(handoff.clone())) {
+            Some(id) => {
+                self.handoffs_in_flight.insert(id, (to, handoff));
+            }
+            None => self.return_handoff(to, handoff, "larger than mesh.message_bytes_max".into()),
+        }
+    }
+
+    fn return_handoff(&mut self, peer: PeerId, handoff: Handoff, reason: String) {
+        tracing::debug!(%peer, %reason, spans = handoff.spans.len(), "a handoff came back");
+        let _ = self.handoffs_back.send(ReturnedHandoff { peer: peer.to_string(), handoff, reason });
     }
 
     /// Sends what the protocol queued and carries out what both state machines ask.

@@ -11,7 +11,7 @@ pub mod identity;
 pub mod net;
 pub mod settings;
 
-pub use driver::{HandoffRefused, MeshHandle, PeerReplica, StartedMesh, start};
+pub use driver::{HandoffRefused, MeshHandle, PeerReplica, ReturnedHandoff, StartedMesh, start};
 pub use net::NetError;
 pub use settings::MeshSettings;
 

@@ -13,6 +13,7 @@
 
 mod correlation;
 mod objectives;
+mod pending_record;
 mod replica;
 
 use std::net::SocketAddr;
@@ -494,10 +495,20 @@ pub async fn start(config: &Config, clock: Arc<dyn Clock>, version: &str) -> Res
         }),
     };
     let tasks = TaskTracker::new();
+    let pending = pending_record::PendingRecord::new(&data_dir);
+    if let Some(lost) = pending.previous() {
+        tracing::warn!(
+            lost,
+            "the previous run stopped without giving up its waiting span halves (a crash): they are lost"
+        );
+        peer.correlator().note_lost_in_crash(lost);
+    }
     let correlation_stop = CancellationToken::new();
     tasks.spawn(correlation::run(
         peer.clone(),
         mesh.handoffs_in,
+        mesh.handoffs_returned,
+        pending,
         config.correlation.tick_interval,
         correlation_stop.clone(),
     ));
