@@ -506,3 +506,39 @@ fn a_handoff_taken_back_and_a_forgotten_batch_still_count() {
     c.forget(&keys);
     assert_eq!(c.handle_spans(NOW, batch, &me, &alone).events.len(), 2, "the retry counts");
 }
+
+#[test]
+fn a_handoff_its_owner_did_not_take_goes_on_to_the_next_owner_where_its_other_half_meets_it() {
+    let peers: Vec<String> = ["a", "b", "c"].map(String::from).into();
+    // A trace c owns; without c, b owns it.
+    let trace = (1..)
+        .map(|salt| trace_owned_by("c", &peers, salt))
+        .find(|&t| owner(&t.to_le_bytes(), &peers[..2]).is_some_and(|o| o == "b"))
+        .expect("some trace moves from c to b");
+    let mut a = Correlator::new(default_correlation());
+    let mut b = Correlator::new(default_correlation());
+    let client = span(trace, 4, Some(3), SpanKind::Client, "web", 60, 20);
+    let server = span(trace, 5, Some(4), SpanKind::Server, "search", 62, 10);
+    let sent = a.handle_spans(NOW, vec![client], "a", &peers);
+    let [(to, handoff)] = &sent.handoffs[..] else { panic!("one handoff: {:?}", sent.handoffs) };
+    assert_eq!(to, "c");
+    // c went away before acknowledging: a sends it on to b, the owner without c.
+    let rerouted = a.reroute(NOW, handoff.clone(), "c", "a", &peers);
+    let [(to, handoff)] = &rerouted.handoffs[..] else { panic!("one handoff: {:?}", rerouted.handoffs) };
+    assert_eq!(to, "b");
+    assert!(b.handle_handoff(NOW, handoff.clone()).is_empty(), "it waits at b");
+    // b's own server half (b no longer counts c among the live peers) meets it there.
+    let events = b.handle_spans(NOW, vec![server], "b", &peers[..2]).events;
+    assert_eq!(
+        edges(&events).get(&key("web", "search", EdgeKind::Request)).map(|e| e.0),
+        Some(1),
+        "{events:?}"
+    );
+    assert_eq!(a.counters().spans_rerouted, 1);
+    assert_eq!(a.counters().spans_handed_off, 1, "handed off once in the end");
+
+    // When the next owner is the sender itself, it holds the half.
+    let held = a.reroute(NOW, handoff.clone(), "b", "a", &["a".to_string(), "b".to_string()]);
+    assert!(held.handoffs.is_empty() && held.events.is_empty());
+    assert_eq!(a.counters().spans_pending, 1);
+}
