@@ -125,21 +125,21 @@ pub(crate) async fn take_spans<P: PeerApi>(
     api: &Api<P>,
     decoded: DecodedSpans,
 ) -> Result<(usize, String), ApiError> {
-    let DecodedSpans { spans, rejected } = decoded;
-    Counters::add(&api.counters.spans_received, (spans.len() + rejected.len()) as u64);
-    for (_, rejection) in &rejected {
-        api.counters.spans_rejected.add(rejection.code, 1);
+    let refused = decoded.rejected_count();
+    let DecodedSpans { spans, rejected, rejected_by_code } = decoded;
+    Counters::add(&api.counters.spans_received, (spans.len() + refused) as u64);
+    for (code, n) in rejected_by_code {
+        api.counters.spans_rejected.add(code, n);
     }
     let message = rejected
         .iter()
-        .take(5)
         .map(|(index, r)| format!("span {index}: {}", r.reason))
         .collect::<Vec<_>>()
         .join("; ");
     if !spans.is_empty() {
         api.peer.submit_spans(spans).await?;
     }
-    Ok((rejected.len(), message))
+    Ok((refused, message))
 }
 
 /// `POST /v1/traces`: OTLP/HTTP, protobuf or JSON, optionally gzipped.

@@ -158,50 +158,108 @@ fn string_attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str
         .and_then(|v| std::str::from_utf8(v).ok())
 }
 
-/// Decodes a protobuf body. `Err` when the body is not an `ExportTraceServiceRequest`.
-pub fn decode_protobuf(body: Bytes, limits: &SpanLimits) -> Result<DecodedSpans, String> {
-    let request = ExportTraceServiceRequest::decode(body)
-        .map_err(|e| format!("not an OTLP ExportTraceServiceRequest: {e}"))?;
-    let mut out = DecodedSpans::default();
-    let mut index = 0usize;
-    for resource_spans in &request.resource_spans {
-        let resource = resource_spans.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
-        let service = spans::service(string_attribute(resource, "service.name"), limits);
-        for span in resource_spans.scope_spans.iter().flat_map(|s| &s.spans) {
-            let converted = if index >= limits.spans_per_request_max {
-                Err(too_many(limits))
-            } else {
-                service.clone().and_then(|service| proto_span(span, resource, service, limits))
-            };
-            push(&mut out, index, converted);
-            index += 1;
+/// `Span` as the decoder reads it: without its attributes, which are read one by one
+/// (only those the graph needs are kept), so that no part of a request costs memory in
+/// proportion to what it holds beyond that.
+#[derive(Clone, PartialEq, Message)]
+struct LeanSpan {
+    #[prost(bytes = "bytes", tag = "1")]
+    trace_id: Bytes,
+    #[prost(bytes = "bytes", tag = "2")]
+    span_id: Bytes,
+    #[prost(bytes = "bytes", tag = "3")]
+    trace_state: Bytes,
+    #[prost(bytes = "bytes", tag = "4")]
+    parent_span_id: Bytes,
+    #[prost(int32, tag = "6")]
+    kind: i32,
+    #[prost(fixed64, tag = "7")]
+    start_time_unix_nano: u64,
+    #[prost(fixed64, tag = "8")]
+    end_time_unix_nano: u64,
+    #[prost(message, optional, tag = "15")]
+    status: Option<Status>,
+}
+
+/// The length-delimited fields numbered `tag` of the message in `bytes`, one at a time,
+/// without copying; other fields are skipped. `Err` when the message is malformed.
+fn each_field(
+    mut bytes: Bytes,
+    tag: u32,
+    mut each: impl FnMut(Bytes) -> Result<(), String>,
+) -> Result<(), String> {
+    use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
+    while !bytes.is_empty() {
+        let (field, wire_type) = decode_key(&mut bytes).map_err(|e| e.to_string())?;
+        if field == tag && wire_type == WireType::LengthDelimited {
+            let len = decode_varint(&mut bytes).map_err(|e| e.to_string())?;
+            let len = usize::try_from(len)
+                .ok()
+                .filter(|&len| len <= bytes.len())
+                .ok_or("a field runs past its message")?;
+            each(bytes.split_to(len))?;
+        } else {
+            skip_field(wire_type, field, &mut bytes, DecodeContext::default()).map_err(|e| e.to_string())?;
         }
     }
+    Ok(())
+}
+
+/// The attributes (`KeyValue`s, field `tag`) of a message that the graph reads.
+fn wanted_attributes(bytes: &Bytes, tag: u32, limits: &SpanLimits) -> Result<Vec<KeyValue>, String> {
+    let mut kept: Vec<KeyValue> = Vec::new();
+    each_field(bytes.clone(), tag, |kv| {
+        let kv = KeyValue::decode(kv).map_err(|e| e.to_string())?;
+        // The first of each key counts, as a search in order would find it.
+        if spans::wanted_attribute(&kv.key, limits) && !kept.iter().any(|k| k.key == kv.key) {
+            kept.push(kv);
+        }
+        Ok(())
+    })?;
+    Ok(kept)
+}
+
+/// Decodes a protobuf body, one span at a time. `Err` when the body is not an
+/// `ExportTraceServiceRequest`. Spans beyond `limits.spans_per_request_max` are counted
+/// as refused without being decoded.
+pub fn decode_protobuf(body: Bytes, limits: &SpanLimits) -> Result<DecodedSpans, String> {
+    let not_otlp = |e: String| format!("not an OTLP ExportTraceServiceRequest: {e}");
+    let mut out = DecodedSpans::default();
+    let mut index = 0usize;
+    each_field(body, 1, |resource_spans| {
+        // The resource may come after its spans: read it first.
+        let mut resource = Vec::new();
+        each_field(resource_spans.clone(), 1, |r| {
+            resource = wanted_attributes(&r, 1, limits)?;
+            Ok(())
+        })?;
+        let service = spans::service(string_attribute(&resource, "service.name"), limits);
+        each_field(resource_spans, 2, |scope_spans| {
+            each_field(scope_spans, 2, |span| {
+                if index >= limits.spans_per_request_max {
+                    out.too_many(index, limits);
+                } else {
+                    let lean = LeanSpan::decode(span.clone()).map_err(|e| e.to_string())?;
+                    let attributes = wanted_attributes(&span, 9, limits)?;
+                    let converted = service
+                        .clone()
+                        .and_then(|service| proto_span(&lean, &attributes, &resource, service, limits));
+                    out.push(index, converted);
+                }
+                index += 1;
+                Ok(())
+            })
+        })
+    })
+    .map_err(not_otlp)?;
     Ok(out)
-}
-
-fn too_many(limits: &SpanLimits) -> SpanRejection {
-    SpanRejection::new(
-        "too_many_spans",
-        format!(
-            "more than limits.spans_per_request_max ({}) spans in one request",
-            limits.spans_per_request_max
-        ),
-    )
-}
-
-fn push(out: &mut DecodedSpans, index: usize, span: Result<Option<Span>, SpanRejection>) {
-    match span {
-        Ok(Some(span)) => out.spans.push(span),
-        Ok(None) => {}
-        Err(rejection) => out.rejected.push((index, rejection)),
-    }
 }
 
 /// Internal spans are dropped here already (`Ok(None)`): they are never edges, and
 /// most spans of a trace are internal.
 fn proto_span(
-    span: &ProtoSpan,
+    span: &LeanSpan,
+    attributes: &[KeyValue],
     resource: &[KeyValue],
     service: observatory_core::NodeName,
     limits: &SpanLimits,
@@ -214,16 +272,13 @@ fn proto_span(
     if kind == SpanKind::Internal {
         return Ok(None);
     }
-    let remote =
-        spans::remote(kind, |key| string_attribute(&span.attributes, key).map(Cow::Borrowed), limits);
+    let remote = spans::remote(kind, |key| string_attribute(attributes, key).map(Cow::Borrowed), limits);
     let sampling_threshold = spans::sampling_threshold(
         std::str::from_utf8(&span.trace_state).unwrap_or(""),
         |key| {
-            string_attribute(&span.attributes, key)
-                .or_else(|| string_attribute(resource, key))
-                .map(Cow::Borrowed)
+            string_attribute(attributes, key).or_else(|| string_attribute(resource, key)).map(Cow::Borrowed)
         },
-        |key| double_attribute(&span.attributes, key).or_else(|| double_attribute(resource, key)),
+        |key| double_attribute(attributes, key).or_else(|| double_attribute(resource, key)),
         limits,
     );
     Ok(Some(Span {
@@ -417,12 +472,14 @@ pub fn decode_json(body: &[u8], limits: &SpanLimits) -> Result<DecodedSpans, Str
         let service_name = json_attribute(resource, "service.name");
         let service = spans::service(service_name.as_deref(), limits);
         for span in resource_spans.scope_spans.iter().flat_map(|s| &s.spans) {
-            let converted = if index >= limits.spans_per_request_max {
-                Err(too_many(limits))
+            if index >= limits.spans_per_request_max {
+                out.too_many(index, limits);
             } else {
-                service.clone().and_then(|service| json_span(span, resource, service, limits))
-            };
-            push(&mut out, index, converted);
+                out.push(
+                    index,
+                    service.clone().and_then(|service| json_span(span, resource, service, limits)),
+                );
+            }
             index += 1;
         }
     }

@@ -23,13 +23,73 @@ impl SpanRejection {
     }
 }
 
-/// Spans decoded from one request: the good ones, and the refused ones by index.
+/// Spans decoded from one request: the good ones, and the refused ones: counted by code,
+/// with the reasons of the first [`REASONS_KEPT`] (so that refusing millions of spans
+/// costs no memory per span).
 #[derive(Debug, Default)]
 pub struct DecodedSpans {
     /// Valid spans.
     pub spans: Vec<Span>,
-    /// `(index of the span in the request, why)`.
+    /// `(index of the span in the request, why)` of the first refused spans.
     pub rejected: Vec<(usize, SpanRejection)>,
+    /// Every refused span, by code.
+    pub rejected_by_code: std::collections::BTreeMap<&'static str, u64>,
+}
+
+/// How many refused spans keep their reason.
+pub const REASONS_KEPT: usize = 5;
+
+impl DecodedSpans {
+    /// Refuses span `index`; `reason` is made only for the first few.
+    pub(crate) fn reject(&mut self, index: usize, code: &'static str, reason: impl FnOnce() -> String) {
+        *self.rejected_by_code.entry(code).or_default() += 1;
+        if self.rejected.len() < REASONS_KEPT {
+            self.rejected.push((index, SpanRejection::new(code, reason())));
+        }
+    }
+
+    /// Refuses span `index` for `rejection`.
+    pub(crate) fn refuse(&mut self, index: usize, rejection: SpanRejection) {
+        self.reject(index, rejection.code, || rejection.reason);
+    }
+
+    /// How many spans were refused.
+    pub fn rejected_count(&self) -> usize {
+        self.rejected_by_code.values().sum::<u64>() as usize
+    }
+
+    /// Keeps `span` or refuses it.
+    pub(crate) fn push(&mut self, index: usize, span: Result<Option<Span>, SpanRejection>) {
+        match span {
+            Ok(Some(span)) => self.spans.push(span),
+            Ok(None) => {}
+            Err(rejection) => self.refuse(index, rejection),
+        }
+    }
+
+    /// Refuses span `index` as one too many for `limits`.
+    pub(crate) fn too_many(&mut self, index: usize, limits: &SpanLimits) {
+        self.reject(index, "too_many_spans", || {
+            format!(
+                "more than limits.spans_per_request_max ({}) spans in one request",
+                limits.spans_per_request_max
+            )
+        });
+    }
+}
+
+/// The span attributes the graph reads (naming the other side, telling a database call,
+/// the sampling probability); decoders keep only these.
+pub(crate) fn wanted_attribute(key: &[u8], limits: &SpanLimits) -> bool {
+    let key = match std::str::from_utf8(key) {
+        Ok(key) => key,
+        Err(_) => return false,
+    };
+    DATABASE_ATTRIBUTES.contains(&key)
+        || DESTINATION_ATTRIBUTES.contains(&key)
+        || ["messaging.system", "sampler.type", "sampler.param", "service.name"].contains(&key)
+        || limits.peer_attributes.iter().any(|a| a == key)
+        || limits.sample_ratio_attribute.as_deref() == Some(key)
 }
 
 /// Limits on spans, and how they name the other side (`correlation.peer_attributes`).

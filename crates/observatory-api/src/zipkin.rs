@@ -54,22 +54,14 @@ pub fn decode_json(body: &[u8], limits: &SpanLimits) -> Result<DecodedSpans, Str
     // Most spans of a request share a few services: check each name once.
     let mut services: BTreeMap<&str, Result<NodeName, SpanRejection>> = BTreeMap::new();
     for (index, span) in list.iter().enumerate() {
-        let converted = if index >= limits.spans_per_request_max {
-            Err(SpanRejection::new(
-                "too_many_spans",
-                format!("more than limits.spans_per_request_max ({}) spans", limits.spans_per_request_max),
-            ))
-        } else {
-            let name = span.local_endpoint.as_ref().and_then(|e| e.service_name.as_deref());
-            let service =
-                services.entry(name.unwrap_or("")).or_insert_with(|| spans::service(name, limits)).clone();
-            service.and_then(|service| zipkin_span(span, service, limits))
-        };
-        match converted {
-            Ok(Some(span)) => out.spans.push(span),
-            Ok(None) => {}
-            Err(rejection) => out.rejected.push((index, rejection)),
+        if index >= limits.spans_per_request_max {
+            out.too_many(index, limits);
+            continue;
         }
+        let name = span.local_endpoint.as_ref().and_then(|e| e.service_name.as_deref());
+        let service =
+            services.entry(name.unwrap_or("")).or_insert_with(|| spans::service(name, limits)).clone();
+        out.push(index, service.and_then(|service| zipkin_span(span, service, limits)));
     }
     Ok(out)
 }
