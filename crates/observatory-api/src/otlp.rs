@@ -296,31 +296,9 @@ fn proto_span(
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct JsonRequest<'a> {
-    #[serde(default, borrow)]
-    resource_spans: Vec<JsonResourceSpans<'a>>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct JsonResourceSpans<'a> {
-    #[serde(default, borrow)]
-    resource: Option<JsonResource<'a>>,
-    #[serde(default, borrow)]
-    scope_spans: Vec<JsonScopeSpans<'a>>,
-}
-
-#[derive(Deserialize)]
 struct JsonResource<'a> {
     #[serde(default, borrow)]
     attributes: Vec<JsonKeyValue<'a>>,
-}
-
-#[derive(Deserialize)]
-struct JsonScopeSpans<'a> {
-    #[serde(default, borrow)]
-    spans: Vec<JsonSpan<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -460,30 +438,111 @@ fn hex_id<const N: usize>(text: &str) -> Option<[u8; N]> {
     spans::hex(text, &mut out).then_some(out)
 }
 
-/// Decodes a JSON body. `Err` (with where) when it is not OTLP/JSON.
-pub fn decode_json(body: &[u8], limits: &SpanLimits) -> Result<DecodedSpans, String> {
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let request: JsonRequest<'_> = serde_path_to_error::deserialize(&mut deserializer)
-        .map_err(|e| format!("not an OTLP/JSON ExportTraceServiceRequest at {}: {}", e.path(), e.inner()))?;
-    let mut out = DecodedSpans::default();
-    let mut index = 0usize;
-    for resource_spans in &request.resource_spans {
-        let resource = resource_spans.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
-        let service_name = json_attribute(resource, "service.name");
-        let service = spans::service(service_name.as_deref(), limits);
-        for span in resource_spans.scope_spans.iter().flat_map(|s| &s.spans) {
-            if index >= limits.spans_per_request_max {
-                out.too_many(index, limits);
-            } else {
-                out.push(
-                    index,
-                    service.clone().and_then(|service| json_span(span, resource, service, limits)),
-                );
-            }
-            index += 1;
-        }
+/// `ResourceSpans` as read: the resource, and its scopes left unread until the resource
+/// (which may come after them) names the service.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonResourceSpansRaw<'a> {
+    #[serde(default, borrow)]
+    resource: Option<JsonResource<'a>>,
+    #[serde(default, borrow)]
+    scope_spans: Option<&'a serde_json::value::RawValue>,
+}
+
+/// Reads the object with key `key` holding an array, handing the array to `seed`;
+/// other keys are skipped.
+struct FieldSeed<S> {
+    key: &'static str,
+    seed: Option<S>,
+}
+
+impl<'de, S: serde::de::DeserializeSeed<'de, Value = ()>> serde::de::DeserializeSeed<'de> for FieldSeed<S> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
     }
-    Ok(out)
+}
+
+impl<'de, S: serde::de::DeserializeSeed<'de, Value = ()>> serde::de::Visitor<'de> for FieldSeed<S> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "an object with `{}`", self.key)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match self.seed.take() {
+                Some(seed) if key == self.key => map.next_value_seed(seed)?,
+                seed => {
+                    self.seed = seed;
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Decodes a JSON body, one span at a time. `Err` (with where) when it is not OTLP/JSON.
+pub fn decode_json(body: &[u8], limits: &SpanLimits) -> Result<DecodedSpans, String> {
+    use serde::de::DeserializeSeed;
+    let out = std::cell::RefCell::new(DecodedSpans::default());
+    let index = std::cell::Cell::new(0usize);
+    let resource_spans = spans::Elements {
+        decoded: usize::MAX,
+        each: |r, resource_spans: JsonResourceSpansRaw<'_>| {
+            let resource = resource_spans.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
+            let service = spans::service(json_attribute(resource, "service.name").as_deref(), limits);
+            let Some(scopes) = resource_spans.scope_spans else { return Ok(()) };
+            let spans = |_, span: JsonSpan<'_>| {
+                let at = index.get();
+                index.set(at + 1);
+                out.borrow_mut().push(
+                    at,
+                    service.clone().and_then(|service| json_span(&span, resource, service, limits)),
+                );
+                Ok(())
+            };
+            let skipped = |_| {
+                let at = index.get();
+                index.set(at + 1);
+                out.borrow_mut().too_many(at, limits);
+            };
+            let scope = |_, raw: &serde_json::value::RawValue| {
+                let decoded = limits.spans_per_request_max.saturating_sub(index.get());
+                let seed = FieldSeed {
+                    key: "spans",
+                    seed: Some(spans::Elements {
+                        decoded,
+                        each: spans,
+                        skipped,
+                        element: std::marker::PhantomData,
+                    }),
+                };
+                seed.deserialize(&mut serde_json::Deserializer::from_str(raw.get()))
+                    .map_err(|e| e.to_string())
+            };
+            let scopes_seed = spans::Elements {
+                decoded: usize::MAX,
+                each: scope,
+                skipped: |_| {},
+                element: std::marker::PhantomData,
+            };
+            scopes_seed
+                .deserialize(&mut serde_json::Deserializer::from_str(scopes.get()))
+                .map_err(|e| format!("resourceSpans[{r}].scopeSpans: {e}"))
+        },
+        skipped: |_| {},
+        element: std::marker::PhantomData,
+    };
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let mut track = serde_path_to_error::Track::new();
+    FieldSeed { key: "resourceSpans", seed: Some(resource_spans) }
+        .deserialize(serde_path_to_error::Deserializer::new(&mut deserializer, &mut track))
+        .map_err(|e| format!("not an OTLP/JSON ExportTraceServiceRequest at {}: {e}", track.path()))?;
+    Ok(out.into_inner())
 }
 
 fn json_span(

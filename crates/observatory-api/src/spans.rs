@@ -280,3 +280,57 @@ pub(crate) fn remote<'a>(
     let node = NodeName::new(&node, limits.node_name_bytes_max).ok()?;
     Some(Remote { node, kind })
 }
+
+/// Reads a JSON array one element at a time, so that a request of millions of elements
+/// never holds them all: the first `decoded` elements as `T`, each given to `each` with
+/// its position and dropped; the rest skipped unread, given to `skipped`.
+pub(crate) struct Elements<T, E, S> {
+    pub(crate) decoded: usize,
+    pub(crate) each: E,
+    pub(crate) skipped: S,
+    pub(crate) element: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<'de, T, E, S> serde::de::DeserializeSeed<'de> for Elements<T, E, S>
+where
+    T: serde::Deserialize<'de>,
+    E: FnMut(usize, T) -> Result<(), String>,
+    S: FnMut(usize),
+{
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de, T, E, S> serde::de::Visitor<'de> for Elements<T, E, S>
+where
+    T: serde::Deserialize<'de>,
+    E: FnMut(usize, T) -> Result<(), String>,
+    S: FnMut(usize),
+{
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+        let mut index = 0;
+        loop {
+            if index < self.decoded {
+                match seq.next_element::<T>()? {
+                    Some(element) => (self.each)(index, element).map_err(serde::de::Error::custom)?,
+                    None => return Ok(()),
+                }
+            } else {
+                match seq.next_element::<serde::de::IgnoredAny>()? {
+                    Some(_) => (self.skipped)(index),
+                    None => return Ok(()),
+                }
+            }
+            index += 1;
+        }
+    }
+}

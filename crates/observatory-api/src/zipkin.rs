@@ -47,23 +47,34 @@ struct Endpoint<'a> {
 
 /// Decodes a Zipkin v2 JSON body. `Err` (with where) when it is not a list of spans.
 pub fn decode_json(body: &[u8], limits: &SpanLimits) -> Result<DecodedSpans, String> {
+    use serde::de::DeserializeSeed;
     let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let list: Vec<ZipkinSpan<'_>> = serde_path_to_error::deserialize(&mut deserializer)
-        .map_err(|e| format!("not a Zipkin v2 span list at {}: {}", e.path(), e.inner()))?;
-    let mut out = DecodedSpans::default();
-    // Most spans of a request share a few services: check each name once.
-    let mut services: BTreeMap<&str, Result<NodeName, SpanRejection>> = BTreeMap::new();
-    for (index, span) in list.iter().enumerate() {
-        if index >= limits.spans_per_request_max {
-            out.too_many(index, limits);
-            continue;
-        }
-        let name = span.local_endpoint.as_ref().and_then(|e| e.service_name.as_deref());
-        let service =
-            services.entry(name.unwrap_or("")).or_insert_with(|| spans::service(name, limits)).clone();
-        out.push(index, service.and_then(|service| zipkin_span(span, service, limits)));
-    }
-    Ok(out)
+    let out = std::cell::RefCell::new(DecodedSpans::default());
+    // Most spans of a request share a few services: check each name once (a few dozen
+    // names at most are remembered).
+    let mut services: BTreeMap<String, Result<NodeName, SpanRejection>> = BTreeMap::new();
+    let elements = spans::Elements {
+        decoded: limits.spans_per_request_max,
+        each: |index, span: ZipkinSpan<'_>| {
+            let name = span.local_endpoint.as_ref().and_then(|e| e.service_name.as_deref());
+            if services.len() >= 64 {
+                services.clear();
+            }
+            let service = services
+                .entry(name.unwrap_or("").to_string())
+                .or_insert_with(|| spans::service(name, limits))
+                .clone();
+            out.borrow_mut().push(index, service.and_then(|service| zipkin_span(&span, service, limits)));
+            Ok(())
+        },
+        skipped: |index| out.borrow_mut().too_many(index, limits),
+        element: std::marker::PhantomData,
+    };
+    let mut track = serde_path_to_error::Track::new();
+    elements
+        .deserialize(serde_path_to_error::Deserializer::new(&mut deserializer, &mut track))
+        .map_err(|e| format!("not a Zipkin v2 span list at {}: {e}", track.path()))?;
+    Ok(out.into_inner())
 }
 
 fn zipkin_span(
