@@ -430,10 +430,16 @@ fn cbor_event(
         context: None,
     };
     let (mut has_from, mut has_to) = (false, false);
+    // As JSON: a key twice is refused, not last-wins.
+    let mut seen: Vec<String> = Vec::with_capacity(10);
     for (key, value) in entries {
         let Value::Text(key) = key else {
             return Err(field_error(index, "event", "map keys must be text"));
         };
+        if seen.contains(&key) {
+            return Err(field_error(index, &key, format!("duplicate field `{key}`")));
+        }
+        seen.push(key.clone());
         let bad = |e: ciborium::value::Error| field_error(index, &key, e.to_string());
         match key.as_str() {
             "from" => {

@@ -26,14 +26,21 @@ impl From<SubmitError> for ApiError {
 }
 
 /// The media type of a request (`type/subtype`, lower case, parameters dropped); empty
-/// when there is none. A header that is not text is no media type at all.
-pub(crate) fn media_type(headers: &HeaderMap) -> String {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
+/// when there is none. A header that is not text is refused (415), not taken as absent.
+pub(crate) fn media_type(headers: &HeaderMap) -> Result<String, ApiError> {
+    let content_type = match headers.get(header::CONTENT_TYPE) {
+        None => "",
+        Some(value) => value.to_str().map_err(|_| {
+            ApiError::UnsupportedMediaType(
+                "Content-Type is not text (it holds bytes outside visible ASCII)".into(),
+            )
+        })?,
+    };
+    Ok(content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
 }
 
 fn body_format(headers: &HeaderMap, body: &[u8]) -> Result<BodyFormat, ApiError> {
-    let essence = media_type(headers);
+    let essence = media_type(headers)?;
     match essence.as_str() {
         "application/json" => Ok(BodyFormat::Json),
         "application/x-ndjson" | "application/ndjson" | "application/jsonl" => Ok(BodyFormat::Ndjson),

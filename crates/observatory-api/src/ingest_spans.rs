@@ -150,8 +150,9 @@ async fn post_otlp_traces<P: PeerApi>(
     body: Body,
 ) -> Response {
     let format = media_type(&headers);
-    let json = format == "application/json";
+    let json = format.as_deref().is_ok_and(|f| f == "application/json");
     let result = async {
+        let format = format?;
         if !matches!(format.as_str(), "application/x-protobuf" | "application/protobuf" | "application/json")
         {
             return Err(ApiError::UnsupportedMediaType(format!(
@@ -197,7 +198,7 @@ async fn post_zipkin_spans<P: PeerApi>(
     body: Body,
 ) -> Result<StatusCode, ApiError> {
     let result = async {
-        let format = media_type(&headers);
+        let format = media_type(&headers)?;
         if !matches!(format.as_str(), "application/json" | "" | "text/plain") {
             return Err(ApiError::UnsupportedMediaType(format!(
                 "Content-Type `{format}` is not supported; Zipkin spans are taken as application/json"

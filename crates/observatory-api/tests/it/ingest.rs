@@ -230,3 +230,45 @@ async fn edge_kinds_are_separate_edges_and_bad_kinds_are_named() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
     assert!(error["error"]["message"].as_str().unwrap().contains("kind"), "{error}");
 }
+
+#[tokio::test]
+async fn a_cbor_event_with_a_key_twice_is_refused_as_json_is() {
+    let peer = TestPeer::new(default_limits());
+    let ts = now_ms() - 1_000;
+    // A map with `to` twice: [{"from": "a", "to": "b", "ts": ts, "to": "c"}].
+    let mut cbor = Vec::new();
+    let map = ciborium::Value::Map(vec![
+        ("from".into(), "a".into()),
+        ("to".into(), "b".into()),
+        ("ts".into(), ciborium::Value::Integer(ts.into())),
+        ("to".into(), "c".into()),
+    ]);
+    ciborium::into_writer(&ciborium::Value::Array(vec![map]), &mut cbor).expect("encode");
+    let (status, answer) = peer.post("application/cbor", cbor).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!((answer["accepted"].as_u64(), answer["rejected"].as_u64()), (Some(0), Some(1)), "{answer}");
+    assert_eq!(answer["errors"][0]["field"], "to", "{answer}");
+    assert!(answer["errors"][0]["reason"].as_str().unwrap().contains("duplicate field `to`"), "{answer}");
+    let json = format!(r#"[{{"from": "a", "to": "b", "ts": {ts}, "to": "c"}}]"#);
+    let (_, answer) = peer.post("application/json", json).await;
+    assert_eq!(answer["rejected"], 1, "JSON refuses it too: {answer}");
+}
+
+#[tokio::test]
+async fn a_content_type_that_is_not_text_is_refused_not_sniffed() {
+    use axum::body::Body;
+    use axum::http::{HeaderValue, Request, header};
+    use tower::ServiceExt;
+    let peer = TestPeer::new(default_limits());
+    let body = format!(r#"[{{"from": "a", "to": "b", "ts": {}}}]"#, now_ms() - 1_000);
+    for uri in ["/api/v1/events", "/v1/traces", "/api/v2/spans"] {
+        let request = Request::post(uri)
+            .header(header::CONTENT_TYPE, HeaderValue::from_bytes(b"application/json\xff").expect("obs-text"))
+            .body(Body::from(body.clone()))
+            .expect("request");
+        let response = peer.app.clone().oneshot(request).await.expect("answer");
+        assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "{uri}");
+    }
+    let (_, status) = peer.get("/api/v1/status").await;
+    assert_eq!(status["ingest"]["events_accepted"], 0, "{status}");
+}
