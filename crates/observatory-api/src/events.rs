@@ -293,7 +293,115 @@ thread_local! {
 }
 
 /// A CBOR array of at most `CBOR_ITEMS_MAX` items (see `parse_cbor`).
-struct BoundedCborItems(Vec<ciborium::Value>);
+struct BoundedCborItems(Vec<CborItem>);
+
+/// Most entries of an event map kept: more than the ten fields an event has means a field
+/// is unknown or given twice, which one of the first sixteen already shows.
+const CBOR_ENTRIES_KEPT: usize = 16;
+
+/// One item of a CBOR event array, read shallowly so that no item costs memory beyond its
+/// own bytes: a map keeps its first [`CBOR_ENTRIES_KEPT`] entries with scalar values
+/// ([`CborScalar`]); anything else is drained unread and stands as an empty array.
+struct CborItem(ciborium::Value);
+
+/// A value in an event map: a scalar as it is; an array or a map (which no field takes)
+/// drained unread, standing as an empty one of its kind.
+struct CborScalar(ciborium::Value);
+
+macro_rules! cbor_scalars {
+    ($wrap:ident) => {
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<$wrap, E> {
+            Ok($wrap(ciborium::Value::Bool(v)))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<$wrap, E> {
+            Ok($wrap(ciborium::Value::Integer(v.into())))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<$wrap, E> {
+            Ok($wrap(ciborium::Value::Integer(v.into())))
+        }
+        fn visit_i128<E: de::Error>(self, v: i128) -> Result<$wrap, E> {
+            ciborium::value::Integer::try_from(v)
+                .map(|i| $wrap(ciborium::Value::Integer(i)))
+                .map_err(E::custom)
+        }
+        fn visit_u128<E: de::Error>(self, v: u128) -> Result<$wrap, E> {
+            ciborium::value::Integer::try_from(v)
+                .map(|i| $wrap(ciborium::Value::Integer(i)))
+                .map_err(E::custom)
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<$wrap, E> {
+            Ok($wrap(ciborium::Value::Float(v)))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<$wrap, E> {
+            Ok($wrap(ciborium::Value::Text(v.to_string())))
+        }
+        fn visit_string<E: de::Error>(self, v: String) -> Result<$wrap, E> {
+            Ok($wrap(ciborium::Value::Text(v)))
+        }
+        fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<$wrap, E> {
+            Ok($wrap(ciborium::Value::Bytes(v.to_vec())))
+        }
+        fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<$wrap, E> {
+            Ok($wrap(ciborium::Value::Bytes(v)))
+        }
+        fn visit_none<E: de::Error>(self) -> Result<$wrap, E> {
+            Ok($wrap(ciborium::Value::Null))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<$wrap, E> {
+            Ok($wrap(ciborium::Value::Null))
+        }
+        fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<$wrap, D::Error> {
+            d.deserialize_any(self)
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<$wrap, A::Error> {
+            while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+            Ok($wrap(ciborium::Value::Array(Vec::new())))
+        }
+    };
+}
+
+impl<'de> Deserialize<'de> for CborScalar {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = CborScalar;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a value")
+            }
+            cbor_scalars!(CborScalar);
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<CborScalar, A::Error> {
+                while map.next_entry::<de::IgnoredAny, de::IgnoredAny>()?.is_some() {}
+                Ok(CborScalar(ciborium::Value::Map(Vec::new())))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for CborItem {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = CborItem;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an event map")
+            }
+            cbor_scalars!(CborItem);
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<CborItem, A::Error> {
+                let mut entries = Vec::new();
+                while entries.len() < CBOR_ENTRIES_KEPT {
+                    match map.next_entry::<CborScalar, CborScalar>()? {
+                        Some((key, value)) => entries.push((key.0, value.0)),
+                        None => return Ok(CborItem(ciborium::Value::Map(entries))),
+                    }
+                }
+                while map.next_entry::<de::IgnoredAny, de::IgnoredAny>()?.is_some() {}
+                Ok(CborItem(ciborium::Value::Map(entries)))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
 
 impl<'de> Deserialize<'de> for BoundedCborItems {
     fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -332,7 +440,8 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for BoundedSeq<T> {
         f.write_str("an array of events")
     }
     fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.max));
+        // No capacity from the declared length: a few bytes may declare thousands.
+        let mut items = Vec::new();
         while let Some(item) = seq.next_element()? {
             if items.len() == self.max {
                 return Err(de::Error::custom(TOO_MANY));
@@ -378,13 +487,12 @@ fn parse_ndjson_text(text: &str, now_ms: i64, limits: &ParseLimits) -> Result<Pa
 }
 
 fn parse_cbor(body: &[u8], now_ms: i64, limits: &ParseLimits) -> Result<ParsedBody, BodyError> {
-    use ciborium::Value;
     let max = limits.events_per_request_max;
     // ciborium takes no seed, so the limit reaches the visitor through a thread-local,
     // set only around this synchronous call.
     CBOR_ITEMS_MAX.with(|limit| limit.set(max));
     let items = ciborium::from_reader::<BoundedCborItems, _>(body).map(|items| items.0);
-    let items: Vec<Value> = items.map_err(|e| {
+    let items: Vec<CborItem> = items.map_err(|e| {
         if is_too_many(&e) {
             return BodyError::TooManyEvents { max };
         }
@@ -401,7 +509,7 @@ fn parse_cbor(body: &[u8], now_ms: i64, limits: &ParseLimits) -> Result<ParsedBo
     })?;
     let mut parsed = ParsedBody::default();
     for (index, item) in items.into_iter().enumerate() {
-        push(&mut parsed, index, cbor_event(index, item, now_ms, limits));
+        push(&mut parsed, index, cbor_event(index, item.0, now_ms, limits));
     }
     Ok(parsed)
 }

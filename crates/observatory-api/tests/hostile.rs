@@ -8,6 +8,13 @@ use observatory_api::spans::SpanLimits;
 #[global_allocator]
 static ALLOCATOR: dhat::Alloc = dhat::Alloc;
 
+/// Held by each test throughout: the heap statistics are the whole process's.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// The peak heap `f` used above what was held before it ran (one test at a time: the
 /// heap is the process's).
 fn peak_of<T>(f: impl FnOnce() -> T) -> (T, usize) {
@@ -47,8 +54,8 @@ fn empty_spans() -> Vec<(&'static str, Bytes)> {
 
 #[test]
 fn millions_of_empty_spans_cost_no_memory_per_span_in_any_format() {
+    let _one = one_at_a_time();
     let limits = otlp_limits();
-    // One after the other: the heap statistics are the process's.
     for (format, body) in empty_spans() {
         let len = body.len();
         let (decoded, peak) = peak_of(|| match format {
@@ -66,6 +73,36 @@ fn millions_of_empty_spans_cost_no_memory_per_span_in_any_format() {
             "{format}: decoding {len} bytes took {peak} bytes at its peak ({}x)",
             peak / len
         );
+    }
+}
+
+#[test]
+fn a_cbor_event_of_millions_of_values_costs_no_memory_per_value() {
+    let _one = one_at_a_time();
+    use observatory_api::events::{BodyFormat, ParseLimits, parse_body};
+    let limits = &observatory_config::Config::defaults().limits;
+    let limits = ParseLimits {
+        events_per_request_max: limits.events_per_request_max,
+        node_name_bytes_max: limits.node_name_bytes_max,
+        event_count_max: limits.event_count_max,
+    };
+    let zeros = 8_000_000usize;
+    // `[[0, 0, ...]]` and `[{"from": [0, 0, ...]}]`: one item, an array of zeros.
+    let mut array = vec![0x9b]; // an array of 8-byte length
+    array.extend_from_slice(&(zeros as u64).to_be_bytes());
+    array.extend(std::iter::repeat_n(0u8, zeros));
+    let mut in_list = vec![0x81];
+    in_list.extend_from_slice(&array);
+    let mut in_map = vec![0x81, 0xa1, 0x64];
+    in_map.extend_from_slice(b"from");
+    in_map.extend_from_slice(&array);
+    for (what, body) in [("an array item", in_list), ("a field's value", in_map)] {
+        let len = body.len();
+        let (parsed, peak) = peak_of(|| parse_body(BodyFormat::Cbor, &body, 1_800_000_000_000, &limits));
+        let parsed = parsed.unwrap_or_else(|e| panic!("{what}: the body is CBOR: {e:?}"));
+        assert_eq!((parsed.events.len(), parsed.errors.len()), (0, 1), "{what}: the one event refused");
+        eprintln!("CBOR events, zeros in {what}: decoding {len} bytes peaked at {peak} bytes of heap");
+        assert!(peak <= 8 * len, "{what}: decoding {len} bytes took {peak} bytes at its peak");
     }
 }
 
