@@ -93,9 +93,15 @@ impl Declared {
 /// for ever, so reading is bounded by `http.request_timeout`. Only reading is: once the
 /// events are queued they are applied, and a timeout then would invite a retry that
 /// counts them twice.
+/// How long a body may take to start arriving at `http.body_min_rate`.
+const BODY_GRACE: Duration = Duration::from_secs(1);
+
+/// Reads a body of at most `limit` bytes within `timeout`, arriving at `min_rate` bytes
+/// per second or faster after its first second (0: any rate).
 pub(crate) async fn read_body(
     limit: usize,
     timeout: Duration,
+    min_rate: u64,
     declared: Declared,
     body: Body,
 ) -> Result<Bytes, ApiError> {
@@ -115,10 +121,53 @@ pub(crate) async fn read_body(
             "the body is larger than limits.body_bytes_max ({limit} bytes)"
         )));
     }
-    let read = tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await.map_err(|_| {
-        ApiError::Timeout(format!("reading the body took longer than http.request_timeout ({timeout:?})"))
-    })?;
-    read.map_err(|error| match error.into_inner().downcast::<http_body_util::LengthLimitError>() {
+    use http_body_util::BodyExt;
+    let start = tokio::time::Instant::now();
+    let end = start + timeout;
+    let mut body = http_body_util::Limited::new(body, limit);
+    let mut read = bytes::BytesMut::new();
+    loop {
+        // The next byte is due when the rate so far would fall below the minimum.
+        let due = if min_rate == 0 {
+            end
+        } else {
+            let owed = Duration::from_secs_f64((read.len() + 1) as f64 / min_rate as f64);
+            (start + BODY_GRACE + owed).min(end)
+        };
+        let frame = match tokio::time::timeout_at(due, body.frame()).await {
+            Ok(frame) => frame,
+            Err(_) if due == end => {
+                return Err(ApiError::Timeout(format!(
+                    "reading the body took longer than http.request_timeout ({timeout:?})"
+                )));
+            }
+            Err(_) => {
+                return Err(ApiError::Timeout(format!(
+                    "the body arrived slower than http.body_min_rate ({min_rate} bytes/s): {} bytes in {:?}",
+                    read.len(),
+                    start.elapsed()
+                )));
+            }
+        };
+        match frame {
+            None => return Ok(read.freeze()),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    read.extend_from_slice(&data);
+                }
+            }
+            Some(Err(error)) => return Err(body_error(error, declared, limit, too_large)),
+        }
+    }
+}
+
+fn body_error(
+    error: Box<dyn std::error::Error + Send + Sync>,
+    declared: Declared,
+    limit: usize,
+    too_large: impl Fn() -> ApiError,
+) -> ApiError {
+    match error.downcast::<http_body_util::LengthLimitError>() {
         Ok(_) => too_large(),
         // The body as sent, limited before decompression: the error comes out wrapped.
         Err(other) if over_limit(other.as_ref()) => ApiError::PayloadTooLarge(format!(
@@ -128,7 +177,7 @@ pub(crate) async fn read_body(
             ApiError::BadRequest(format!("the gzip body does not decompress: {other}"))
         }
         Err(other) => ApiError::BadRequest(format!("cannot read the body: {other}")),
-    })
+    }
 }
 
 /// Whether a body error is, somewhere inside, a length limit.
@@ -154,10 +203,19 @@ pub(crate) async fn post_events<P: PeerApi>(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<IngestAnswer>, ApiError> {
-    let result = match api.ingest_slots.acquire().await {
-        Ok(_slot) => ingest(&api, &headers, body).await,
-        Err(_) => Err(ApiError::Unavailable("the peer is shutting down".into())),
-    };
+    let result = async {
+        let shutting_down = |_| ApiError::Unavailable("the peer is shutting down".into());
+        // The body is read before it takes a place: a client trickling it in holds none.
+        let _reading = api.body_reads.acquire().await.map_err(shutting_down)?;
+        let limits = &api.limits;
+        let declared = Declared::of(&headers);
+        let body =
+            read_body(limits.body_bytes_max, limits.request_timeout, limits.body_min_rate, declared, body)
+                .await?;
+        let _slot = api.ingest_slots.acquire().await.map_err(shutting_down)?;
+        ingest(&api, &headers, body).await
+    }
+    .await;
     if let Err(error) = &result {
         api.counters.requests_rejected.add(error.code(), 1);
     }
@@ -167,10 +225,9 @@ pub(crate) async fn post_events<P: PeerApi>(
 async fn ingest<P: PeerApi>(
     api: &Api<P>,
     headers: &HeaderMap,
-    body: Body,
+    body: Bytes,
 ) -> Result<Json<IngestAnswer>, ApiError> {
     let limits = &api.limits;
-    let body = read_body(limits.body_bytes_max, limits.request_timeout, Declared::of(headers), body).await?;
     let format = body_format(headers, &body)?;
     let parsed = parse_body(format, &body, api.peer.now_ms(), &limits.parse)?;
     let (indices, events): (Vec<usize>, Vec<_>) = parsed.events.into_iter().unzip();

@@ -99,7 +99,19 @@ pub(crate) fn span_limits<P>(api: &Api<P>) -> SpanLimits {
 /// Takes a place among the requests in flight, or answers 429 at once: span exporters
 /// retry with backoff, which is better than a queue of waiting bodies.
 pub(crate) fn ingest_place<P>(api: &Api<P>) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
-    api.ingest_slots.try_acquire().map_err(|error| match error {
+    try_permit(api, &api.ingest_slots)
+}
+
+/// Takes one of the places for bodies being read (4 per ingest place), or answers 429.
+pub(crate) fn body_read_place<P>(api: &Api<P>) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+    try_permit(api, &api.body_reads)
+}
+
+fn try_permit<'a, P>(
+    api: &Api<P>,
+    places: &'a tokio::sync::Semaphore,
+) -> Result<tokio::sync::SemaphorePermit<'a>, ApiError> {
+    places.try_acquire().map_err(|error| match error {
         tokio::sync::TryAcquireError::Closed => ApiError::Unavailable("the peer is shutting down".into()),
         tokio::sync::TryAcquireError::NoPermits => ApiError::TooManyRequests(format!(
             "limits.ingest_requests_in_flight_max ({}) requests are being taken; retry shortly",
@@ -116,7 +128,8 @@ async fn read_spans_body<P>(
     body: Body,
 ) -> Result<axum::body::Bytes, ApiError> {
     check_encoding(headers)?;
-    read_body(api.limits.body_bytes_max, api.limits.request_timeout, declared, body).await
+    let limits = &api.limits;
+    read_body(limits.body_bytes_max, limits.request_timeout, limits.body_min_rate, declared, body).await
 }
 
 /// Counts the refused spans by reason and hands the good ones to the peer. Returns the
@@ -159,8 +172,10 @@ async fn post_otlp_traces<P: PeerApi>(
                 "Content-Type `{format}` is not OTLP; use application/x-protobuf or application/json"
             )));
         }
-        let _place = ingest_place(&api)?;
+        // Read before it takes an ingest place: a client trickling its body holds none.
+        let _reading = body_read_place(&api)?;
         let body = read_spans_body(&api, declared, &headers, body).await?;
+        let _place = ingest_place(&api)?;
         let limits = span_limits(&api);
         let decoded =
             if json { otlp::decode_json(&body, &limits) } else { otlp::decode_protobuf(body, &limits) }
@@ -204,8 +219,10 @@ async fn post_zipkin_spans<P: PeerApi>(
                 "Content-Type `{format}` is not supported; Zipkin spans are taken as application/json"
             )));
         }
-        let _place = ingest_place(&api)?;
+        // Read before it takes an ingest place: a client trickling its body holds none.
+        let _reading = body_read_place(&api)?;
         let body = read_spans_body(&api, declared, &headers, body).await?;
+        let _place = ingest_place(&api)?;
         let decoded = zipkin::decode_json(&body, &span_limits(&api)).map_err(ApiError::BadRequest)?;
         let (rejected, message) = take_spans(&api, decoded).await?;
         if rejected > 0 {
@@ -291,8 +308,10 @@ async fn post_sightings<P: PeerApi>(
     body: Body,
 ) -> Result<Json<IngestAnswer>, ApiError> {
     let result = async {
-        let _place = ingest_place(&api)?;
+        // Read before it takes an ingest place: a client trickling its body holds none.
+        let _reading = body_read_place(&api)?;
         let body = read_spans_body(&api, declared, &headers, body).await?;
+        let _place = ingest_place(&api)?;
         let text = std::str::from_utf8(&body)
             .map_err(|e| ApiError::BadRequest(format!("the body is not UTF-8: {e}")))?;
         let items = json_items(text)?;

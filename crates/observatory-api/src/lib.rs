@@ -64,6 +64,8 @@ pub struct ApiLimits {
     pub parse: ParseLimits,
     /// Longest time reading one request's body may take (408 beyond).
     pub request_timeout: Duration,
+    /// Slowest a body may arrive after its first second, in bytes per second (0: any).
+    pub body_min_rate: u64,
     /// Most ingest requests read and parsed at once; more wait for a place (span and
     /// sighting requests get 429 instead), so memory stays bounded by this many bodies.
     pub ingest_requests_in_flight_max: usize,
@@ -92,6 +94,7 @@ impl ApiLimits {
                 event_count_max: limits.event_count_max,
             },
             request_timeout: config.http.request_timeout,
+            body_min_rate: config.http.body_min_rate,
             ingest_requests_in_flight_max: limits.ingest_requests_in_flight_max,
             spans_per_request_max: limits.spans_per_request_max,
             picture: picture::PictureSettings::from_config(config),
@@ -114,6 +117,9 @@ pub struct Api<P> {
     pub counters: Counters,
     /// Places for ingest requests in flight (`limits.ingest_requests_in_flight_max`).
     pub(crate) ingest_slots: tokio::sync::Semaphore,
+    /// Bodies being read before they take an ingest place (4 per place): they bound the
+    /// memory of bodies read at once.
+    pub(crate) body_reads: tokio::sync::Semaphore,
     /// The last drawing and the live streams.
     pub(crate) pictures: picture::Pictures,
 }
@@ -128,8 +134,9 @@ impl<P: PeerApi> Api<P> {
     /// so that they do not hold a graceful shutdown open.
     pub fn with_shutdown(peer: P, limits: ApiLimits, shutdown: CancellationToken) -> Arc<Self> {
         let ingest_slots = tokio::sync::Semaphore::new(limits.ingest_requests_in_flight_max);
+        let body_reads = tokio::sync::Semaphore::new(4 * limits.ingest_requests_in_flight_max.max(1));
         let pictures = picture::Pictures::new(limits.picture.clone(), shutdown);
-        Arc::new(Self { peer, limits, counters: Counters::default(), ingest_slots, pictures })
+        Arc::new(Self { peer, limits, counters: Counters::default(), ingest_slots, body_reads, pictures })
     }
 }
 

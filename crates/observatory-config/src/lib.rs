@@ -243,6 +243,9 @@ pub struct HttpSection {
     /// Longest time one ingest request may take, reading its body included.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Slowest an ingest body may arrive, in bytes per second after its first second
+    /// (0: no minimum); slower bodies are refused (408) and free their place.
+    pub body_min_rate: u64,
     /// On SIGTERM or Ctrl-C, how long requests in flight may still take before the
     /// peer closes them and stops anyway.
     #[serde(with = "humantime_serde")]

@@ -272,3 +272,39 @@ async fn a_content_type_that_is_not_text_is_refused_not_sniffed() {
     let (_, status) = peer.get("/api/v1/status").await;
     assert_eq!(status["ingest"]["events_accepted"], 0, "{status}");
 }
+
+#[tokio::test]
+async fn a_body_that_trickles_in_holds_no_ingest_place_and_is_refused_below_the_minimum_rate() {
+    use axum::body::{Body, Bytes};
+    use axum::http::Request;
+    use tower::ServiceExt;
+    let peer = TestPeer::new(ApiLimits { ingest_requests_in_flight_max: 1, ..default_limits() });
+    // Two bodies that never come (the test never sends on their channels), more than the
+    // one ingest place.
+    let mut senders = Vec::new();
+    let mut stalled = Vec::new();
+    for uri in ["/api/v1/events", "/v1/traces"] {
+        let (sender, mut receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+        senders.push(sender);
+        let stream = futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx));
+        let content_type = if uri == "/v1/traces" { "application/x-protobuf" } else { "application/json" };
+        let request = Request::post(uri).header("content-type", content_type).body(Body::from_stream(stream));
+        stalled.push(tokio::spawn(peer.app.clone().oneshot(request.expect("request"))));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // A request whose body comes at once is taken meanwhile (within 5 s: before this
+    // change it waited for the stalled ones' http.request_timeout, 30 s).
+    let body = format!(r#"[{{"from": "a", "to": "b", "ts": {}}}]"#, now_ms() - 1_000);
+    let taken =
+        tokio::time::timeout(std::time::Duration::from_secs(5), peer.post("application/json", body)).await;
+    let (status, answer) = taken.expect("answered while the stalled bodies wait");
+    assert_eq!((status, answer["accepted"].as_u64()), (StatusCode::OK, Some(1)), "{answer}");
+    // The stalled bodies are refused once below http.body_min_rate, after about a second.
+    for request in stalled {
+        let response = request.await.expect("the request task").expect("an answer");
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+        let bytes = http_body_util::BodyExt::collect(response.into_body()).await.expect("a body").to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        assert!(text.contains("http.body_min_rate"), "{text}");
+    }
+}
