@@ -10,6 +10,7 @@ mod architecture;
 mod config;
 mod demo;
 mod handoff;
+mod hostile;
 mod mesh;
 mod otel;
 mod otel_propagation;
