@@ -342,8 +342,12 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 fn sigterm_stops_the_peer_even_while_a_client_stalls_mid_request() {
     use std::io::{BufRead, BufReader, Write};
 
-    // The grace period is the peer's to set; a short one keeps the test quick.
-    let peer = Peer::builder().env("OBSERVATORY_HTTP__SHUTDOWN_GRACE", "1s").spawn();
+    // The grace period is the peer's to set; a short one keeps the test quick. With no
+    // minimum body rate the stalled body is not refused on its own.
+    let peer = Peer::builder()
+        .env("OBSERVATORY_HTTP__SHUTDOWN_GRACE", "1s")
+        .env("OBSERVATORY_HTTP__BODY_MIN_RATE", "0")
+        .spawn();
     let address = peer.startup().http.clone();
     let mut stalled = std::net::TcpStream::connect(&address).expect("connecting to the peer");
     stalled.set_read_timeout(Some(DEADLINE)).expect("read timeout");

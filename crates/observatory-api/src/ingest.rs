@@ -123,7 +123,8 @@ pub(crate) async fn read_body(
     }
     use http_body_util::BodyExt;
     let start = tokio::time::Instant::now();
-    let end = start + timeout;
+    // A timeout too long to add is no timeout.
+    let end = start.checked_add(timeout).unwrap_or_else(|| start + Duration::from_secs(1 << 32));
     let mut body = http_body_util::Limited::new(body, limit);
     let mut read = bytes::BytesMut::new();
     loop {

@@ -66,8 +66,9 @@ pub struct ApiLimits {
     pub request_timeout: Duration,
     /// Slowest a body may arrive after its first second, in bytes per second (0: any).
     pub body_min_rate: u64,
-    /// Most ingest requests read and parsed at once; more wait for a place (span and
-    /// sighting requests get 429 instead), so memory stays bounded by this many bodies.
+    /// Most ingest requests parsed and applied at once; more wait for a place (span and
+    /// sighting requests get 429 instead). Bodies are read before, at most twice this many
+    /// at once, so memory stays bounded by three times this many bodies.
     pub ingest_requests_in_flight_max: usize,
     /// Most spans in one OTLP or Zipkin request; the rest are refused.
     pub spans_per_request_max: usize,
@@ -117,7 +118,7 @@ pub struct Api<P> {
     pub counters: Counters,
     /// Places for ingest requests in flight (`limits.ingest_requests_in_flight_max`).
     pub(crate) ingest_slots: tokio::sync::Semaphore,
-    /// Bodies being read before they take an ingest place (4 per place): they bound the
+    /// Bodies being read before they take an ingest place (2 per place): they bound the
     /// memory of bodies read at once.
     pub(crate) body_reads: tokio::sync::Semaphore,
     /// The last drawing and the live streams.
@@ -134,7 +135,7 @@ impl<P: PeerApi> Api<P> {
     /// so that they do not hold a graceful shutdown open.
     pub fn with_shutdown(peer: P, limits: ApiLimits, shutdown: CancellationToken) -> Arc<Self> {
         let ingest_slots = tokio::sync::Semaphore::new(limits.ingest_requests_in_flight_max);
-        let body_reads = tokio::sync::Semaphore::new(4 * limits.ingest_requests_in_flight_max.max(1));
+        let body_reads = tokio::sync::Semaphore::new(2 * limits.ingest_requests_in_flight_max.max(1));
         let pictures = picture::Pictures::new(limits.picture.clone(), shutdown);
         Arc::new(Self { peer, limits, counters: Counters::default(), ingest_slots, body_reads, pictures })
     }

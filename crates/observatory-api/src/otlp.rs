@@ -354,12 +354,41 @@ struct JsonF64(Option<f64>);
 
 impl<'de> Deserialize<'de> for JsonF64 {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = serde_json::Value::deserialize(deserializer)?;
-        Ok(JsonF64(match value {
-            serde_json::Value::Number(n) => n.as_f64(),
-            serde_json::Value::String(s) => s.parse().ok(),
-            _ => None,
-        }))
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = JsonF64;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number")
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<JsonF64, E> {
+                Ok(JsonF64(Some(v)))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<JsonF64, E> {
+                Ok(JsonF64(Some(v as f64)))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<JsonF64, E> {
+                Ok(JsonF64(Some(v as f64)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<JsonF64, E> {
+                Ok(JsonF64(v.parse().ok()))
+            }
+            fn visit_unit<E>(self) -> Result<JsonF64, E> {
+                Ok(JsonF64(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<JsonF64, E> {
+                Ok(JsonF64(None))
+            }
+            // Anything bigger is drained unread, costing nothing.
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<JsonF64, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(JsonF64(None))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<JsonF64, A::Error> {
+                while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+                Ok(JsonF64(None))
+            }
+        }
+        deserializer.deserialize_any(V)
     }
 }
 
@@ -473,12 +502,13 @@ impl<'de, S: serde::de::DeserializeSeed<'de, Value = ()>> serde::de::Visitor<'de
 
     fn visit_map<A: serde::de::MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            if key != self.key {
+                map.next_value::<serde::de::IgnoredAny>()?;
+                continue;
+            }
             match self.seed.take() {
-                Some(seed) if key == self.key => map.next_value_seed(seed)?,
-                seed => {
-                    self.seed = seed;
-                    map.next_value::<serde::de::IgnoredAny>()?;
-                }
+                Some(seed) => map.next_value_seed(seed)?,
+                None => return Err(serde::de::Error::custom(format_args!("duplicate field `{}`", self.key))),
             }
         }
         Ok(())

@@ -568,8 +568,12 @@ pub struct MeshCountersJson {
     /// Messages with cells dropped unread because the writer was behind.
     #[serde(default)]
     pub pages_dropped_backlog: u64,
-    /// Handoffs received but dropped because the correlator was behind.
+    /// Handoffs received but sent back (busy) because the correlator was behind.
     pub handoffs_dropped: u64,
+    /// Span halves handed off that the owner neither acknowledged nor refused (the
+    /// connection closed or no answer came in time): taken or lost, not sent again.
+    #[serde(default)]
+    pub handoff_spans_unacknowledged: u64,
 }
 
 impl From<MeshCounters> for MeshCountersJson {
@@ -587,6 +591,7 @@ impl From<MeshCounters> for MeshCountersJson {
             shunned: c.shunned,
             pages_dropped_backlog: c.pages_dropped_backlog,
             handoffs_dropped: c.handoffs_dropped,
+            handoff_spans_unacknowledged: c.handoff_spans_unacknowledged,
         }
     }
 }

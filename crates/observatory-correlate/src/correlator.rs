@@ -150,6 +150,9 @@ pub struct Correlator {
     recent_order: VecDeque<u64>,
     /// Services that reported spans here (up to [`SERVICES_MAX`]): no virtual nodes.
     services: rustc_hash::FxHashSet<NodeName>,
+    /// Of those, the ones that reported sampled spans: a caller half of any probability
+    /// that names one and waited in vain lost its other half to that sampler.
+    sampled_services: rustc_hash::FxHashSet<NodeName>,
 }
 
 /// Most services remembered as reporting spans.
@@ -189,6 +192,7 @@ impl Correlator {
             recent: rustc_hash::FxHashSet::default(),
             recent_order: VecDeque::new(),
             services: rustc_hash::FxHashSet::default(),
+            sampled_services: rustc_hash::FxHashSet::default(),
         }
     }
 
@@ -198,6 +202,12 @@ impl Correlator {
     fn seen_lately(&mut self, span: &Span) -> bool {
         if self.services.len() < SERVICES_MAX && !self.services.contains(&span.service) {
             self.services.insert(span.service.clone());
+        }
+        if span.sampling_threshold > 0
+            && self.sampled_services.len() < SERVICES_MAX
+            && !self.sampled_services.contains(&span.service)
+        {
+            self.sampled_services.insert(span.service.clone());
         }
         if self.config.recent_spans_max == 0 || span.kind == SpanKind::Internal {
             return false;
@@ -649,7 +659,10 @@ impl Correlator {
                 match &span.remote {
                     // A service that reports spans is no virtual node: a stricter sampler
                     // there dropped the other half.
-                    Some(remote) if span.adjusted_count() > 1.0 && self.services.contains(&remote.node) => {
+                    Some(remote)
+                        if (span.adjusted_count() > 1.0 && self.services.contains(&remote.node))
+                            || self.sampled_services.contains(&remote.node) =>
+                    {
                         self.counters.spans_unpaired_sampled += 1;
                     }
                     Some(remote) => {

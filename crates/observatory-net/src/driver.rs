@@ -49,7 +49,7 @@ const ACK: &[u8] = b"\x01";
 /// sender takes it back. (Peers before acknowledgements answered ACK to everything.)
 const BUSY: &[u8] = b"\x02";
 
-/// A handoff this peer sent that its owner did not take.
+/// A handoff this peer sent that its owner certainly did not take.
 #[derive(Debug)]
 pub struct ReturnedHandoff {
     /// The peer it was sent to.
@@ -58,6 +58,10 @@ pub struct ReturnedHandoff {
     pub handoff: Handoff,
     /// Why it came back.
     pub reason: String,
+    /// Whether to send it on to the next owner (it never reached this one: no connection
+    /// could be made); else the sender holds it (the owner was busy, or it was too large
+    /// to send), so that it does not travel between busy peers.
+    pub send_on: bool,
 }
 
 /// A handle on the running mesh.
@@ -204,6 +208,7 @@ pub async fn start<R: PeerReplica>(
         live,
         handoffs_received,
         handoffs_dropped: 0,
+        handoff_spans_unacknowledged: 0,
         handoffs_in_flight: HashMap::new(),
         handoffs_back,
         message_bytes_max: settings.net.message_bytes_max,
@@ -303,6 +308,7 @@ struct Driver<R> {
     live: Arc<Mutex<Vec<String>>>,
     handoffs_received: mpsc::Sender<(String, Handoff)>,
     handoffs_dropped: u64,
+    handoff_spans_unacknowledged: u64,
     /// Handoffs sent and not yet acknowledged, by request.
     handoffs_in_flight: HashMap<request_response::OutboundRequestId, (PeerId, Handoff)>,
     handoffs_back: mpsc::UnboundedSender<ReturnedHandoff>,
@@ -473,13 +479,25 @@ impl<R: PeerReplica> Driver<R> {
                 if let Some((peer, handoff)) = self.handoffs_in_flight.remove(&request_id)
                     && response == BUSY
                 {
-                    self.return_handoff(peer, handoff, "the owner was busy".into());
+                    self.return_handoff(peer, handoff, "the owner was busy".into(), false);
                 }
             }
             request_response::Event::OutboundFailure { peer, error, request_id, .. } => {
                 tracing::debug!(%peer, %error, "message not delivered");
                 if let Some((peer, handoff)) = self.handoffs_in_flight.remove(&request_id) {
-                    self.return_handoff(peer, handoff, error.to_string());
+                    match error {
+                        // Never delivered: on to the next owner.
+                        request_response::OutboundFailure::DialFailure
+                        | request_response::OutboundFailure::UnsupportedProtocols => {
+                            self.return_handoff(peer, handoff, error.to_string(), true)
+                        }
+                        // Maybe delivered and taken: sending it again could count it twice.
+                        _ => {
+                            self.handoff_spans_unacknowledged += handoff.spans.len() as u64;
+                            tracing::warn!(%peer, %error, spans = handoff.spans.len(),
+                                "a handoff was not acknowledged: taken or lost, it is not sent again");
+                        }
+                    }
                 }
                 // No ack within the request timeout: the connection is most likely dead
                 // (a cut cable leaves TCP retransmitting for many minutes). Close it, so
@@ -527,13 +545,13 @@ impl<R: PeerReplica> Driver<R> {
             Some(id) => {
                 self.handoffs_in_flight.insert(id, (to, handoff));
             }
-            None => self.return_handoff(to, handoff, "larger than mesh.message_bytes_max".into()),
+            None => self.return_handoff(to, handoff, "larger than mesh.message_bytes_max".into(), false),
         }
     }
 
-    fn return_handoff(&mut self, peer: PeerId, handoff: Handoff, reason: String) {
+    fn return_handoff(&mut self, peer: PeerId, handoff: Handoff, reason: String, send_on: bool) {
         tracing::debug!(%peer, %reason, spans = handoff.spans.len(), "a handoff came back");
-        let _ = self.handoffs_back.send(ReturnedHandoff { peer: peer.to_string(), handoff, reason });
+        let _ = self.handoffs_back.send(ReturnedHandoff { peer: peer.to_string(), handoff, reason, send_on });
     }
 
     /// Sends what the protocol queued and carries out what both state machines ask.
@@ -593,7 +611,11 @@ impl<R: PeerReplica> Driver<R> {
             peer_id: self.local.to_string(),
             objectives: self.protocol.objectives().to_string(),
             listen: self.listen.iter().map(ToString::to_string).collect(),
-            counters: MeshCounters { handoffs_dropped: self.handoffs_dropped, ..self.protocol.counters() },
+            counters: MeshCounters {
+                handoffs_dropped: self.handoffs_dropped,
+                handoff_spans_unacknowledged: self.handoff_spans_unacknowledged,
+                ..self.protocol.counters()
+            },
         };
         let book = self.book.peers().map(|(peer, addrs, connected)| {
             (*peer, addrs.iter().map(ToString::to_string).collect(), connected)

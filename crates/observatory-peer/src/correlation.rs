@@ -57,8 +57,13 @@ pub(crate) async fn run(
                 let now_ms = peer.now_ms();
                 let live = peer.live_peers();
                 let local = peer.inner.info.peer_id.clone();
-                let output = peer.correlator().reroute(now_ms, returned.handoff, &returned.peer, &local, &live);
-                peer.dispatch(now_ms, output)
+                if returned.send_on {
+                    let output = peer.correlator().reroute(now_ms, returned.handoff, &returned.peer, &local, &live);
+                    peer.dispatch(now_ms, output)
+                } else {
+                    // Busy or too large: held here, so that it does not travel between busy peers.
+                    peer.correlator().take_back(now_ms, returned.handoff)
+                }
             }
             _ = stop.cancelled() => break,
         };

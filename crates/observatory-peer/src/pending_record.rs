@@ -20,8 +20,8 @@ impl PendingRecord {
         Self { path: data_dir.join(FILE), written: None }
     }
 
-    /// What the previous run left: `Some(n)` when it did not stop cleanly, with `n` halves
-    /// and sightings waiting at its last record. Removes nothing; the next write replaces it.
+    /// What the previous run left: `Some(n)` when it did not stop cleanly, with `n` span
+    /// halves waiting at its last record (tokens are not counted). Removes nothing; the next write replaces it.
     pub(crate) fn previous(&self) -> Option<u64> {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(text) => text,
@@ -43,7 +43,7 @@ impl PendingRecord {
         }
     }
 
-    /// Records that `waiting` halves and sightings wait now (if that changed).
+    /// Records that `waiting` span halves wait now (if that changed).
     pub(crate) fn waiting(&mut self, waiting: u64) {
         if self.written != Some(waiting) {
             self.write(&waiting.to_string());

@@ -262,9 +262,13 @@ pub struct MeshCounters {
     pub shunned: u64,
     /// Messages with cells dropped unread because the writer was behind.
     pub pages_dropped_backlog: u64,
-    /// Handoffs of span halves received but dropped because the correlator was behind
+    /// Handoffs of span halves received but sent back because the correlator was behind
     /// (set by the driver).
     pub handoffs_dropped: u64,
+    /// Span halves of handoffs sent whose owner neither acknowledged nor refused them (the
+    /// connection closed or no answer came in time): taken or lost, no one can tell, so
+    /// they are not sent again (which could count them twice). Set by the driver.
+    pub handoff_spans_unacknowledged: u64,
 }
 
 /// What this peer knows of one other peer, for `/api/v1/peers`.
