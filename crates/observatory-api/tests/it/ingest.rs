@@ -308,3 +308,28 @@ async fn a_body_that_trickles_in_holds_no_ingest_place_and_is_refused_below_the_
         assert!(text.contains("http.body_min_rate"), "{text}");
     }
 }
+
+#[tokio::test]
+async fn a_tagged_cbor_value_refuses_its_event_only() {
+    let peer = TestPeer::new(default_limits());
+    let ts = now_ms() - 1_000;
+    let good = ciborium::Value::Map(vec![
+        ("from".into(), "a".into()),
+        ("to".into(), "b".into()),
+        ("ts".into(), ciborium::Value::Integer(ts.into())),
+    ]);
+    // `ts` as an epoch-time tag (1), which no field takes; and a tagged event.
+    let tagged_ts = ciborium::Value::Map(vec![
+        ("from".into(), "a".into()),
+        ("to".into(), "b".into()),
+        ("ts".into(), ciborium::Value::Tag(1, Box::new(ciborium::Value::Integer((ts / 1000).into())))),
+    ]);
+    let tagged_event = ciborium::Value::Tag(55799, Box::new(good.clone()));
+    let mut cbor = Vec::new();
+    ciborium::into_writer(&ciborium::Value::Array(vec![good, tagged_ts, tagged_event]), &mut cbor)
+        .expect("encode");
+    let (status, answer) = peer.post("application/cbor", cbor).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["accepted"], 1, "{answer}");
+    assert_eq!(answer["rejected"], 2, "{answer}");
+}
