@@ -49,3 +49,33 @@ fn clients_trickling_bodies_a_byte_at_a_time_do_not_block_ingest() {
         assert!(answer.contains("http.body_min_rate"), "{answer}");
     }
 }
+
+#[test]
+fn idle_connections_beyond_the_cap_are_closed_and_idle_ones_time_out() {
+    let peer = Peer::builder()
+        .env("OBSERVATORY_HTTP__CONNECTIONS_MAX", "64")
+        .env("OBSERVATORY_HTTP__HEADER_READ_TIMEOUT", "1s")
+        .spawn();
+    let addr = peer.startup().http.clone();
+    // Two hundred connections that never send a byte.
+    let idle: Vec<TcpStream> = (0..200).map(|_| TcpStream::connect(&addr).expect("connecting")).collect();
+    // Every one is closed by the peer: those beyond the cap at once, the others once the
+    // header timeout has passed without a request head.
+    for mut stream in idle {
+        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("a read timeout");
+        let mut byte = [0u8; 1];
+        match stream.read(&mut byte) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("an idle connection was not closed: {other:?}"),
+        }
+    }
+    let status = peer.status();
+    let ingest = &status["ingest"];
+    // More came at once than the 64 places: some were refused at once.
+    assert!(ingest["connections_refused"].as_u64().is_some_and(|n| n > 0), "{status}");
+    // The peer still answers, and holds no connection but the one asking.
+    let answer = peer.post_ndjson(&[event("web", "api", json!({"ts": now_ms() - 1_000}))]);
+    assert_eq!(answer["accepted"], 1, "{answer}");
+    assert!(peer.status()["ingest"]["connections_open"].as_u64().is_some_and(|n| n <= 2), "{status}");
+}

@@ -66,6 +66,10 @@ pub struct ApiLimits {
     pub request_timeout: Duration,
     /// Slowest a body may arrive after its first second, in bytes per second (0: any).
     pub body_min_rate: u64,
+    /// Most connections open at once over every listener (`http.connections_max`).
+    pub connections_max: usize,
+    /// How long a request's head may take (`http.header_read_timeout`).
+    pub header_read_timeout: Duration,
     /// Most ingest requests parsed and applied at once; more wait for a place (span and
     /// sighting requests get 429 instead). Bodies are read before, at most twice this many
     /// at once, so memory stays bounded by three times this many bodies.
@@ -96,6 +100,8 @@ impl ApiLimits {
             },
             request_timeout: config.http.request_timeout,
             body_min_rate: config.http.body_min_rate,
+            connections_max: config.http.connections_max,
+            header_read_timeout: config.http.header_read_timeout,
             ingest_requests_in_flight_max: limits.ingest_requests_in_flight_max,
             spans_per_request_max: limits.spans_per_request_max,
             picture: picture::PictureSettings::from_config(config),
@@ -123,6 +129,8 @@ pub struct Api<P> {
     pub(crate) body_reads: tokio::sync::Semaphore,
     /// The last drawing and the live streams.
     pub(crate) pictures: picture::Pictures,
+    /// The connections of every listener serving this edge.
+    pub(crate) connections: Connections,
 }
 
 impl<P: PeerApi> Api<P> {
@@ -137,7 +145,21 @@ impl<P: PeerApi> Api<P> {
         let ingest_slots = tokio::sync::Semaphore::new(limits.ingest_requests_in_flight_max);
         let body_reads = tokio::sync::Semaphore::new(2 * limits.ingest_requests_in_flight_max.max(1));
         let pictures = picture::Pictures::new(limits.picture.clone(), shutdown);
-        Arc::new(Self { peer, limits, counters: Counters::default(), ingest_slots, body_reads, pictures })
+        let connections = Connections::new(limits.connections_max, limits.header_read_timeout);
+        Arc::new(Self {
+            peer,
+            limits,
+            counters: Counters::default(),
+            ingest_slots,
+            body_reads,
+            pictures,
+            connections,
+        })
+    }
+
+    /// The connections every listener serving this edge shares (pass to [`serve`]).
+    pub fn connections(&self) -> Connections {
+        self.connections.clone()
     }
 }
 
@@ -196,30 +218,122 @@ pub enum Served {
     GraceOver,
 }
 
+/// What the HTTP listeners of a peer may hold, shared by all of them.
+#[derive(Debug, Clone)]
+pub struct Connections {
+    /// Open connections, at most `http.connections_max` over every listener.
+    places: Arc<tokio::sync::Semaphore>,
+    /// How long a client may take to send a request's head, and how long a kept-alive
+    /// connection may stay idle (`http.header_read_timeout`).
+    pub header_read_timeout: Duration,
+    /// Connections closed at once because every place was taken.
+    refused: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Connections {
+    /// At most `max` connections at once; heads read within `header_read_timeout`.
+    pub fn new(max: usize, header_read_timeout: Duration) -> Self {
+        Self {
+            places: Arc::new(tokio::sync::Semaphore::new(max)),
+            header_read_timeout,
+            refused: Arc::default(),
+        }
+    }
+
+    /// Connections closed at once because `http.connections_max` were open.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Connections open now.
+    pub fn open(&self, max: usize) -> usize {
+        max.saturating_sub(self.places.available_permits())
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` is cancelled, then lets requests in flight
 /// finish for at most `grace`: a stalled client must not keep the peer up for ever.
+/// Connections beyond `connections`' places are closed at once (so that file descriptors
+/// never run out), a connection that sends no request head within the header timeout is
+/// closed, and accepting goes on after errors such as running out of descriptors.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     shutdown: CancellationToken,
     grace: Duration,
+    connections: Connections,
 ) -> std::io::Result<Served> {
-    use axum::serve::ListenerExt;
-    let stopping = shutdown.clone();
-    // Without TCP_NODELAY, an HTTP/2 answer written in parts (headers, data, trailers, as
-    // gRPC's are) waits for the client's delayed ACK: tens of milliseconds a request.
-    let listener = listener.tap_io(|tcp| {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(connections.header_read_timeout)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(connections.header_read_timeout))
+        .keep_alive_timeout(connections.header_read_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.cancelled() => break,
+        };
+        let tcp = match accepted {
+            Ok((tcp, _)) => tcp,
+            Err(error) => {
+                // Out of descriptors, or a connection reset while queued: go on, after a
+                // breath when the machine is short of something.
+                let transient = matches!(
+                    error.kind(),
+                    std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::ConnectionRefused
+                );
+                if !transient {
+                    tracing::warn!(%error, "accepting a connection failed; going on");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                continue;
+            }
+        };
+        let Ok(place) = connections.places.clone().try_acquire_owned() else {
+            connections.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            drop(tcp);
+            continue;
+        };
+        // Without TCP_NODELAY, an HTTP/2 answer written in parts (headers, data, trailers,
+        // as gRPC's are) waits for the client's delayed ACK: tens of milliseconds a request.
         if let Err(error) = tcp.set_nodelay(true) {
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
-    });
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move { stopping.cancelled().await });
-    let grace_over = async move {
-        shutdown.cancelled().await;
-        tokio::time::sleep(grace).await;
-    };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let (builder, watcher, stopping) = (builder.clone(), graceful.watcher(), shutdown.clone());
+        let header_read_timeout = connections.header_read_timeout;
+        tokio::spawn(async move {
+            // A connection that sends nothing is closed after the header timeout (hyper's
+            // own starts with the first byte of a head).
+            let mut first = [0u8; 1];
+            let first_byte = tokio::time::timeout(header_read_timeout, tcp.peek(&mut first));
+            let sent = tokio::select! {
+                peeked = first_byte => matches!(peeked, Ok(Ok(n)) if n > 0),
+                _ = stopping.cancelled() => false,
+            };
+            if sent {
+                let connection =
+                    builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).into_owned();
+                if let Err(error) = watcher.watch(connection).await {
+                    tracing::debug!(%error, "connection ended with an error");
+                }
+            }
+            drop(place);
+        });
+    }
+    drop(listener);
     tokio::select! {
-        served = server => served.map(|()| Served::Drained),
-        _ = grace_over => Ok(Served::GraceOver),
+        () = graceful.shutdown() => Ok(Served::Drained),
+        () = tokio::time::sleep(grace) => Ok(Served::GraceOver),
     }
 }

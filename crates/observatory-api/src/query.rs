@@ -252,6 +252,8 @@ pub(crate) async fn get_status<P: PeerApi>(State(api): State<Arc<Api<P>>>) -> Js
             spans_rejected: counters.spans_rejected.snapshot(),
             sightings_received: Counters::get(&counters.sightings_received),
             sightings_rejected: counters.sightings_rejected.snapshot(),
+            connections_open: api.connections.open(api.limits.connections_max) as u64,
+            connections_refused: api.connections.refused(),
         },
         correlation: api.peer.correlation().into(),
         mesh: api.peer.mesh().map(|mesh| StatusMesh::from(&mesh.status)),

@@ -540,6 +540,12 @@ pub struct IngestCounters {
     /// Sightings refused, by reason.
     #[serde(default)]
     pub sightings_rejected: BTreeMap<String, u64>,
+    /// Connections open now over the HTTP API and the OTLP listeners.
+    #[serde(default)]
+    pub connections_open: u64,
+    /// Connections closed at once because `http.connections_max` were open.
+    #[serde(default)]
+    pub connections_refused: u64,
 }
 
 /// The mesh's counters since start (in `/api/v1/status` and `/api/v1/peers`).

@@ -246,6 +246,13 @@ pub struct HttpSection {
     /// Slowest an ingest body may arrive, in bytes per second after its first second
     /// (0: no minimum); slower bodies are refused (408) and free their place.
     pub body_min_rate: u64,
+    /// Most connections open at once over the HTTP API and the OTLP listeners; more are
+    /// closed at once.
+    pub connections_max: usize,
+    /// How long a client may take to send a request's head (and a kept-alive HTTP/1
+    /// connection may stay idle); HTTP/2 connections are pinged this often.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
     /// On SIGTERM or Ctrl-C, how long requests in flight may still take before the
     /// peer closes them and stops anyway.
     #[serde(with = "humantime_serde")]
@@ -580,6 +587,12 @@ impl Config {
                     )));
                 }
             }
+        }
+        if self.http.connections_max == 0 {
+            return Err(invalid("http.connections_max must be at least 1"));
+        }
+        if self.http.header_read_timeout.is_zero() {
+            return Err(invalid("http.header_read_timeout must be more than 0"));
         }
         let peer_attributes = &self.correlation.peer_attributes;
         if peer_attributes.len() > 32 {

@@ -557,12 +557,14 @@ impl Running {
         } = self;
         let grace = config.http.shutdown_grace;
         let api = Api::with_shutdown(peer.clone(), ApiLimits::from_config(&config), stop.clone());
+        let connections = api.connections();
         let otlp_served = otlp.map(|otlp| {
             tracing::info!(otlp_addr = %otlp.local_addr().map(|a| a.to_string()).unwrap_or_default(), "OTLP/HTTP listening");
             let app = observatory_api::otlp_router(api.clone());
             let stop = stop.clone();
+            let connections = connections.clone();
             tasks.spawn(async move {
-                match observatory_api::serve(otlp, app, stop, grace).await {
+                match observatory_api::serve(otlp, app, stop, grace, connections).await {
                     Ok(observatory_api::Served::GraceOver) => {
                         tracing::warn!("OTLP requests still open after http.shutdown_grace; closing them")
                     }
@@ -575,8 +577,9 @@ impl Running {
             tracing::info!(otlp_grpc_addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "OTLP/gRPC listening");
             let app = observatory_api::grpc::grpc_router(api.clone());
             let stop = stop.clone();
+            let connections = connections.clone();
             tasks.spawn(async move {
-                match observatory_api::serve(listener, app, stop, grace).await {
+                match observatory_api::serve(listener, app, stop, grace, connections).await {
                     Ok(observatory_api::Served::GraceOver) => {
                         tracing::warn!("OTLP/gRPC requests still open after http.shutdown_grace; closing them")
                     }
@@ -586,7 +589,8 @@ impl Running {
             })
         });
         tracing::info!(http_addr = %http.local_addr().map(|a| a.to_string()).unwrap_or_default(), "HTTP API listening");
-        let served = observatory_api::serve(http, observatory_api::router(api), stop.clone(), grace);
+        let served =
+            observatory_api::serve(http, observatory_api::router(api), stop.clone(), grace, connections);
         let outcome = tokio::select! {
             served = served => match served {
                 Ok(observatory_api::Served::GraceOver) => {
