@@ -27,7 +27,8 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::server::Grpc;
 use tonic::{Code, Status};
 
-use crate::ingest_spans::{ingest_place, span_limits, take_spans};
+use crate::ingest::{Declared, read_body};
+use crate::ingest_spans::{body_read_place, ingest_place, span_limits, take_spans};
 use crate::{Api, ApiError, PeerApi, otlp};
 
 /// The service's name in gRPC paths.
@@ -197,8 +198,42 @@ impl<P: PeerApi> tower::Service<HttpRequest<Body>> for TraceService<P> {
                 ));
                 return Ok(status.into_http());
             }
-            // A place is taken before the message is read, as OTLP/HTTP does: memory is
-            // bounded by the places, not by connections and streams.
+            // The message is read first, holding one of the read places and under
+            // http.body_min_rate, as OTLP/HTTP's body: a client trickling it holds no
+            // ingest place, and memory is bounded by the places.
+            let _reading = match body_read_place(&api) {
+                Ok(place) => place,
+                Err(error) => {
+                    api.counters.requests_rejected.add(error.code(), 1);
+                    return Ok(status_of(&error).into_http());
+                }
+            };
+            let (parts, body) = request.into_parts();
+            let limits = &api.limits;
+            // One message: its 5-byte frame head and at most limits.body_bytes_max.
+            let read = read_body(
+                limits.body_bytes_max.saturating_add(5),
+                limits.request_timeout,
+                limits.body_min_rate,
+                Declared::default(),
+                body,
+            )
+            .await;
+            let message = match read {
+                Ok(message) => message,
+                Err(error) => {
+                    api.counters.requests_rejected.add(error.code(), 1);
+                    let status = match error {
+                        ApiError::PayloadTooLarge(_) => Status::invalid_argument(format!(
+                            "the request message is larger than limits.body_bytes_max ({} bytes)",
+                            limits.body_bytes_max
+                        )),
+                        other => status_of(&other),
+                    };
+                    return Ok(status.into_http());
+                }
+            };
+            let request = HttpRequest::from_parts(parts, Body::from(message));
             let _place = match ingest_place(&api) {
                 Ok(place) => place,
                 Err(error) => {

@@ -187,3 +187,31 @@ fn base64_decode(text: &str) -> Vec<u8> {
         .decode(text)
         .unwrap_or_else(|e| panic!("not base64 ({e}): {text}"))
 }
+
+#[tokio::test]
+async fn a_grpc_message_that_trickles_in_holds_no_ingest_place_and_is_refused_below_the_minimum_rate() {
+    let peer = TestPeer::new(ApiLimits { ingest_requests_in_flight_max: 1, ..default_limits() });
+    // A message that never comes (the test never sends on the channel).
+    let (_sender, mut receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+    let stream = futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx));
+    let stalled = Request::post(EXPORT_PATH)
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Body::from_stream(stream))
+        .expect("request");
+    let stalled = tokio::spawn(peer.grpc.clone().oneshot(stalled));
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // The one ingest place is free for an export whose message comes at once.
+    let answer = call(&peer.grpc, EXPORT_PATH, frame(&shop_request().encode_to_vec(), false), false).await;
+    assert_eq!(answer.code, "0", "{}", answer.message);
+    let response = stalled.await.expect("the task").expect("an answer");
+    let headers = response.headers().clone();
+    let collected = response.into_body().collect().await.expect("body");
+    let mut metadata = headers;
+    if let Some(trailers) = collected.trailers() {
+        metadata.extend(trailers.clone());
+    }
+    assert_eq!(metadata.get("grpc-status").map(|v| v.to_str().unwrap().to_string()), Some("14".into()), "UNAVAILABLE");
+    let message = metadata.get("grpc-message").map(|v| v.to_str().unwrap_or("").to_string()).unwrap_or_default();
+    assert!(message.contains("body_min_rate"), "{message}");
+}
