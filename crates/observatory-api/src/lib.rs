@@ -72,7 +72,8 @@ pub struct ApiLimits {
     pub header_read_timeout: Duration,
     /// Most ingest requests parsed and applied at once; more wait for a place (span and
     /// sighting requests get 429 instead). Bodies are read before, at most twice this many
-    /// at once, so memory stays bounded by three times this many bodies.
+    /// at once, each holding its read place until it is done, so memory stays bounded by
+    /// twice this many bodies.
     pub ingest_requests_in_flight_max: usize,
     /// Most spans in one OTLP or Zipkin request; the rest are refused.
     pub spans_per_request_max: usize,

@@ -211,7 +211,12 @@ async fn a_grpc_message_that_trickles_in_holds_no_ingest_place_and_is_refused_be
     if let Some(trailers) = collected.trailers() {
         metadata.extend(trailers.clone());
     }
-    assert_eq!(metadata.get("grpc-status").map(|v| v.to_str().unwrap().to_string()), Some("14".into()), "UNAVAILABLE");
-    let message = metadata.get("grpc-message").map(|v| v.to_str().unwrap_or("").to_string()).unwrap_or_default();
+    assert_eq!(
+        metadata.get("grpc-status").map(|v| v.to_str().unwrap().to_string()),
+        Some("14".into()),
+        "UNAVAILABLE"
+    );
+    let message =
+        metadata.get("grpc-message").map(|v| v.to_str().unwrap_or("").to_string()).unwrap_or_default();
     assert!(message.contains("body_min_rate"), "{message}");
 }
