@@ -252,6 +252,10 @@ impl Connections {
     }
 }
 
+/// How long a kept-alive HTTP/1 connection may wait for its next request (or take to send
+/// a request head once it started).
+const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(120);
+
 /// Serves `app` on `listener` until `shutdown` is cancelled, then lets requests in flight
 /// finish for at most `grace`: a stalled client must not keep the peer up for ever.
 /// Connections beyond `connections`' places are closed at once (so that file descriptors
@@ -266,10 +270,14 @@ pub async fn serve(
 ) -> std::io::Result<Served> {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // hyper's header timeout also closes kept-alive connections waiting for their next
+    // request: it is kept longer than clients keep idle connections (90 s for most), so
+    // that a client never sends on a connection the peer is just closing. Connections
+    // that send nothing at all are closed after `header_read_timeout` below.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(connections.header_read_timeout)
+        .header_read_timeout(connections.header_read_timeout.max(KEEP_ALIVE_IDLE))
         .keep_alive(true);
     builder
         .http2()

@@ -249,8 +249,8 @@ pub struct HttpSection {
     /// Most connections open at once over the HTTP API and the OTLP listeners; more are
     /// closed at once.
     pub connections_max: usize,
-    /// How long a client may take to send a request's head (and a kept-alive HTTP/1
-    /// connection may stay idle); HTTP/2 connections are pinged this often.
+    /// How long a new connection may stay silent before its first request; HTTP/2
+    /// connections are pinged this often.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
     /// On SIGTERM or Ctrl-C, how long requests in flight may still take before the
