@@ -473,16 +473,7 @@ impl Correlator {
                 self.counters.edges_root += 1;
                 let edge = Edge::new(self.config.entry_node.clone(), span.service.clone())
                     .with_virtual(VirtualSide::Client);
-                weighted(
-                    &mut self.counters,
-                    edge,
-                    span,
-                    span.start_ms(),
-                    Some(span.duration_us()),
-                    span.error,
-                    span.adjusted_count(),
-                    events,
-                );
+                one_sided(&mut self.counters, edge, span, Some(span.duration_us()), events);
                 true
             }
             (SpanKind::Consumer, None, remote) => {
@@ -494,16 +485,7 @@ impl Correlator {
                 self.counters.edges_virtual += 1;
                 let edge = Edge::with_kind(span.service.clone(), node.clone(), EdgeKind::Database)
                     .with_virtual(VirtualSide::Server);
-                weighted(
-                    &mut self.counters,
-                    edge,
-                    span,
-                    span.start_ms(),
-                    Some(span.duration_us()),
-                    span.error,
-                    span.adjusted_count(),
-                    events,
-                );
+                one_sided(&mut self.counters, edge, span, Some(span.duration_us()), events);
                 true
             }
             _ => false,
@@ -516,16 +498,7 @@ impl Correlator {
                 self.counters.edges_virtual += 1;
                 let edge = Edge::with_kind(remote.node.clone(), span.service.clone(), EdgeKind::Messaging)
                     .with_virtual(VirtualSide::Client);
-                weighted(
-                    &mut self.counters,
-                    edge,
-                    span,
-                    span.start_ms(),
-                    None,
-                    span.error,
-                    span.adjusted_count(),
-                    events,
-                );
+                one_sided(&mut self.counters, edge, span, None, events);
             }
             None => self.counters.spans_unpaired += 1,
         }
@@ -673,16 +646,7 @@ impl Correlator {
                         };
                         let edge = Edge::with_kind(span.service.clone(), remote.node.clone(), kind)
                             .with_virtual(VirtualSide::Server);
-                        weighted(
-                            &mut self.counters,
-                            edge,
-                            &span,
-                            span.start_ms(),
-                            latency_us,
-                            span.error,
-                            span.adjusted_count(),
-                            events,
-                        );
+                        one_sided(&mut self.counters, edge, &span, latency_us, events);
                     }
                     // A sampled half naming nothing: its callee's sampler likely dropped the
                     // other half; the kept pairs count these calls.
@@ -693,16 +657,7 @@ impl Correlator {
                             self.counters.edges_unknown += 1;
                             let edge = Edge::new(span.service.clone(), unknown.clone())
                                 .with_virtual(VirtualSide::Server);
-                            weighted(
-                                &mut self.counters,
-                                edge,
-                                &span,
-                                span.start_ms(),
-                                Some(span.duration_us()),
-                                span.error,
-                                span.adjusted_count(),
-                                events,
-                            );
+                            one_sided(&mut self.counters, edge, &span, Some(span.duration_us()), events);
                         }
                         _ => self.counters.spans_unpaired += 1,
                     },
@@ -815,6 +770,18 @@ fn weighted(
     if count > 1 {
         events.push(Event { count: count - 1, ..event(edge, ts_ms, None, error) });
     }
+}
+
+/// The event of a call counted from one half alone: at the span's start, failed if it
+/// failed, weighted by its own adjusted count.
+fn one_sided(
+    counters: &mut CorrelationCounters,
+    edge: Edge,
+    span: &Span,
+    latency_us: Option<u64>,
+    events: &mut Vec<Event>,
+) {
+    weighted(counters, edge, span, span.start_ms(), latency_us, span.error, span.adjusted_count(), events);
 }
 
 /// `x` rounded down or up, up with probability `x - floor(x)`, by a uniform draw that
